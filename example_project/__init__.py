@@ -1,0 +1,1 @@
+"""Example project: a runnable control silo, region silos and a fake Slack."""

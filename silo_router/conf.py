@@ -1,0 +1,204 @@
+"""One settings object over the ``SILO_ROUTER`` dict.
+
+Every property reads ``settings.SILO_ROUTER`` on each access and falls back to a
+default, so ``override_settings`` works in tests with nothing to reset. Objects built
+from dotted paths (providers, the resolver, transports) are cached by
+:mod:`silo_router.registry` and that cache is dropped on Django's
+``setting_changed`` signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+
+MODES = ("control", "region", "monolith")
+
+DEFAULT_PROVIDERS: dict[str, str] = {"slack": "silo_router.providers.slack.SlackProvider"}
+DEFAULT_URL_PREFIXES: dict[str, str] = {"/extensions/slack/": "slack"}
+
+#: Strategy by request ``type`` or ``type:name`` (the most specific key wins).
+DEFAULT_ROUTES: dict[str, str] = {
+    "slack.url_verification": "control_only",
+    "slack.ssl_check": "control_only",
+    "slack.app_rate_limited": "control_only",
+    "slack.event_callback": "async",
+    "slack.command": "async",
+    "slack.block_actions": "async",
+    "slack.interactive_message": "async",
+    "slack.shortcut": "async",
+    "slack.message_action": "async",
+    "slack.view_closed": "async",
+    "slack.dialog_cancellation": "async",
+    "slack.workflow_step_edit": "async",
+    "slack.view_submission": "sync",
+    "slack.dialog_submission": "sync",
+    "slack.block_suggestion": "sync",
+    "slack.dialog_suggestion": "sync",
+}
+
+#: Fan-out by request type: ``all`` regions the installation spans, or ``one``.
+DEFAULT_FANOUT: dict[str, str] = {"slack.event_callback": "all"}
+
+DEFAULTS: dict[str, Any] = {
+    "MODE": "monolith",
+    "REGION": None,
+    "SIGNING_KEYS": {},
+    "SIGNING_KEY_ID": None,
+    "SIGNATURE_MAX_AGE": 300,
+    "REGIONS": {},
+    "PROVIDERS": DEFAULT_PROVIDERS,
+    "URL_PREFIXES": DEFAULT_URL_PREFIXES,
+    "MAX_BODY_SIZE": 1024 * 1024,
+    "ROUTES": {},
+    "FANOUT": {},
+    "RESOLVER": "silo_router.control.resolver.ModelResolver",
+    "RESPONSE_DEADLINE": 3.0,
+    "SYNC_SAFETY_MARGIN": 0.4,
+    "MAX_CLOCK_ALLOWANCE": 1.0,
+    "DELIVERY_TIMEOUT": 10.0,
+    "DELIVERY_MAX_ATTEMPTS": 5,
+    "DELIVERY_BACKOFF": 2.0,
+    "CONTROL_RESPONSE_TIMEOUT": 1.5,
+    "LOADING_VIEW_TIMEOUT": 10.0,
+    "CONTROL_RESPONSE_HANDLERS": {
+        "slack.loading_modal": "silo_router.providers.slack.control_responses.LoadingModal",
+    },
+    "OPTIONS_REFRESH_INTERVAL": 1.0,
+    "HANDLER_MODULES": [],
+    "TRACES_SAMPLE_RATE": 0.01,
+    "QUEUED_SIGNATURE_MAX_AGE": 86400,
+    "SLACK": {},
+}
+
+SLACK_DEFAULTS: dict[str, Any] = {
+    "SIGNING_SECRETS": [],
+    "TIMESTAMP_TOLERANCE": 300,
+    "BOT_TOKEN": None,
+    "API_URL": "https://slack.com/api/",
+    "RATE_LIMIT_RETRIES": 2,
+}
+
+
+class SiloRouterSettings:
+    """Typed, lazily read view of ``settings.SILO_ROUTER``."""
+
+    @property
+    def _raw(self) -> Mapping[str, Any]:
+        return getattr(settings, "SILO_ROUTER", {}) or {}
+
+    def get(self, name: str) -> Any:
+        """Return one setting or its default."""
+        return self._raw.get(name, DEFAULTS[name])
+
+    @property
+    def MODE(self) -> str:
+        return str(self.get("MODE"))
+
+    @property
+    def is_control(self) -> bool:
+        return self.MODE in ("control", "monolith")
+
+    @property
+    def is_region(self) -> bool:
+        return self.MODE in ("region", "monolith")
+
+    @property
+    def REGION(self) -> str | None:
+        return self.get("REGION")
+
+    @property
+    def SIGNING_KEYS(self) -> Mapping[str, str]:
+        return self.get("SIGNING_KEYS")
+
+    @property
+    def SIGNING_KEY_ID(self) -> str | None:
+        key_id = self.get("SIGNING_KEY_ID")
+        if key_id is None and len(self.SIGNING_KEYS) == 1:
+            return next(iter(self.SIGNING_KEYS))
+        return key_id
+
+    @property
+    def SIGNATURE_MAX_AGE(self) -> int:
+        return int(self.get("SIGNATURE_MAX_AGE"))
+
+    @property
+    def REGIONS(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.get("REGIONS")
+
+    @property
+    def PROVIDERS(self) -> Mapping[str, str]:
+        return {**DEFAULT_PROVIDERS, **self._raw.get("PROVIDERS", {})}
+
+    @property
+    def URL_PREFIXES(self) -> Mapping[str, str]:
+        return self.get("URL_PREFIXES")
+
+    @property
+    def MAX_BODY_SIZE(self) -> int:
+        return int(self.get("MAX_BODY_SIZE"))
+
+    @property
+    def ROUTES(self) -> Mapping[str, str]:
+        return {**DEFAULT_ROUTES, **self.get("ROUTES")}
+
+    @property
+    def FANOUT(self) -> Mapping[str, str]:
+        return {**DEFAULT_FANOUT, **self.get("FANOUT")}
+
+    @property
+    def RESOLVER(self) -> str:
+        return str(self.get("RESOLVER"))
+
+    @property
+    def RESPONSE_DEADLINE(self) -> float:
+        return float(self.get("RESPONSE_DEADLINE"))
+
+    @property
+    def SYNC_SAFETY_MARGIN(self) -> float:
+        return float(self.get("SYNC_SAFETY_MARGIN"))
+
+    @property
+    def MAX_CLOCK_ALLOWANCE(self) -> float:
+        return float(self.get("MAX_CLOCK_ALLOWANCE"))
+
+    @property
+    def DELIVERY_TIMEOUT(self) -> float:
+        return float(self.get("DELIVERY_TIMEOUT"))
+
+    @property
+    def DELIVERY_MAX_ATTEMPTS(self) -> int:
+        return int(self.get("DELIVERY_MAX_ATTEMPTS"))
+
+    @property
+    def DELIVERY_BACKOFF(self) -> float:
+        return float(self.get("DELIVERY_BACKOFF"))
+
+    @property
+    def CONTROL_RESPONSE_TIMEOUT(self) -> float:
+        return float(self.get("CONTROL_RESPONSE_TIMEOUT"))
+
+    @property
+    def LOADING_VIEW_TIMEOUT(self) -> float:
+        return float(self.get("LOADING_VIEW_TIMEOUT"))
+
+    @property
+    def CONTROL_RESPONSE_HANDLERS(self) -> Mapping[str, str]:
+        return {**DEFAULTS["CONTROL_RESPONSE_HANDLERS"], **self._raw.get("CONTROL_RESPONSE_HANDLERS", {})}
+
+    @property
+    def OPTIONS_REFRESH_INTERVAL(self) -> float:
+        return float(self.get("OPTIONS_REFRESH_INTERVAL"))
+
+    @property
+    def HANDLER_MODULES(self) -> Sequence[str]:
+        return list(self.get("HANDLER_MODULES"))
+
+    @property
+    def SLACK(self) -> Mapping[str, Any]:
+        return {**SLACK_DEFAULTS, **self.get("SLACK")}
+
+
+conf = SiloRouterSettings()

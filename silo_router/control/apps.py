@@ -1,0 +1,22 @@
+"""The control-silo Django app."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+from django.db.models.signals import post_migrate
+
+
+class ControlConfig(AppConfig):
+    name = "silo_router.control"
+    label = "silo_router_control"
+    verbose_name = "Silo router (control)"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from silo_router import checks as silo_checks
+
+        from .options import create_option_rows
+
+        checks.register(silo_checks.check_settings, checks.Tags.compatibility)
+        post_migrate.connect(create_option_rows, sender=self)

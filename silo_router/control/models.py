@@ -1,0 +1,109 @@
+"""Control-silo models: where installations live, what operators toggle, what is in flight."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class OrganizationMapping(models.Model):
+    """An organization and the region silo that holds its data."""
+
+    organization_id = models.CharField(max_length=64, unique=True, help_text="Id of the organization in its region.")
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    region = models.CharField(max_length=64, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.slug} ({self.region})"
+
+
+class Integration(models.Model):
+    """A provider installation (a Slack workspace or Enterprise Grid org) and its organizations."""
+
+    provider = models.CharField(max_length=32)
+    external_id = models.CharField(max_length=64, help_text="Slack: the team id (T...) or, for an org-wide install, the enterprise id (E...).")
+    enterprise_id = models.CharField(max_length=64, blank=True, db_index=True)
+    app_id = models.CharField(max_length=64, blank=True, help_text="Empty matches every app.")
+    name = models.CharField(max_length=200, blank=True)
+    organizations = models.ManyToManyField(OrganizationMapping, related_name="integrations", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "external_id", "app_id"], name="silo_router_integration_unique")
+        ]
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.external_id}"
+
+
+class Option(models.Model):
+    """The stored value of a registered option (see ``silo_router.control.options``)."""
+
+    key = models.CharField(max_length=128, unique=True)
+    value = models.JSONField(null=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class OptionChange(models.Model):
+    """An audit record: who changed which option, when, from what to what."""
+
+    key = models.CharField(max_length=128, db_index=True)
+    old_value = models.JSONField(null=True)
+    new_value = models.JSONField(null=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    changed_by_repr = models.CharField(max_length=200, blank=True)
+    changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.old_value!r} -> {self.new_value!r}"
+
+
+class Payload(models.Model):
+    """One envelope for one region, stored before Slack is acknowledged."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+        UNROUTABLE = "unroutable"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    idempotency_key = models.CharField(max_length=200, db_index=True)
+    provider = models.CharField(max_length=32)
+    kind = models.CharField(max_length=200, db_index=True)
+    region = models.CharField(max_length=64, blank=True, db_index=True)
+    strategy = models.CharField(max_length=32)
+    envelope = models.TextField(help_text="The serialized envelope (unsigned; it is signed at each attempt).")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="silo_router_payload_due")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} -> {self.region or '?'} [{self.state}]"

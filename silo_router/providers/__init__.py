@@ -1,0 +1,1 @@
+"""Provider integrations: each verifies, parses and answers one platform's webhooks."""

@@ -1,0 +1,27 @@
+"""Slack Web API clients built from settings."""
+
+from __future__ import annotations
+
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from silo_router.conf import conf
+from silo_router.plugins import cached
+
+
+@cached
+def _client(token: str, base_url: str, timeout: float, rate_limit_retries: int) -> WebClient:
+    handlers = [RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)] if rate_limit_retries else []
+    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=handlers)  # type: ignore[arg-type]
+
+
+def slack_client(*, timeout: float = 10.0, rate_limit_retries: int | None = None, token: str | None = None) -> WebClient:
+    """A ``WebClient`` for the configured bot token and API URL.
+
+    429 answers are retried after their ``Retry-After`` up to ``RATE_LIMIT_RETRIES``
+    times (``rate_limit_retries=0`` for calls that must not wait, such as
+    ``views.open`` with a trigger that dies in 3 seconds).
+    """
+    slack = conf.SLACK
+    retries = int(slack["RATE_LIMIT_RETRIES"]) if rate_limit_retries is None else rate_limit_retries
+    return _client(token or slack["BOT_TOKEN"] or "", str(slack["API_URL"]), timeout, retries)

@@ -1,0 +1,21 @@
+"""The region-silo Django app."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+
+
+class RegionConfig(AppConfig):
+    name = "silo_router.region"
+    label = "silo_router_region"
+    verbose_name = "Silo router (region)"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from silo_router import checks as silo_checks
+
+        from .handlers import load_handler_modules
+
+        checks.register(silo_checks.check_settings, checks.Tags.compatibility)
+        load_handler_modules()

@@ -1,0 +1,10 @@
+"""Include in a region silo's URLconf, e.g. ``path("silo-router/", include("silo_router.region.urls"))``."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from .views import EnvelopeView
+
+app_name = "silo_router_region"
+urlpatterns = [path("envelopes/", EnvelopeView.as_view(), name="envelopes")]

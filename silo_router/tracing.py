@@ -1,0 +1,81 @@
+"""Tracing: one trace per flow, across control, the queue, the region and the reply.
+
+Everything here is a thin layer over sentry-sdk and is a no-op when sentry-sdk is not
+initialized. The control silo starts (or joins) a transaction per provider request;
+the envelope carries ``sentry-trace`` and ``baggage``; the control worker and the region
+continue that trace, so the whole flow is one waterfall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import sentry_sdk
+
+from .conf import conf
+
+#: Transactions and spans of this library start with this op prefix.
+OP_PREFIX = "silo_router"
+
+
+def traces_sampler(sampling_context: Mapping[str, Any]) -> float:
+    """A ``traces_sampler`` for ``sentry_sdk.init``.
+
+    Follows the parent's decision when there is one; samples every integration flow
+    (ops starting with ``silo_router``) and other requests at
+    ``SILO_ROUTER['TRACES_SAMPLE_RATE']``.
+    """
+    parent = sampling_context.get("parent_sampled")
+    if parent is not None:
+        return 1.0 if parent else 0.0
+    context = sampling_context.get("transaction_context") or {}
+    if str(context.get("op") or "").startswith(OP_PREFIX):
+        return 1.0
+    return float(conf.get("TRACES_SAMPLE_RATE"))
+
+
+@contextlib.contextmanager
+def flow(op: str, name: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """A transaction for one stage of a flow, continuing ``headers`` when given.
+
+    Inside an existing transaction (Django's, Celery's) it opens a child span instead,
+    so a flow never splits into two traces.
+    """
+    if headers:
+        transaction = sentry_sdk.continue_trace(dict(headers), op=op, name=name)
+        with sentry_sdk.start_transaction(transaction) as span:
+            yield span
+        return
+    if sentry_sdk.get_current_span() is not None:
+        with sentry_sdk.start_span(op=op, name=name) as span:
+            yield span
+        return
+    with sentry_sdk.start_transaction(op=op, name=name) as span:
+        yield span
+
+
+def span(op: str, name: str) -> Any:
+    """A child span of the current transaction."""
+    return sentry_sdk.start_span(op=f"{OP_PREFIX}.{op}", name=name)
+
+
+def propagation_headers() -> dict[str, str]:
+    """``sentry-trace`` and ``baggage`` of the current span, for the envelope."""
+    headers: dict[str, str] = {}
+    traceparent = sentry_sdk.get_traceparent()
+    if traceparent:
+        headers["sentry-trace"] = traceparent
+    baggage = sentry_sdk.get_baggage()
+    if baggage:
+        headers["baggage"] = baggage
+    return headers
+
+
+def set_data(current: Any, **data: Any) -> None:
+    """Attach data and tags to ``current`` (a span or transaction)."""
+    for key, value in data.items():
+        current.set_data(key, value)
+        if isinstance(value, str | int | bool):
+            current.set_tag(f"{OP_PREFIX}.{key}", value)

@@ -1,0 +1,1 @@
+"""Tests for example_project.fake_slack."""

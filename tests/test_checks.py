@@ -1,0 +1,69 @@
+"""Every setting has a system check with a stable id and a hint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from silo_router.checks import check_settings
+
+BASE: dict[str, Any] = {
+    "MODE": "control",
+    "SIGNING_KEYS": {"k1": "k" * 40},
+    "SIGNING_KEY_ID": "k1",
+    "REGIONS": {"us": {"TRANSPORT": "http", "URL": "http://127.0.0.1:1/"}},
+    "SLACK": {"SIGNING_SECRETS": ["s"], "BOT_TOKEN": "xoxb-1"},
+}
+
+
+def ids(config: Any) -> set[str]:
+    with override_settings(SILO_ROUTER=config):
+        messages = check_settings()
+    assert all(m.hint for m in messages), "every message has a hint"
+    return {m.id for m in messages}
+
+
+def test_a_good_configuration_has_no_messages() -> None:
+    assert ids(BASE) == set()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"MODE": "edge"}, "silo_router.E003"),
+        ({"MODEE": "control"}, "silo_router.E002"),
+        ({"DELIVERY_TIMEOUT": -1}, "silo_router.E004"),
+        ({"MAX_BODY_SIZE": "big"}, "silo_router.E004"),
+        ({"SYNC_SAFETY_MARGIN": 5}, "silo_router.E004"),
+        ({"SIGNING_KEYS": {}}, "silo_router.E005"),
+        ({"SIGNING_KEY_ID": "k9"}, "silo_router.E006"),
+        ({"SIGNING_KEYS": {"k1": "short"}}, "silo_router.W001"),
+        ({"REGIONS": {}}, "silo_router.E007"),
+        ({"REGIONS": {"us": {"TRANSPORT": "htpp", "URL": "x"}}}, "silo_router.E008"),
+        ({"REGIONS": {"us": {"TRANSPORT": "http"}}}, "silo_router.E009"),
+        ({"URL_PREFIXES": {"extensions/slack": "slack"}}, "silo_router.E010"),
+        ({"URL_PREFIXES": {"/x/": "slak"}}, "silo_router.E011"),
+        ({"PROVIDERS": {"teams": "nowhere.Teams"}}, "silo_router.E012"),
+        ({"ROUTES": {"slack.command": "later"}}, "silo_router.E013"),
+        ({"FANOUT": {"slack.command": "some"}}, "silo_router.E014"),
+        ({"RESOLVER": "nowhere.Resolver"}, "silo_router.E015"),
+        ({"SLACK": {"BOT_TOKEN": "xoxb-1"}}, "silo_router.E016"),
+        ({"SLACK": {"SIGNING_SECRETS": ["s"]}}, "silo_router.W003"),
+        ({"MODE": "region", "SLACK": {}}, "silo_router.E017"),
+        ({"MODE": "region", "REGION": "us", "HANDLER_MODULES": "app.handlers"}, "silo_router.E018"),
+    ],
+)
+def test_each_problem_has_its_id(change: dict[str, Any], expected: str) -> None:
+    assert expected in ids({**BASE, **change})
+
+
+def test_not_a_dict_is_e001() -> None:
+    assert ids(["nope"]) == {"silo_router.E001"}
+
+
+def test_did_you_mean_in_transport_error() -> None:
+    with override_settings(SILO_ROUTER={**BASE, "REGIONS": {"us": {"TRANSPORT": "htpp", "URL": "x"}}}):
+        (message,) = [m for m in check_settings() if m.id == "silo_router.E008"]
+    assert "Did you mean 'http'?" in message.msg

@@ -1,0 +1,1 @@
+"""Settings of the example project: ``base`` plus one module per silo (control, region_us, region_eu)."""

@@ -1,0 +1,132 @@
+"""Settings shared by every silo of the example project.
+
+Everything that differs between machines comes from environment variables with demo
+defaults: the var directory (``SILO_DEMO_VAR``), URLs and ports, and the secrets. The
+defaults are for a laptop demo only; never deploy them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+#: Databases, broker folders and logs live here (the demo's Cluster makes a fresh one).
+VAR_DIR = Path(os.environ.get("SILO_DEMO_VAR") or REPO_DIR / "var" / "demo").resolve()
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-django-secret-key-do-not-deploy-0123456789")
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+WSGI_APPLICATION = "example_project.wsgi.application"
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+
+def sqlite_database(name: str) -> dict[str, Any]:
+    """A SQLite database under ``VAR_DIR``, tuned for several processes and threads.
+
+    WAL lets readers (the demo reads region databases directly) run beside a writer;
+    ``IMMEDIATE`` transactions take the write lock up front, so concurrent writers wait
+    for the busy timeout instead of failing with "database is locked" on upgrade.
+    """
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / name,
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d:%(threadName)s] %(message)s"},
+    },
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
+    "loggers": {
+        "silo_router": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "example_project": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
+
+# -- the control-to-region hop and Slack ----------------------------------------------
+
+SIGNING_KEY_ID = os.environ.get("SILO_ROUTER_SIGNING_KEY_ID", "demo-1")
+SIGNING_KEY = os.environ.get("SILO_ROUTER_SIGNING_KEY", "demo-only-control-to-region-key-0123456789abcdef")
+SLACK_SIGNING_SECRET = os.environ.get("SLACK_SIGNING_SECRET", "demo-only-slack-signing-secret-0123456789")
+SLACK_BOT_TOKEN = os.environ.get("SLACK_BOT_TOKEN", "xoxb-demo-only-bot-token")
+SLACK_API_URL = os.environ.get("SLACK_API_URL", "http://127.0.0.1:8010/api/")
+
+#: What every silo shares; control.py and region_*.py add their parts.
+SILO_ROUTER_BASE: dict[str, Any] = {
+    "SIGNING_KEYS": {SIGNING_KEY_ID: SIGNING_KEY},
+    "SIGNING_KEY_ID": SIGNING_KEY_ID,
+    "SLACK": {"BOT_TOKEN": SLACK_BOT_TOKEN, "API_URL": SLACK_API_URL},
+}
+
+#: Seconds the demo's "upstream issue tracker" takes to answer (see issues/upstream.py).
+DEMO_UPSTREAM_LATENCY = float(os.environ.get("DEMO_UPSTREAM_LATENCY", "2.5"))
+
+# -- Celery (read by example_project.celery with namespace "CELERY") -------------------
+
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+#: kombu's filesystem transport: a broker that needs no server. Producer and consumer
+#: use the same folder (``out``) so the control silo and its worker share one queue.
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = (
+    {
+        "data_folder_in": str(BROKER_DIR / "out"),
+        "data_folder_out": str(BROKER_DIR / "out"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+    if CELERY_BROKER_URL.startswith("filesystem://")
+    else {}
+)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -1,0 +1,155 @@
+"""Control responses against the fake Slack: the Loading modal, its failures, its fate."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+
+from example_project.fake_slack import FakeSlack
+from silo_router.control.models import Option, Payload
+from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
+from silo_router.region.handlers import slack
+
+from .slack_signing import block_actions, interactive_body, post_slack
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RESOLVED_VIEW = {
+    "type": "modal",
+    "title": {"type": "plain_text", "text": "Resolved"},
+    "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "Issue resolved"}}],
+}
+
+
+@pytest.fixture
+def fake(settings: Any) -> Iterator[FakeSlack]:
+    with FakeSlack(signing_secret=settings.SLACK_SIGNING_SECRET, bot_token="xoxb-tests") as server:
+        settings.SILO_ROUTER = {
+            **settings.SILO_ROUTER,
+            "SLACK": {**settings.SILO_ROUTER["SLACK"], "API_URL": server.api_url},
+        }
+        yield server
+
+
+def set_options(*, enabled: bool, actions: list[str]) -> None:
+    Option.objects.update_or_create(key=CONTROL_RESPONSES_ENABLED, defaults={"value": enabled})
+    Option.objects.update_or_create(key=CONTROL_RESPONSE_ACTIONS, defaults={"value": actions})
+    options.invalidate()
+
+
+def click(client: Client, fake: FakeSlack, **kwargs: Any) -> Any:
+    payload = block_actions(trigger_id=fake.issue_trigger(), **kwargs)
+    payload["response_url"] = fake.issue_response_url(channel_id="C0CHAN001")
+    return post_slack(client, interactive_body(payload))
+
+
+def test_loading_modal_opens_before_any_database_work(
+    client: Client, fake: FakeSlack, installations: Any, settings: Any
+) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "OPTIONS_REFRESH_INTERVAL": 60}
+    set_options(enabled=True, actions=["resolve_dialog"])
+    options.get(CONTROL_RESPONSES_ENABLED)  # warm the snapshot, as a running process has it
+    query_times: list[float] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        query_times.append(time.monotonic())
+        return execute(sql, params, many, context)
+
+    @slack.action("resolve_dialog")
+    def resolve(request: Any) -> None:
+        assert request.loading_view_open
+        request.update_view(RESOLVED_VIEW)
+
+    with connection.execute_wrapper(record):
+        response = click(client, fake)
+    assert response.status_code == 200
+    (opened,) = fake.calls("views.open")
+    assert opened.ok
+    assert opened.at < min(query_times), "views.open must precede every query of the request"
+    (updated,) = [c for c in fake.calls("views.update") if c.ok]
+    view = fake.views[updated.params["view_id"]]
+    assert view["title"]["text"] == "Resolved"
+    envelope = json.loads(Payload.objects.get().envelope)
+    assert envelope["control_response"]["status"] == "opened"
+    assert envelope["control_response"]["view_id"] == updated.params["view_id"]
+
+
+def test_flag_off_or_unlisted_action_opens_nothing(client: Client, fake: FakeSlack, installations: Any) -> None:
+    seen: list[bool] = []
+
+    @slack.action()
+    def any_action(request: Any) -> None:
+        seen.append(request.loading_view_open)
+
+    set_options(enabled=False, actions=["resolve_dialog"])
+    assert click(client, fake).status_code == 200
+    set_options(enabled=True, actions=["archive_dialog"])
+    assert click(client, fake).status_code == 200
+    assert fake.calls("views.open") == []
+    assert seen == [False, False]
+
+
+def test_expired_trigger_is_not_retried_and_the_region_answers_by_response_url(client: Client, fake: FakeSlack, installations: Any) -> None:
+    set_options(enabled=True, actions=["resolve_dialog"])
+    told: list[Any] = []
+
+    @slack.action("resolve_dialog")
+    def resolve(request: Any) -> None:
+        told.append(dict(request.control_response))
+        request.update_view(RESOLVED_VIEW, fallback_text="Issue resolved")
+
+    payload = block_actions(trigger_id="not-issued-by-slack")
+    payload["response_url"] = fake.issue_response_url(channel_id="C0CHAN001")
+    assert post_slack(client, interactive_body(payload)).status_code == 200
+    assert [c.error for c in fake.calls("views.open")] == ["invalid_trigger_id"]
+    assert told[0]["status"] == "failed"
+    assert told[0]["error"] == "invalid_trigger_id"
+    (reply,) = fake.calls("response_url")
+    assert reply.ok
+    assert reply.params["text"] == "Issue resolved"
+
+
+def test_region_failure_replaces_the_loading_modal_with_an_error(client: Client, fake: FakeSlack, installations: Any, settings: Any) -> None:
+    set_options(enabled=True, actions=["resolve_dialog"])
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "DELIVERY_MAX_ATTEMPTS": 1}
+
+    @slack.action("resolve_dialog")
+    def broken(request: Any) -> None:
+        raise RuntimeError("region database is down")
+
+    assert click(client, fake).status_code == 200
+    (opened,) = fake.calls("views.open")
+    view_id = opened.params.get("view_id") or next(iter(fake.views))
+    assert fake.views[view_id]["title"]["text"] == "Something went wrong"
+    assert Payload.objects.get().state == "failed"
+
+
+def test_loading_modal_left_alone_by_the_handler_is_closed_out(client: Client, fake: FakeSlack, installations: Any) -> None:
+    set_options(enabled=True, actions=["resolve_dialog"])
+
+    @slack.action("resolve_dialog")
+    def quiet(request: Any) -> None:
+        """Does its work but never touches the modal."""
+
+    assert click(client, fake).status_code == 200
+    (view,) = fake.views.values()
+    assert view["title"]["text"] == "Done"
+
+
+def test_the_check_never_overwrites_the_handlers_view(client: Client, fake: FakeSlack, installations: Any) -> None:
+    set_options(enabled=True, actions=["resolve_dialog"])
+
+    @slack.action("resolve_dialog")
+    def resolve(request: Any) -> None:
+        request.update_view(RESOLVED_VIEW)
+
+    assert click(client, fake).status_code == 200
+    (view,) = fake.views.values()
+    assert view["title"]["text"] == "Resolved"
+    assert "hash_conflict" in [c.error for c in fake.calls("views.update")]

@@ -1,0 +1,12 @@
+"""App config of the demo issue tracker."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class IssuesConfig(AppConfig):
+    name = "example_project.issues"
+    label = "issues"
+    verbose_name = "Issues (demo)"
+    default_auto_field = "django.db.models.BigAutoField"

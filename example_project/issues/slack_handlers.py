@@ -1,0 +1,152 @@
+"""Slack handlers of the demo app, registered in region silos (``HANDLER_MODULES``).
+
+The Resolve and Archive buttons show how a real app answers: change the issue, ask a
+slow upstream service for what to show, then show it in a modal. With control responses
+on, the control silo has already opened a Loading modal, and the handler replaces it
+(``update_view``). With them off, the handler takes the naive path real apps have,
+``views.open`` with the click's trigger_id, which has expired by now (a trigger lives 3
+seconds and the hop to the region plus the upstream call take longer): Slack answers
+``expired_trigger_id`` and the user sees nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from slack_sdk.errors import SlackApiError
+
+from silo_router.providers.slack.request import SlackHandlerRequest
+from silo_router.region.handlers import slack
+
+from .models import Issue
+from .upstream import fetch_issue_details
+
+logger = logging.getLogger("example_project.issues")
+
+#: Slack's limit on options in one block_suggestion answer.
+MAX_OPTIONS = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class IssueRef:
+    """What a button's ``value`` names: ``{"organization": "<slug>", "issue": <number>}``."""
+
+    organization: str
+    number: int
+
+    @classmethod
+    def from_value(cls, value: Any) -> IssueRef | None:
+        """Parse a button value; ``None`` if it is not one of ours."""
+        try:
+            data = json.loads(value) if isinstance(value, str) else None
+            return cls(organization=str(data["organization"]), number=int(data["issue"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+def issue_modal(issue: Issue, details: dict[str, Any]) -> dict[str, Any]:
+    """The modal that shows the result: "Issue #N resolved" (titles are at most 24 characters)."""
+    return {
+        "type": "modal",
+        "callback_id": "issue_result",
+        "title": {"type": "plain_text", "text": f"Issue #{issue.number} {issue.status}"[:24]},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*#{issue.number} {details['title']}* is now *{issue.status}*."},
+            }
+        ],
+    }
+
+
+def _first_action_value(request: SlackHandlerRequest) -> Any:
+    actions = request.payload.get("actions") or [{}]
+    return actions[0].get("value")
+
+
+def change_status(request: SlackHandlerRequest, status: str) -> None:
+    """Set the clicked issue's status, then (after commit) show the result in a modal."""
+    ref = IssueRef.from_value(_first_action_value(request))
+    if ref is None or request.organization_id is None:
+        logger.warning("%s: the button value names no issue", request.kind)
+        return
+    issue = Issue.objects.filter(organization_id=request.organization_id, number=ref.number).first()
+    if issue is None:
+        logger.warning("%s: no issue #%s for organization %s", request.kind, ref.number, request.organization_id)
+        request.respond(f"Issue #{ref.number} does not exist.")
+        return
+    issue.status = status
+    issue.save(update_fields=["status", "updated_at"])
+    logger.info("issue #%s of organization %s is now %s", issue.number, issue.organization_id, status)
+    # The slow upstream call runs after commit: no transaction is held across the network.
+    request.after_commit(lambda: show_result(request, issue))
+
+
+def show_result(request: SlackHandlerRequest, issue: Issue) -> None:
+    """Ask the upstream tracker, then replace the Loading modal or (naively) open a modal."""
+    view = issue_modal(issue, fetch_issue_details(issue))
+    if request.loading_view_open:
+        request.update_view(view, fallback_text=f"Issue #{issue.number} is now {issue.status}.")
+        return
+    try:
+        request.open_view(view)
+    except SlackApiError as exc:
+        logger.error("views.open for issue #%s failed: %s (the user sees nothing)", issue.number, exc.response.get("error"))
+
+
+@slack.action("resolve_dialog")
+def resolve(request: SlackHandlerRequest) -> None:
+    """The Resolve button."""
+    change_status(request, Issue.Status.RESOLVED)
+
+
+@slack.action("archive_dialog")
+def archive(request: SlackHandlerRequest) -> None:
+    """The Archive button."""
+    change_status(request, Issue.Status.ARCHIVED)
+
+
+@slack.command("/ticket")
+def ticket(request: SlackHandlerRequest) -> None:
+    """``/ticket``: how many issues of the organization are open, answered via response_url."""
+    count = Issue.objects.filter(organization_id=request.organization_id, status=Issue.Status.OPEN).count()
+    request.respond(f"Organization {request.organization_id} has {count} open issues (region {settings.SILO_ROUTER['REGION']}).")
+
+
+@slack.event("app_mention")
+def mentioned(request: SlackHandlerRequest) -> None:
+    """An @-mention of the app: say hello in the channel, naming this region."""
+    channel = request.channel_id
+    text = f"Hello from region {settings.SILO_ROUTER['REGION']} (organization {request.organization_id})."
+
+    def post() -> None:
+        try:
+            request.client.chat_postMessage(channel=channel, text=text)
+        except SlackApiError as exc:
+            logger.error("chat.postMessage failed: %s", exc.response.get("error"))
+
+    if channel:
+        request.after_commit(post)
+
+
+@slack.options("pick_issue")
+def pick_issue(request: SlackHandlerRequest) -> dict[str, Any]:
+    """Options for an external select: this region's open issues matching what the user typed."""
+    typed = str(request.payload.get("value") or "").strip()
+    issues = Issue.objects.filter(organization_id__in=request.organization_ids, status=Issue.Status.OPEN)
+    if typed:
+        issues = issues.filter(title__icontains=typed)
+    return {
+        "options": [
+            {
+                "text": {"type": "plain_text", "text": f"#{issue.number} {issue.title}"[:75]},
+                "value": json.dumps({"organization": issue.organization_id, "issue": issue.number}),
+            }
+            for issue in issues[:MAX_OPTIONS]
+        ]
+    }

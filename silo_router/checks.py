@@ -34,15 +34,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     """Every check, in id order; later checks are skipped when the basics are wrong."""
     raw = getattr(settings, "SILO_ROUTER", None)
     if not isinstance(raw, Mapping):
-        return [Error("SILO_ROUTER must be a dict.", hint="Add SILO_ROUTER = {...} to your settings.", id="silo_router.E001")]
+        return [
+            Error(
+                "SILO_ROUTER must be a dict.", hint="Add SILO_ROUTER = {...} to your settings.", id="silo_router.E001"
+            )
+        ]
     errors: list[CheckMessage] = []
     for key in raw:
         if key not in DEFAULTS:
             errors.append(
-                Error(f"SILO_ROUTER has an unknown key {key!r}.", hint="Remove it or fix its spelling." + did_you_mean(key, DEFAULTS), id="silo_router.E002")
+                Error(
+                    f"SILO_ROUTER has an unknown key {key!r}.",
+                    hint="Remove it or fix its spelling." + did_you_mean(key, DEFAULTS),
+                    id="silo_router.E002",
+                )
             )
     if conf.MODE not in MODES:
-        errors.append(Error(f"SILO_ROUTER['MODE'] is {conf.MODE!r}.", hint=f"Use one of {', '.join(MODES)}.", id="silo_router.E003"))
+        errors.append(
+            Error(
+                f"SILO_ROUTER['MODE'] is {conf.MODE!r}.", hint=f"Use one of {', '.join(MODES)}.", id="silo_router.E003"
+            )
+        )
         return errors
     errors += _check_numbers()
     errors += _check_signing_keys()
@@ -63,22 +75,56 @@ def _check_numbers() -> list[CheckMessage]:
             ok = False
         if not ok:
             kind = "a positive number" if name in POSITIVE_NUMBERS else "a number >= 0"
-            errors.append(Error(f"SILO_ROUTER[{name!r}] must be {kind}, not {value!r}.", hint=f"The default is {DEFAULTS[name]!r}.", id="silo_router.E004"))
+            errors.append(
+                Error(
+                    f"SILO_ROUTER[{name!r}] must be {kind}, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[name]!r}.",
+                    id="silo_router.E004",
+                )
+            )
     if not errors and conf.SYNC_SAFETY_MARGIN >= conf.RESPONSE_DEADLINE:
-        errors.append(Error("SYNC_SAFETY_MARGIN leaves no time for synchronous forwards.", hint="Keep it well under RESPONSE_DEADLINE (3 s for Slack).", id="silo_router.E004"))
+        errors.append(
+            Error(
+                "SYNC_SAFETY_MARGIN leaves no time for synchronous forwards.",
+                hint="Keep it well under RESPONSE_DEADLINE (3 s for Slack).",
+                id="silo_router.E004",
+            )
+        )
     return errors
 
 
 def _check_signing_keys() -> list[CheckMessage]:
     keys = conf.SIGNING_KEYS
-    if not isinstance(keys, Mapping) or not keys or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items()):
-        return [Error("SILO_ROUTER['SIGNING_KEYS'] must map key ids to non-empty secrets.", hint="Control and every region share these keys; e.g. {'2026-11': os.environ['SILO_ROUTER_KEY']}.", id="silo_router.E005")]
+    if (
+        not isinstance(keys, Mapping)
+        or not keys
+        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items())
+    ):
+        return [
+            Error(
+                "SILO_ROUTER['SIGNING_KEYS'] must map key ids to non-empty secrets.",
+                hint="Control and every region share these keys; e.g. {'2026-11': os.environ['SILO_ROUTER_KEY']}.",
+                id="silo_router.E005",
+            )
+        ]
     errors: list[CheckMessage] = []
     if conf.is_control and conf.SIGNING_KEY_ID not in keys:
-        errors.append(Error("SILO_ROUTER['SIGNING_KEY_ID'] does not name a key in SIGNING_KEYS.", hint="Set it to the id of the key control signs with; keep old ids listed while regions rotate.", id="silo_router.E006"))
+        errors.append(
+            Error(
+                "SILO_ROUTER['SIGNING_KEY_ID'] does not name a key in SIGNING_KEYS.",
+                hint="Set it to the id of the key control signs with; keep old ids listed while regions rotate.",
+                id="silo_router.E006",
+            )
+        )
     short = [k for k, v in keys.items() if len(v) < 32]
     if short:
-        errors.append(Warning(f"Signing keys {', '.join(sorted(short))} are shorter than 32 characters.", hint="Use at least 32 random characters, e.g. secrets.token_urlsafe(32).", id="silo_router.W001"))
+        errors.append(
+            Warning(
+                f"Signing keys {', '.join(sorted(short))} are shorter than 32 characters.",
+                hint="Use at least 32 random characters, e.g. secrets.token_urlsafe(32).",
+                id="silo_router.W001",
+            )
+        )
     return errors
 
 
@@ -86,48 +132,115 @@ def _check_regions() -> list[CheckMessage]:
     regions = conf.REGIONS
     errors: list[CheckMessage] = []
     if not isinstance(regions, Mapping):
-        return [Error("SILO_ROUTER['REGIONS'] must be a dict of region name to options.", hint="e.g. {'us': {'TRANSPORT': 'http', 'URL': 'https://us.example.com/silo-router/envelopes/'}}.", id="silo_router.E007")]
+        return [
+            Error(
+                "SILO_ROUTER['REGIONS'] must be a dict of region name to options.",
+                hint="e.g. {'us': {'TRANSPORT': 'http', 'URL': 'https://us.example.com/silo-router/envelopes/'}}.",
+                id="silo_router.E007",
+            )
+        ]
     if conf.is_control and not regions:
-        errors.append(Error("SILO_ROUTER['REGIONS'] is empty: control has nowhere to forward.", hint="List every region and its transport.", id="silo_router.E007"))
+        errors.append(
+            Error(
+                "SILO_ROUTER['REGIONS'] is empty: control has nowhere to forward.",
+                hint="List every region and its transport.",
+                id="silo_router.E007",
+            )
+        )
     for name, options in regions.items():
         if not isinstance(options, Mapping):
-            errors.append(Error(f"SILO_ROUTER['REGIONS'][{name!r}] must be a dict.", hint="e.g. {'TRANSPORT': 'http', 'URL': ...}.", id="silo_router.E007"))
+            errors.append(
+                Error(
+                    f"SILO_ROUTER['REGIONS'][{name!r}] must be a dict.",
+                    hint="e.g. {'TRANSPORT': 'http', 'URL': ...}.",
+                    id="silo_router.E007",
+                )
+            )
             continue
         transport = str(options.get("TRANSPORT", "http"))
         try:
             import_by_alias(transport, aliases=TRANSPORT_ALIASES, setting=f"REGIONS][{name!r}][TRANSPORT")
         except SiloRouterConfigurationError as exc:
-            errors.append(Error(str(exc), hint=f"Use {', '.join(TRANSPORT_ALIASES)} or a dotted path to a Transport subclass.", id="silo_router.E008"))
+            errors.append(
+                Error(
+                    str(exc),
+                    hint=f"Use {', '.join(TRANSPORT_ALIASES)} or a dotted path to a Transport subclass.",
+                    id="silo_router.E008",
+                )
+            )
         if transport == "http" and not options.get("URL"):
-            errors.append(Error(f"Region {name!r} uses the http transport but has no URL.", hint="Set 'URL' to the region's silo_router envelope endpoint.", id="silo_router.E009"))
+            errors.append(
+                Error(
+                    f"Region {name!r} uses the http transport but has no URL.",
+                    hint="Set 'URL' to the region's silo_router envelope endpoint.",
+                    id="silo_router.E009",
+                )
+            )
     return errors
 
 
 def _check_control() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     if MIDDLEWARE_PATH not in getattr(settings, "MIDDLEWARE", []):
-        errors.append(Warning("SiloRouterMiddleware is not in MIDDLEWARE: no provider request will be answered.", hint=f"Add {MIDDLEWARE_PATH!r} first in MIDDLEWARE.", id="silo_router.W002"))
+        errors.append(
+            Warning(
+                "SiloRouterMiddleware is not in MIDDLEWARE: no provider request will be answered.",
+                hint=f"Add {MIDDLEWARE_PATH!r} first in MIDDLEWARE.",
+                id="silo_router.W002",
+            )
+        )
     prefixes = conf.URL_PREFIXES
     providers = conf.PROVIDERS
-    for prefix, provider in (prefixes.items() if isinstance(prefixes, Mapping) else []):
+    for prefix, provider in prefixes.items() if isinstance(prefixes, Mapping) else []:
         if not (isinstance(prefix, str) and prefix.startswith("/") and prefix.endswith("/")):
-            errors.append(Error(f"URL prefix {prefix!r} must start and end with '/'.", hint="e.g. '/extensions/slack/'.", id="silo_router.E010"))
+            errors.append(
+                Error(
+                    f"URL prefix {prefix!r} must start and end with '/'.",
+                    hint="e.g. '/extensions/slack/'.",
+                    id="silo_router.E010",
+                )
+            )
         if provider not in providers:
-            errors.append(Error(f"URL prefix {prefix!r} names unknown provider {provider!r}.", hint="Known: " + ", ".join(providers) + "." + did_you_mean(str(provider), providers), id="silo_router.E011"))
+            errors.append(
+                Error(
+                    f"URL prefix {prefix!r} names unknown provider {provider!r}.",
+                    hint="Known: " + ", ".join(providers) + "." + did_you_mean(str(provider), providers),
+                    id="silo_router.E011",
+                )
+            )
     for name, path in providers.items():
         try:
             import_by_alias(path, aliases={}, setting=f"PROVIDERS][{name!r}")
         except SiloRouterConfigurationError as exc:
-            errors.append(Error(str(exc), hint="Point it at a silo_router.providers.base.Provider subclass.", id="silo_router.E012"))
+            errors.append(
+                Error(
+                    str(exc), hint="Point it at a silo_router.providers.base.Provider subclass.", id="silo_router.E012"
+                )
+            )
     strategies = {s.value for s in Strategy}
     for key, value in conf.ROUTES.items():
         if value not in strategies:
-            errors.append(Error(f"SILO_ROUTER['ROUTES'][{key!r}] is {value!r}.", hint=f"Use one of {', '.join(sorted(strategies))}.", id="silo_router.E013"))
+            errors.append(
+                Error(
+                    f"SILO_ROUTER['ROUTES'][{key!r}] is {value!r}.",
+                    hint=f"Use one of {', '.join(sorted(strategies))}.",
+                    id="silo_router.E013",
+                )
+            )
     fanouts = {f.value for f in Fanout}
     for key, value in conf.FANOUT.items():
         if value not in fanouts:
-            errors.append(Error(f"SILO_ROUTER['FANOUT'][{key!r}] is {value!r}.", hint=f"Use one of {', '.join(sorted(fanouts))}.", id="silo_router.E014"))
-    for setting, paths in (("RESOLVER", {"": conf.RESOLVER}), ("CONTROL_RESPONSE_HANDLERS", conf.CONTROL_RESPONSE_HANDLERS)):
+            errors.append(
+                Error(
+                    f"SILO_ROUTER['FANOUT'][{key!r}] is {value!r}.",
+                    hint=f"Use one of {', '.join(sorted(fanouts))}.",
+                    id="silo_router.E014",
+                )
+            )
+    for setting, paths in (
+        ("RESOLVER", {"": conf.RESOLVER}),
+        ("CONTROL_RESPONSE_HANDLERS", conf.CONTROL_RESPONSE_HANDLERS),
+    ):
         for path in paths.values():
             try:
                 import_by_alias(str(path), aliases={}, setting=setting)
@@ -135,17 +248,43 @@ def _check_control() -> list[CheckMessage]:
                 errors.append(Error(str(exc), hint="Use a dotted path to an importable class.", id="silo_router.E015"))
     slack = conf.SLACK
     secrets = slack.get("SIGNING_SECRETS")
-    if "slack" in set(prefixes.values()) and (not isinstance(secrets, list | tuple) or not secrets or not all(isinstance(s, str) and s for s in secrets)):
-        errors.append(Error("SILO_ROUTER['SLACK']['SIGNING_SECRETS'] is missing: every Slack request will be refused (401).", hint="Set it to [your app's signing secret]; list the old one too while rotating.", id="silo_router.E016"))
+    if "slack" in set(prefixes.values()) and (
+        not isinstance(secrets, list | tuple) or not secrets or not all(isinstance(s, str) and s for s in secrets)
+    ):
+        errors.append(
+            Error(
+                "SILO_ROUTER['SLACK']['SIGNING_SECRETS'] is missing: every Slack request will be refused (401).",
+                hint="Set it to [your app's signing secret]; list the old one too while rotating.",
+                id="silo_router.E016",
+            )
+        )
     if not slack.get("BOT_TOKEN"):
-        errors.append(Warning("SILO_ROUTER['SLACK']['BOT_TOKEN'] is not set: control responses cannot open modals.", hint="Set the bot token (xoxb-...) if you enable control responses.", id="silo_router.W003"))
+        errors.append(
+            Warning(
+                "SILO_ROUTER['SLACK']['BOT_TOKEN'] is not set: control responses cannot open modals.",
+                hint="Set the bot token (xoxb-...) if you enable control responses.",
+                id="silo_router.W003",
+            )
+        )
     return errors
 
 
 def _check_region() -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     if conf.MODE == "region" and not conf.REGION:
-        errors.append(Error("SILO_ROUTER['REGION'] is required in region mode.", hint="Set it to this silo's region name, as control's REGIONS names it.", id="silo_router.E017"))
+        errors.append(
+            Error(
+                "SILO_ROUTER['REGION'] is required in region mode.",
+                hint="Set it to this silo's region name, as control's REGIONS names it.",
+                id="silo_router.E017",
+            )
+        )
     if not isinstance(conf.get("HANDLER_MODULES"), list | tuple):
-        errors.append(Error("SILO_ROUTER['HANDLER_MODULES'] must be a list of module paths.", hint="e.g. ['myapp.slack_handlers'].", id="silo_router.E018"))
+        errors.append(
+            Error(
+                "SILO_ROUTER['HANDLER_MODULES'] must be a list of module paths.",
+                hint="e.g. ['myapp.slack_handlers'].",
+                id="silo_router.E018",
+            )
+        )
     return errors

@@ -79,7 +79,9 @@ class Envelope:
             fields["organization_ids"] = tuple(str(o) for o in fields.get("organization_ids") or ())
             return cls(**fields)
         except TypeError as exc:
-            raise EnvelopeRejected("The envelope fields have the wrong shape.", reason="malformed_envelope", status=400) from exc
+            raise EnvelopeRejected(
+                "The envelope fields have the wrong shape.", reason="malformed_envelope", status=400
+            ) from exc
 
     def replace(self, **changes: Any) -> Envelope:
         return dataclasses.replace(self, **changes)

@@ -50,8 +50,7 @@ def import_by_alias(value: str, *, aliases: Mapping[str, str], setting: str) -> 
     path = aliases.get(value, value)
     if "." not in path:
         raise SiloRouterConfigurationError(
-            f"SILO_ROUTER[{setting}] = {value!r} is not a known alias or a dotted path."
-            + did_you_mean(value, aliases)
+            f"SILO_ROUTER[{setting}] = {value!r} is not a known alias or a dotted path." + did_you_mean(value, aliases)
         )
     try:
         return import_string(path)

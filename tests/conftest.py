@@ -36,5 +36,7 @@ def installations(db: None) -> dict[str, OrganizationMapping]:
     Integration.objects.create(provider="slack", external_id="T0EU00001").organizations.add(globex)
     both = Integration.objects.create(provider="slack", external_id="T0BOTH001")
     both.organizations.add(acme, initech)
-    Integration.objects.create(provider="slack", external_id="E0ENT0001", enterprise_id="E0ENT0001").organizations.add(globex)
+    Integration.objects.create(provider="slack", external_id="E0ENT0001", enterprise_id="E0ENT0001").organizations.add(
+        globex
+    )
     return {"acme": acme, "globex": globex, "initech": initech}

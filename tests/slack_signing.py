@@ -10,8 +10,8 @@ import urllib.parse
 from typing import Any
 
 from django.conf import settings
-from django.test import Client
 from django.http import HttpResponse
+from django.test import Client
 from slack_sdk.signature import SignatureVerifier
 
 SLACK_URL = "/extensions/slack/"
@@ -51,7 +51,12 @@ def post_slack(
 
 
 def block_actions(
-    *, team_id: str = "T0US00001", action_id: str = "resolve_dialog", value: str = "1", trigger_id: str = "trig-1", **extra: Any
+    *,
+    team_id: str = "T0US00001",
+    action_id: str = "resolve_dialog",
+    value: str = "1",
+    trigger_id: str = "trig-1",
+    **extra: Any,
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "type": "block_actions",
@@ -62,13 +67,17 @@ def block_actions(
         "response_url": "https://hooks.slack.com/actions/T/1/x",
         "channel": {"id": "C0CHAN001", "name": "general"},
         "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0CHAN001"},
-        "actions": [{"type": "button", "action_id": action_id, "block_id": "b1", "value": value, "action_ts": "1700000001.1"}],
+        "actions": [
+            {"type": "button", "action_id": action_id, "block_id": "b1", "value": value, "action_ts": "1700000001.1"}
+        ],
     }
     payload.update(extra)
     return payload
 
 
-def event_callback(*, team_id: str = "T0US00001", event_type: str = "app_mention", event_id: str = "Ev0001") -> dict[str, Any]:
+def event_callback(
+    *, team_id: str = "T0US00001", event_type: str = "app_mention", event_id: str = "Ev0001"
+) -> dict[str, Any]:
     return {
         "type": "event_callback",
         "token": "unused",

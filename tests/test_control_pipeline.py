@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from django.test import Client, override_settings
+from django.test import Client
 
 from silo_router.control.models import Payload
 from silo_router.region.handlers import slack
@@ -135,7 +135,10 @@ def test_event_retries_are_deduplicated_and_answered_200(client: Client, install
     assert post_slack(client, body, content_type="application/json").status_code == 200
     for retry in ("1", "2", "3"):
         response = post_slack(
-            client, body, content_type="application/json", extra={"HTTP_X_SLACK_RETRY_NUM": retry, "HTTP_X_SLACK_RETRY_REASON": "http_timeout"}
+            client,
+            body,
+            content_type="application/json",
+            extra={"HTTP_X_SLACK_RETRY_NUM": retry, "HTTP_X_SLACK_RETRY_REASON": "http_timeout"},
         )
         assert response.status_code == 200
     assert seen == ["Ev42"]
@@ -161,7 +164,9 @@ def test_an_organization_hint_picks_the_region(client: Client, installations: An
     def resolve(request: Any) -> None:
         seen.append(request.organization_id)
 
-    body = interactive_body(block_actions(team_id="T0BOTH001", value=json.dumps({"organization": "initech", "issue": 5})))
+    body = interactive_body(
+        block_actions(team_id="T0BOTH001", value=json.dumps({"organization": "initech", "issue": 5}))
+    )
     assert post_slack(client, body).status_code == 200
     assert seen == ["202"]
     assert Payload.objects.get().region == "eu"
@@ -226,7 +231,13 @@ def test_view_submission_timeout_is_redelivered_once(client: Client, installatio
         "team": {"id": "T0US00001"},
         "user": {"id": "U1", "team_id": "T0US00001"},
         "api_app_id": "A0APP0001",
-        "view": {"id": "V1", "callback_id": "new_issue", "team_id": "T0US00001", "private_metadata": "", "state": {"values": {}}},
+        "view": {
+            "id": "V1",
+            "callback_id": "new_issue",
+            "team_id": "T0US00001",
+            "private_metadata": "",
+            "state": {"values": {}},
+        },
     }
     response = post_slack(client, interactive_body(payload))
     assert response.status_code == 200

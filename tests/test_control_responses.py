@@ -95,7 +95,9 @@ def test_flag_off_or_unlisted_action_opens_nothing(client: Client, fake: FakeSla
     assert seen == [False, False]
 
 
-def test_expired_trigger_is_not_retried_and_the_region_answers_by_response_url(client: Client, fake: FakeSlack, installations: Any) -> None:
+def test_expired_trigger_is_not_retried_and_the_region_answers_by_response_url(
+    client: Client, fake: FakeSlack, installations: Any
+) -> None:
     set_options(enabled=True, actions=["resolve_dialog"])
     told: list[Any] = []
 
@@ -115,7 +117,9 @@ def test_expired_trigger_is_not_retried_and_the_region_answers_by_response_url(c
     assert reply.params["text"] == "Issue resolved"
 
 
-def test_region_failure_replaces_the_loading_modal_with_an_error(client: Client, fake: FakeSlack, installations: Any, settings: Any) -> None:
+def test_region_failure_replaces_the_loading_modal_with_an_error(
+    client: Client, fake: FakeSlack, installations: Any, settings: Any
+) -> None:
     set_options(enabled=True, actions=["resolve_dialog"])
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "DELIVERY_MAX_ATTEMPTS": 1}
 
@@ -130,7 +134,9 @@ def test_region_failure_replaces_the_loading_modal_with_an_error(client: Client,
     assert Payload.objects.get().state == "failed"
 
 
-def test_loading_modal_left_alone_by_the_handler_is_closed_out(client: Client, fake: FakeSlack, installations: Any) -> None:
+def test_loading_modal_left_alone_by_the_handler_is_closed_out(
+    client: Client, fake: FakeSlack, installations: Any
+) -> None:
     set_options(enabled=True, actions=["resolve_dialog"])
 
     @slack.action("resolve_dialog")

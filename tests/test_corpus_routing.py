@@ -27,7 +27,9 @@ def expected_regions(expect: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.parametrize("entry", CORPUS, ids=[e["file"] for e in CORPUS])
-def test_corpus_request_is_verified_classified_and_routed(client: Client, installations: Any, entry: dict[str, Any]) -> None:
+def test_corpus_request_is_verified_classified_and_routed(
+    client: Client, installations: Any, entry: dict[str, Any]
+) -> None:
     expect = entry["expect"]
     response = post_slack(client, entry["body"].encode(), content_type=entry["content_type"])
     assert response.status_code == 200, response.content
@@ -44,7 +46,18 @@ def test_corpus_request_is_verified_classified_and_routed(client: Client, instal
 def test_the_corpus_covers_every_kind_in_the_platform_table() -> None:
     kinds = {e["expect"]["type"] for e in CORPUS}
     assert kinds >= {
-        "url_verification", "ssl_check", "event_callback", "app_rate_limited", "command", "block_actions",
-        "interactive_message", "dialog_submission", "dialog_suggestion", "view_submission", "view_closed",
-        "shortcut", "message_action", "block_suggestion",
+        "url_verification",
+        "ssl_check",
+        "event_callback",
+        "app_rate_limited",
+        "command",
+        "block_actions",
+        "interactive_message",
+        "dialog_submission",
+        "dialog_suggestion",
+        "view_submission",
+        "view_closed",
+        "shortcut",
+        "message_action",
+        "block_suggestion",
     }

@@ -81,7 +81,12 @@ def test_tampered_body_and_forged_mac_are_refused() -> None:
 
 @pytest.mark.parametrize(
     ("header", "reason"),
-    [(None, "missing_signature"), ("", "missing_signature"), ("v1=abc", "malformed_signature"), ("t=1,kid=x,v1=" + "g" * 64, "malformed_signature")],
+    [
+        (None, "missing_signature"),
+        ("", "missing_signature"),
+        ("v1=abc", "malformed_signature"),
+        ("t=1,kid=x,v1=" + "g" * 64, "malformed_signature"),
+    ],
 )
 def test_missing_or_malformed_header(header: str | None, reason: str) -> None:
     with pytest.raises(EnvelopeRejected) as info:
@@ -100,7 +105,12 @@ def test_seal_and_unseal_use_settings() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "reason"),
-    [(b"not json", "malformed_envelope"), (b"[]", "malformed_envelope"), (b'{"version": 99}', "unsupported_version"), (b'{"version": 1}', "malformed_envelope")],
+    [
+        (b"not json", "malformed_envelope"),
+        (b"[]", "malformed_envelope"),
+        (b'{"version": 99}', "unsupported_version"),
+        (b'{"version": 1}', "malformed_envelope"),
+    ],
 )
 def test_malformed_envelopes(raw: bytes, reason: str) -> None:
     with pytest.raises(EnvelopeRejected) as info:

@@ -28,7 +28,12 @@ def staff_client() -> Client:
     page = client.get("/admin/login/")
     response = client.post(
         "/admin/login/?next=/admin/",
-        {"username": "operator", "password": "pw-operator-1", "csrfmiddlewaretoken": csrf_token(page.content.decode()), "next": "/admin/"},
+        {
+            "username": "operator",
+            "password": "pw-operator-1",
+            "csrfmiddlewaretoken": csrf_token(page.content.decode()),
+            "next": "/admin/",
+        },
     )
     assert response.status_code == 302
     return client
@@ -55,7 +60,12 @@ def test_staff_user_turns_control_responses_on_and_it_is_audited(staff_client: C
     assert response.status_code == 302
     assert Option.objects.get(key=CONTROL_RESPONSES_ENABLED).value is True
     change = OptionChange.objects.get()
-    assert (change.key, change.old_value, change.new_value, change.changed_by_repr) == (CONTROL_RESPONSES_ENABLED, False, True, "operator")
+    assert (change.key, change.old_value, change.new_value, change.changed_by_repr) == (
+        CONTROL_RESPONSES_ENABLED,
+        False,
+        True,
+        "operator",
+    )
     options.invalidate()
     assert options.get(CONTROL_RESPONSES_ENABLED) is True
     # Turning it off is an unchecked checkbox: no value in the POST.

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/silo-router/envelopes/"
 
 
-def envelope_for(body: bytes, *, kind: str, region: str = "us", key: str = "slack:event:EvR", content_type: str = "application/json") -> Envelope:
+def envelope_for(
+    body: bytes, *, kind: str, region: str = "us", key: str = "slack:event:EvR", content_type: str = "application/json"
+) -> Envelope:
     return Envelope(
         id=Envelope.make_id(key, region),
         idempotency_key=key,
@@ -62,7 +64,9 @@ def test_forged_stale_and_unsigned_envelopes_are_403_with_a_reason(client: Clien
     envelope = envelope_for(json.dumps(event_callback()).encode(), kind="event_callback:app_mention")
     body = envelope.to_json()
     forged = signing.sign(body, key_id="k1", key="not-the-real-key-at-all-0123456789")
-    stale = signing.sign(body, key_id="k1", key="tests-control-to-region-key-0123456789abcdef", timestamp=time.time() - 600)
+    stale = signing.sign(
+        body, key_id="k1", key="tests-control-to-region-key-0123456789abcdef", timestamp=time.time() - 600
+    )
     for signature, why in ((forged, "signature_mismatch"), (stale, "stale_signature"), (None, "missing_signature")):
         response = post(client, body, signature)
         assert response.status_code == 403
@@ -81,14 +85,23 @@ def test_region_mode_refuses_envelopes_for_another_region(client: Client, settin
 def test_handler_failure_rolls_back_its_effects_and_is_500(client: Client) -> None:
     @slack.action("resolve_dialog")
     def failing(request: Any) -> None:
-        ProcessedEnvelope.objects.create(id="00000000-0000-0000-0000-000000000001", kind="effect", idempotency_key="x", outcome="x")
+        ProcessedEnvelope.objects.create(
+            id="00000000-0000-0000-0000-000000000001", kind="effect", idempotency_key="x", outcome="x"
+        )
         raise ValueError("database said no")
 
     body = interactive_body(block_actions())
-    sealed = seal(envelope_for(body, kind="block_actions:resolve_dialog", key="k-fail", content_type="application/x-www-form-urlencoded"))
+    sealed = seal(
+        envelope_for(
+            body, kind="block_actions:resolve_dialog", key="k-fail", content_type="application/x-www-form-urlencoded"
+        )
+    )
     response = post(client, sealed.body, sealed.signature)
     assert response.status_code == 500
-    assert response.json() == {"error": "handler_failed", "detail": "ValueError in the block_actions:resolve_dialog handler"}
+    assert response.json() == {
+        "error": "handler_failed",
+        "detail": "ValueError in the block_actions:resolve_dialog handler",
+    }
     assert not ProcessedEnvelope.objects.exists()
 
 
@@ -97,12 +110,25 @@ def test_handler_answer_is_returned_and_kept_for_duplicates(client: Client) -> N
     def submit(request: Any) -> dict[str, Any]:
         return {"response_action": "errors", "errors": {"title": "Too short"}}
 
-    payload = {"type": "view_submission", "team": {"id": "T0US00001"}, "user": {"id": "U1"}, "view": {"id": "V1", "callback_id": "new_issue"}}
-    envelope = envelope_for(interactive_body(payload), kind="view_submission:new_issue", key="k-view", content_type="application/x-www-form-urlencoded")
+    payload = {
+        "type": "view_submission",
+        "team": {"id": "T0US00001"},
+        "user": {"id": "U1"},
+        "view": {"id": "V1", "callback_id": "new_issue"},
+    }
+    envelope = envelope_for(
+        interactive_body(payload),
+        kind="view_submission:new_issue",
+        key="k-view",
+        content_type="application/x-www-form-urlencoded",
+    )
     for expected in ("handled", "duplicate"):
         sealed = seal(envelope)
         data = post(client, sealed.body, sealed.signature).json()
-        assert data == {"outcome": expected, "response": {"response_action": "errors", "errors": {"title": "Too short"}}}
+        assert data == {
+            "outcome": expected,
+            "response": {"response_action": "errors", "errors": {"title": "Too short"}},
+        }
 
 
 def test_no_transaction_is_open_when_a_reply_goes_out(client: Client) -> None:
@@ -113,12 +139,20 @@ def test_no_transaction_is_open_when_a_reply_goes_out(client: Client) -> None:
     def mention(request: Any) -> None:
         request.after_commit(lambda: observed.append(connection.in_atomic_block))
 
-    sealed = seal(envelope_for(json.dumps(event_callback(event_id="EvT")).encode(), kind="event_callback:app_mention", key="k-tx"))
+    sealed = seal(
+        envelope_for(json.dumps(event_callback(event_id="EvT")).encode(), kind="event_callback:app_mention", key="k-tx")
+    )
     assert post(client, sealed.body, sealed.signature).status_code == 200
     assert observed == [False]
 
 
-@override_settings(SILO_ROUTER={"MODE": "region", "REGION": "us", "SIGNING_KEYS": {"k1": "tests-control-to-region-key-0123456789abcdef"}})
+@override_settings(
+    SILO_ROUTER={
+        "MODE": "region",
+        "REGION": "us",
+        "SIGNING_KEYS": {"k1": "tests-control-to-region-key-0123456789abcdef"},
+    }
+)
 def test_malformed_envelope_is_400(client: Client) -> None:
     body = b'{"version": 1}'
     response = post(client, body, signing.sign(body, key_id="k1", key="tests-control-to-region-key-0123456789abcdef"))

@@ -20,11 +20,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def fake(settings: Any) -> Iterator[FakeSlack]:
     with FakeSlack(signing_secret=settings.SLACK_SIGNING_SECRET, bot_token="xoxb-tests") as server:
-        settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SLACK": {**settings.SILO_ROUTER["SLACK"], "API_URL": server.api_url}}
+        settings.SILO_ROUTER = {
+            **settings.SILO_ROUTER,
+            "SLACK": {**settings.SILO_ROUTER["SLACK"], "API_URL": server.api_url},
+        }
         yield server
 
 
-def test_response_url_is_used_five_times_then_chat_post_message(client: Client, fake: FakeSlack, installations: Any) -> None:
+def test_response_url_is_used_five_times_then_chat_post_message(
+    client: Client, fake: FakeSlack, installations: Any
+) -> None:
     @slack.action("resolve_dialog")
     def chatty(request: Any) -> None:
         for n in range(7):

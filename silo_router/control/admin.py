@@ -42,7 +42,9 @@ class OptionForm(forms.ModelForm):
             return
         current = self.instance.value if self.instance.value is not None else definition.default
         if definition.type == "bool":
-            self.fields["value"] = forms.BooleanField(required=False, initial=bool(current), help_text=definition.help_text)
+            self.fields["value"] = forms.BooleanField(
+                required=False, initial=bool(current), help_text=definition.help_text
+            )
         else:
             self.fields["value"] = forms.CharField(
                 required=False,

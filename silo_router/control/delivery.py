@@ -79,7 +79,9 @@ def deliver(payload_id: str) -> str:
     if payload is None or payload.state != Payload.State.PENDING:
         return payload.state if payload else "missing"
     envelope = Envelope.from_json(payload.envelope)
-    with tracing.flow("silo_router.deliver", f"deliver {envelope.kind} to {payload.region}", headers=envelope.trace) as flow:
+    with tracing.flow(
+        "silo_router.deliver", f"deliver {envelope.kind} to {payload.region}", headers=envelope.trace
+    ) as flow:
         tracing.set_data(flow, payload_id=payload_id, region=payload.region, attempt=payload.attempts + 1)
         try:
             receipt = transport_for(payload.region).deliver(seal(envelope), timeout=conf.DELIVERY_TIMEOUT, wait=False)
@@ -109,7 +111,9 @@ def record_failure(payload: Payload, envelope: Envelope, exc: DeliveryError, *, 
             last_error=exc.reason[:2000],
             next_attempt_at=timezone.now() + datetime.timedelta(seconds=delay),
         )
-        logger.warning("delivery of %s to %s failed (%s); retry in %.1fs", payload.pk, payload.region, exc.reason, delay)
+        logger.warning(
+            "delivery of %s to %s failed (%s); retry in %.1fs", payload.pk, payload.region, exc.reason, delay
+        )
         enqueue(str(payload.pk), countdown=delay)
         return Payload.State.PENDING
     Payload.objects.filter(pk=payload.pk).update(

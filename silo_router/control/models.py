@@ -28,7 +28,9 @@ class Integration(models.Model):
     """A provider installation (a Slack workspace or Enterprise Grid org) and its organizations."""
 
     provider = models.CharField(max_length=32)
-    external_id = models.CharField(max_length=64, help_text="Slack: the team id (T...) or, for an org-wide install, the enterprise id (E...).")
+    external_id = models.CharField(
+        max_length=64, help_text="Slack: the team id (T...) or, for an org-wide install, the enterprise id (E...)."
+    )
     enterprise_id = models.CharField(max_length=64, blank=True, db_index=True)
     app_id = models.CharField(max_length=64, blank=True, help_text="Empty matches every app.")
     name = models.CharField(max_length=200, blank=True)
@@ -51,7 +53,9 @@ class Option(models.Model):
     key = models.CharField(max_length=128, unique=True)
     value = models.JSONField(null=True)
     updated_at = models.DateTimeField(auto_now=True)
-    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["key"]
@@ -66,7 +70,9 @@ class OptionChange(models.Model):
     key = models.CharField(max_length=128, db_index=True)
     old_value = models.JSONField(null=True)
     new_value = models.JSONField(null=True)
-    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     changed_by_repr = models.CharField(max_length=200, blank=True)
     changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

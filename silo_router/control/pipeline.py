@@ -60,10 +60,10 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
         return response
     provider = get_provider(provider_name)
     with tracing.flow("silo_router.control", f"{provider_name} request") as flow:
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        deadline = Deadline.start(sent_at=provider.sent_at(headers))
         try:
             body = read_body(request, limit=conf.MAX_BODY_SIZE)
-            headers = {key.lower(): value for key, value in request.headers.items()}
-            deadline = Deadline.start(sent_at=provider.sent_at(headers))
             with tracing.span("verify", provider_name):
                 provider.verify(body=body, headers=headers)
             with tracing.span("classify", provider_name):
@@ -213,10 +213,14 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
         with tracing.span("forward_sync", f"{inbound.kind} -> {envelope.region}"):
             receipt = transport_for(envelope.region).deliver(seal(envelope), timeout=budget, wait=True)
     except DeliveryError as exc:
-        logger.warning("synchronous %s to %s: %s; answering with the fallback", inbound.kind, envelope.region, exc.reason)
+        logger.warning(
+            "synchronous %s to %s: %s; answering with the fallback", inbound.kind, envelope.region, exc.reason
+        )
         read_only = inbound.type in provider.read_only_types
         if isinstance(exc, DeliveryTimeout) and not read_only:
-            Payload.objects.filter(pk=payload.pk).update(last_error=f"sync: {exc.reason}"[:2000], attempts=payload.attempts + 1)
+            Payload.objects.filter(pk=payload.pk).update(
+                last_error=f"sync: {exc.reason}"[:2000], attempts=payload.attempts + 1
+            )
             delivery.enqueue(str(payload.pk))
         else:
             delivery.record_failure(payload, envelope, exc, retry=not read_only)

@@ -123,4 +123,6 @@ def load_handler_modules() -> None:
         try:
             importlib.import_module(path)
         except ImportError as exc:
-            raise SiloRouterConfigurationError(f"SILO_ROUTER['HANDLER_MODULES'] names {path!r}, which cannot be imported: {exc}") from exc
+            raise SiloRouterConfigurationError(
+                f"SILO_ROUTER['HANDLER_MODULES'] names {path!r}, which cannot be imported: {exc}"
+            ) from exc

@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 
 from silo_router import tracing
 from silo_router.conf import conf
-from silo_router.envelope import Envelope, unseal
+from silo_router.envelope import Envelope
 from silo_router.exceptions import EnvelopeRejected, MalformedRequest
 from silo_router.providers.registry import get_provider
 from silo_router.transports.base import Receipt
@@ -69,7 +69,9 @@ def dispatch(envelope: Envelope) -> Receipt:
         try:
             inbound = get_provider(envelope.provider).parse(body=envelope.body.encode(), headers=envelope.headers)
         except MalformedRequest as exc:
-            raise EnvelopeRejected(f"The envelope's body does not parse: {exc.detail}", reason="malformed_body", status=400) from exc
+            raise EnvelopeRejected(
+                f"The envelope's body does not parse: {exc.detail}", reason="malformed_body", status=400
+            ) from exc
         registry = registry_for(envelope.provider)
         handler = registry.find(inbound.type, inbound.name) if registry is not None else None
         request = registry.request_class(envelope=envelope, inbound=inbound) if registry is not None else None

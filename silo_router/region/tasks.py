@@ -20,9 +20,11 @@ logger = logging.getLogger("silo_router.region")
 def receive_envelope(self: Task, body: str, signature: str, region: str) -> dict[str, Any]:
     """Verify and dispatch one envelope; retry handler failures with backoff."""
     try:
-        return receive(body.encode(), signature, region=region, max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE"))).as_dict()
+        return receive(
+            body.encode(), signature, region=region, max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE"))
+        ).as_dict()
     except EnvelopeRejected as exc:
         logger.warning("rejected a queued envelope: %s", exc.reason)
         return {"outcome": "rejected", "reason": exc.reason}
     except HandlerFailed as exc:
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 60)) from exc
+        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc

@@ -26,5 +26,7 @@ def transport_for(region: str) -> Transport:
             f"Region {region!r} is not in SILO_ROUTER['REGIONS']." + did_you_mean(region, regions)
         )
     options = regions[region]
-    cls = import_by_alias(str(options.get("TRANSPORT", "http")), aliases=ALIASES, setting=f"REGIONS][{region!r}][TRANSPORT")
+    cls = import_by_alias(
+        str(options.get("TRANSPORT", "http")), aliases=ALIASES, setting=f"REGIONS][{region!r}][TRANSPORT"
+    )
     return cls(region, options)

@@ -61,5 +61,5 @@ class Transport(abc.ABC):
         Raises ``DeliveryError`` (``DeliveryTimeout`` when ``timeout`` ran out).
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most transports hold nothing
         """Release pooled resources."""

@@ -32,7 +32,9 @@ class HttpTransport(Transport):
     def __init__(self, region: str, options: Mapping[str, Any]) -> None:
         super().__init__(region, options)
         if not options.get("URL"):
-            raise SiloRouterConfigurationError(f"SILO_ROUTER['REGIONS'][{region!r}] uses the http transport but has no URL.")
+            raise SiloRouterConfigurationError(
+                f"SILO_ROUTER['REGIONS'][{region!r}] uses the http transport but has no URL."
+            )
         self.url = str(options["URL"])
         self.connect_timeout = float(options.get("CONNECT_TIMEOUT", 2.0))
         self._local = threading.local()

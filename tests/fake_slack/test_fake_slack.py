@@ -30,9 +30,7 @@ TOKEN = "xoxb-fake-slack-tests"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def modal(
-    title: str = "Loading...", *, external_id: str | None = None, text: str = "Working on it"
-) -> dict[str, Any]:
+def modal(title: str = "Loading...", *, external_id: str | None = None, text: str = "Working on it") -> dict[str, Any]:
     """A minimal valid modal view."""
     view: dict[str, Any] = {
         "type": "modal",
@@ -418,11 +416,11 @@ def test_sign_matches_slack_documented_vector() -> None:
         fake="http://127.0.0.1:1", signing_secret="8f742231b10e8888abcd99yyyzzz85a5", target_url=""
     )
     body = (
-        "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V"
-        "&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text="
-        "&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN"
-        "&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
-    ).encode()
+        b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V"
+        b"&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text="
+        b"&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN"
+        b"&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
+    )
     assert documented.sign(body, "1531420618") == "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
 
 

@@ -15,7 +15,9 @@ def _client(token: str, base_url: str, timeout: float, rate_limit_retries: int) 
     return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=handlers)  # type: ignore[arg-type]
 
 
-def slack_client(*, timeout: float = 10.0, rate_limit_retries: int | None = None, token: str | None = None) -> WebClient:
+def slack_client(
+    *, timeout: float = 10.0, rate_limit_retries: int | None = None, token: str | None = None
+) -> WebClient:
     """A ``WebClient`` for the configured bot token and API URL.
 
     429 answers are retried after their ``Retry-After`` up to ``RATE_LIMIT_RETRIES``

@@ -4,25 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='ProcessedEnvelope',
+            name="ProcessedEnvelope",
             fields=[
-                ('id', models.UUIDField(primary_key=True, serialize=False)),
-                ('kind', models.CharField(max_length=200)),
-                ('idempotency_key', models.CharField(db_index=True, max_length=200)),
-                ('outcome', models.CharField(max_length=16)),
-                ('response', models.JSONField(blank=True, null=True)),
-                ('processed_at', models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("id", models.UUIDField(primary_key=True, serialize=False)),
+                ("kind", models.CharField(max_length=200)),
+                ("idempotency_key", models.CharField(db_index=True, max_length=200)),
+                ("outcome", models.CharField(max_length=16)),
+                ("response", models.JSONField(blank=True, null=True)),
+                ("processed_at", models.DateTimeField(auto_now_add=True, db_index=True)),
             ],
             options={
-                'ordering': ['-processed_at'],
+                "ordering": ["-processed_at"],
             },
         ),
     ]

@@ -10,11 +10,15 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test import Client
+from slack_sdk import WebClient
 
 from example_project.fake_slack import FakeSlack
+from silo_router.control import delivery
 from silo_router.control.models import Option, Payload
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
+from silo_router.envelope import Envelope
 from silo_router.region.handlers import slack
+from silo_router.transports import DeliveryError
 
 from .slack_signing import block_actions, interactive_body, post_slack
 
@@ -159,3 +163,44 @@ def test_the_check_never_overwrites_the_handlers_view(client: Client, fake: Fake
     (view,) = fake.views.values()
     assert view["title"]["text"] == "Resolved"
     assert "hash_conflict" in [c.error for c in fake.calls("views.update")]
+
+
+def test_unroutable_click_does_not_leave_the_modal_loading(client: Client, fake: FakeSlack, installations: Any) -> None:
+    set_options(enabled=True, actions=["resolve_dialog"])
+    assert click(client, fake, team_id="T0NOBODY1").status_code == 200
+    (view,) = fake.views.values()
+    assert view["title"]["text"] == "Something went wrong"
+    assert Payload.objects.get().state == "unroutable"
+
+
+def test_a_late_failure_replaces_the_taking_longer_view(fake: FakeSlack, installations: Any, settings: Any) -> None:
+    """The check shows "taking longer"; a later final failure must still reach the user."""
+    set_options(enabled=True, actions=["resolve_dialog"])
+    view = WebClient(token="xoxb-tests", base_url=fake.api_url).views_open(
+        trigger_id=fake.issue_trigger(),
+        view={"type": "modal", "title": {"type": "plain_text", "text": "Loading"}, "blocks": []},
+    )["view"]
+    envelope = Envelope(
+        id=Envelope.make_id("k-late", "us"),
+        idempotency_key="k-late",
+        provider="slack",
+        kind="block_actions:resolve_dialog",
+        region="us",
+        body="{}",
+        headers={},
+        strategy="async",
+        control_response={
+            "handler": "slack.loading_modal",
+            "status": "opened",
+            "view_id": view["id"],
+            "hash": view["hash"],
+        },
+    )
+    (payload,) = delivery.store([envelope])
+    delivery.check_loading_view(str(payload.pk))
+    assert fake.views[view["id"]]["title"]["text"] == "Something went wrong"  # the "taking longer" text
+    assert "longer than expected" in json.dumps(fake.views[view["id"]]["blocks"])
+    payload.refresh_from_db()
+    delivery.record_failure(payload, DeliveryError("http_503", retryable=False))
+    assert "could not be completed" in json.dumps(fake.views[view["id"]]["blocks"])
+    assert [c.error for c in fake.calls("views.update")] == [None, None]

@@ -6,6 +6,8 @@ from django.apps import AppConfig
 
 
 class IssuesConfig(AppConfig):
+    """The ``issues`` app, installed in region silos only."""
+
     name = "example_project.issues"
     label = "issues"
     verbose_name = "Issues (demo)"

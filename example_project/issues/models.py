@@ -9,6 +9,8 @@ class Issue(models.Model):
     """An issue, numbered per organization."""
 
     class Status(models.TextChoices):
+        """Where an issue stands."""
+
         OPEN = "open"
         RESOLVED = "resolved"
         ARCHIVED = "archived"
@@ -20,6 +22,8 @@ class Issue(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        """Issue numbers are unique per organization."""
+
         ordering = ["organization_id", "number"]
         constraints = [models.UniqueConstraint(fields=["organization_id", "number"], name="issues_issue_number_unique")]
 

@@ -41,8 +41,10 @@ class IssueRef:
     @classmethod
     def from_value(cls, value: Any) -> IssueRef | None:
         """Parse a button value; ``None`` if it is not one of ours."""
+        if not isinstance(value, str):
+            return None
         try:
-            data = json.loads(value) if isinstance(value, str) else None
+            data = json.loads(value)
             return cls(organization=str(data["organization"]), number=int(data["issue"]))
         except (ValueError, TypeError, KeyError):
             return None
@@ -96,7 +98,9 @@ def show_result(request: SlackHandlerRequest, issue: Issue) -> None:
     try:
         request.open_view(view)
     except SlackApiError as exc:
-        logger.error("views.open for issue #%s failed: %s (the user sees nothing)", issue.number, exc.response.get("error"))
+        logger.error(
+            "views.open for issue #%s failed: %s (the user sees nothing)", issue.number, exc.response.get("error")
+        )
 
 
 @slack.action("resolve_dialog")
@@ -115,23 +119,27 @@ def archive(request: SlackHandlerRequest) -> None:
 def ticket(request: SlackHandlerRequest) -> None:
     """``/ticket``: how many issues of the organization are open, answered via response_url."""
     count = Issue.objects.filter(organization_id=request.organization_id, status=Issue.Status.OPEN).count()
-    request.respond(f"Organization {request.organization_id} has {count} open issues (region {settings.SILO_ROUTER['REGION']}).")
+    request.respond(
+        f"Organization {request.organization_id} has {count} open issues (region {settings.SILO_ROUTER['REGION']})."
+    )
 
 
 @slack.event("app_mention")
 def mentioned(request: SlackHandlerRequest) -> None:
     """An @-mention of the app: say hello in the channel, naming this region."""
     channel = request.channel_id
+    if not channel:
+        logger.warning("app_mention without a channel; nothing to answer")
+        return
     text = f"Hello from region {settings.SILO_ROUTER['REGION']} (organization {request.organization_id})."
 
-    def post() -> None:
+    def post(channel: str = channel) -> None:
         try:
             request.client.chat_postMessage(channel=channel, text=text)
         except SlackApiError as exc:
             logger.error("chat.postMessage failed: %s", exc.response.get("error"))
 
-    if channel:
-        request.after_commit(post)
+    request.after_commit(post)
 
 
 @slack.options("pick_issue")

@@ -21,8 +21,13 @@ logger = logging.getLogger("example_project.issues")
 
 def fetch_issue_details(issue: Issue) -> dict[str, Any]:
     """What the upstream tracker knows about ``issue``; takes ``DEMO_UPSTREAM_LATENCY`` seconds."""
-    latency = float(getattr(settings, "DEMO_UPSTREAM_LATENCY", 2.5))
+    latency = float(getattr(settings, "DEMO_UPSTREAM_LATENCY", 3.0))
     started = time.monotonic()
     time.sleep(latency)
     logger.info("upstream tracker answered for issue #%s in %.0f ms", issue.number, (time.monotonic() - started) * 1000)
-    return {"number": issue.number, "title": issue.title, "status": issue.status, "url": f"https://tracker.invalid/issues/{issue.number}"}
+    return {
+        "number": issue.number,
+        "title": issue.title,
+        "status": issue.status,
+        "url": f"https://tracker.invalid/issues/{issue.number}",
+    }

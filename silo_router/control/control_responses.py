@@ -51,8 +51,8 @@ class ControlResponseHandler(Protocol):
     def run(self, inbound: InboundRequest, *, external_id: str, timeout: float) -> ControlResponse:
         """Answer now (before any database or region work)."""
 
-    def report(self, response: Mapping[str, Any], *, outcome: str) -> None:
-        """Tell the user how it ended: ``done``, ``failed`` or ``timed_out``."""
+    def report(self, response: Mapping[str, Any], *, outcome: str) -> str | None:
+        """Tell the user how it ended (``done``, ``failed``, ``timed_out``); return the view's new hash."""
 
 
 @cached
@@ -90,10 +90,16 @@ def run(name: str, inbound: InboundRequest, *, timeout: float) -> ControlRespons
     return handler.run(inbound, external_id=external_id_for(inbound), timeout=timeout)
 
 
-def report(response: Mapping[str, Any] | None, *, outcome: str) -> None:
-    """Pass how the work ended to the handler that answered, if it opened something."""
+def report(response: Mapping[str, Any] | None, *, outcome: str) -> Mapping[str, Any] | None:
+    """Pass how the work ended to the handler that answered, if it opened something.
+
+    Returns the control response with the view's new ``hash`` when the handler replaced
+    the view, so a later report is not mistaken for a stale one; ``None`` otherwise.
+    """
     if not response or response.get("status") != "opened":
-        return
+        return None
     handler = handlers().get(str(response.get("handler")))
-    if handler is not None:
-        handler.report(response, outcome=outcome)
+    if handler is None:
+        return None
+    new_hash = handler.report(response, outcome=outcome)
+    return {**response, "hash": new_hash} if new_hash else None

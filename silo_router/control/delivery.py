@@ -86,7 +86,7 @@ def deliver(payload_id: str) -> str:
         try:
             receipt = transport_for(payload.region).deliver(seal(envelope), timeout=conf.DELIVERY_TIMEOUT, wait=False)
         except DeliveryError as exc:
-            return record_failure(payload, envelope, exc)
+            return record_failure(payload, exc)
         mark_delivered(payload_id, attempts=payload.attempts + 1, receipt=receipt)
         return Payload.State.DELIVERED
 
@@ -101,7 +101,7 @@ def mark_delivered(payload_id: str, *, attempts: int, receipt: Receipt) -> None:
     )
 
 
-def record_failure(payload: Payload, envelope: Envelope, exc: DeliveryError, *, retry: bool = True) -> str:
+def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True) -> str:
     """Schedule another attempt, or move the payload to failed and tell the user."""
     attempts = payload.attempts + 1
     if retry and exc.retryable and attempts < conf.DELIVERY_MAX_ATTEMPTS:
@@ -120,8 +120,20 @@ def record_failure(payload: Payload, envelope: Envelope, exc: DeliveryError, *, 
         state=Payload.State.FAILED, attempts=attempts, last_error=exc.reason[:2000], next_attempt_at=None
     )
     logger.error("payload %s for %s failed for good: %s", payload.pk, payload.region, exc.reason)
-    control_responses.report(envelope.control_response, outcome="failed")
+    report_outcome(str(payload.pk), outcome="failed")
     return Payload.State.FAILED
+
+
+def report_outcome(payload_id: str, *, outcome: str) -> None:
+    """Tell the user through the control response (if any), and remember the view's new hash."""
+    stored = Payload.objects.filter(pk=payload_id).values_list("envelope", flat=True).first()
+    if stored is None:
+        return
+    envelope = Envelope.from_json(stored)
+    updated = control_responses.report(envelope.control_response, outcome=outcome)
+    if updated is not None:
+        fresh = envelope.replace(control_response=updated).to_json().decode()
+        Payload.objects.filter(pk=payload_id).update(envelope=fresh)
 
 
 def check_loading_view(payload_id: str) -> None:
@@ -130,11 +142,8 @@ def check_loading_view(payload_id: str) -> None:
     If the region already replaced the modal, Slack refuses this update (the view's
     hash changed) and nothing happens.
     """
-    payload = Payload.objects.filter(pk=payload_id).first()
-    if payload is None:
-        return
-    envelope = Envelope.from_json(payload.envelope)
-    if payload.state == Payload.State.DELIVERED:
-        control_responses.report(envelope.control_response, outcome="done")
-    elif payload.state == Payload.State.PENDING:
-        control_responses.report(envelope.control_response, outcome="timed_out")
+    state = Payload.objects.filter(pk=payload_id).values_list("state", flat=True).first()
+    if state == Payload.State.DELIVERED:
+        report_outcome(payload_id, outcome="done")
+    elif state == Payload.State.PENDING:
+        report_outcome(payload_id, outcome="timed_out")

@@ -115,6 +115,7 @@ def route(arrival: Arrival) -> HttpResponse:
     envelopes = build_envelopes(arrival, resolution, strategy=strategy, answered=answered)
     try:
         if not envelopes:
+            _report_if_opened(answered)
             return unroutable(arrival, strategy)
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
@@ -122,6 +123,7 @@ def route(arrival: Arrival) -> HttpResponse:
             fresh = delivery.store(envelopes)
     except DatabaseError:
         logger.exception("could not store a %s payload; asking the provider to retry", inbound.kind)
+        _report_if_opened(answered)
         return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
     for payload in fresh:
         delivery.enqueue(str(payload.pk))
@@ -223,12 +225,18 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
             )
             delivery.enqueue(str(payload.pk))
         else:
-            delivery.record_failure(payload, envelope, exc, retry=not read_only)
+            delivery.record_failure(payload, exc, retry=not read_only)
         return _http(provider.fallback_answer(inbound))
     delivery.mark_delivered(str(payload.pk), attempts=payload.attempts + 1, receipt=receipt)
     if receipt.response is None:
         return HttpResponse(status=200)
     return HttpResponse(json.dumps(receipt.response), content_type="application/json", status=200)
+
+
+def _report_if_opened(answered: ControlResponse | None) -> None:
+    """A Loading modal is open but the work will not be forwarded: say so at once."""
+    if answered is not None and answered.opened:
+        control_responses.report(answered.as_dict(), outcome="failed")
 
 
 def _schedule_loading_check(payload_id: str) -> None:

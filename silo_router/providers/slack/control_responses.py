@@ -62,15 +62,19 @@ class LoadingModal:
             handler=self.name, status="failed", error=error, elapsed_ms=(time.monotonic() - started) * 1000
         )
 
-    def report(self, response: Mapping[str, Any], *, outcome: str) -> None:
+    def report(self, response: Mapping[str, Any], *, outcome: str) -> str | None:
+        """Replace the modal if it is still the one we last showed; return its new hash."""
         view = done_view() if outcome == "done" else failed_view(MESSAGES.get(outcome, MESSAGES["failed"]))
         try:
-            slack_client(timeout=conf.DELIVERY_TIMEOUT).views_update(
+            result = slack_client(timeout=conf.DELIVERY_TIMEOUT).views_update(
                 view_id=response["view_id"], hash=response.get("hash"), view=view
             )
         except SlackApiError as exc:
             error = exc.response.get("error")
-            if error != "hash_conflict":  # hash_conflict: the region already replaced it
+            if error != "hash_conflict":  # hash_conflict: the region replaced it since
                 logger.warning("could not report %s in the modal: %s", outcome, error)
+            return None
         except (SlackClientError, urllib.error.URLError, OSError) as exc:
             logger.warning("could not report %s in the modal: %s", outcome, exc)
+            return None
+        return (result.get("view") or {}).get("hash")

@@ -128,8 +128,8 @@ class SlackHandlerRequest(HandlerRequest):
             logger.error("views.update failed: %s", exc.response.get("error"))
 
     def open_view(self, view: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``views.open`` with this request's trigger, now (a trigger lives 3 seconds)."""
-        return self.client.views_open(trigger_id=self.inbound.trigger_id, view=dict(view)).data  # type: ignore[return-value]
+        """``views.open`` with this request's trigger, now, never retried (a trigger lives 3 s, once)."""
+        return slack_client(rate_limit_retries=0).views_open(trigger_id=self.inbound.trigger_id, view=dict(view)).data  # type: ignore[return-value]
 
     def on_failure(self, exc: BaseException) -> None:
         """Replace the Loading modal with an error so the user is not left waiting."""

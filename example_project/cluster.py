@@ -1,0 +1,592 @@
+"""Run the example project as real processes on loopback: fake Slack, control, two regions, a worker.
+
+``Cluster`` is what the demo (``python -m example_project.demo``) and end-to-end tests
+drive::
+
+    with Cluster() as cluster:
+        sent = cluster.sender().click_button(team_id="T0US00001", action_id="resolve_dialog", value=...)
+        cluster.fake.wait_for_call(lambda call: ..., method="views.update")
+
+Every service is a subprocess with its own environment, listening on a free port of
+127.0.0.1 (found by binding port 0), logging to ``<var>/<name>.log``:
+
+- ``slack``: the fake Slack (``python -m example_project.fake_slack``);
+- ``us``, ``eu``: region silos under gunicorn;
+- ``control``: the control silo under gunicorn;
+- ``worker``: the control silo's Celery worker (filesystem broker unless
+  ``CELERY_BROKER_URL`` says otherwise).
+
+Processes run in their own sessions and are stopped with SIGTERM, then SIGKILL, from
+``stop()``, ``__exit__`` and ``atexit``. On Linux each child also gets SIGTERM if the
+thread that started it dies (``PR_SET_PDEATHSIG``), so a killed demo leaves no orphans;
+start the cluster from a thread that outlives it (the main thread, usually).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import requests
+
+from example_project.fake_slack import SlackSender
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+#: A file that marks a directory as a demo var dir, so ``start()`` may wipe it.
+VAR_MARKER = ".silo-demo-var"
+SLACK_PATH = "/extensions/slack/"
+ENVELOPE_PATH = "/silo-router/envelopes/"
+OPERATOR = "operator"
+#: Environment variables of the caller that would change how a service starts.
+SCRUBBED_ENV = ("DJANGO_SETTINGS_MODULE", "GUNICORN_CMD_ARGS")
+
+JsonDict = dict[str, Any]
+
+
+class ClusterError(RuntimeError):
+    """A service did not start, died, or did not answer as expected."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (bind port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def form_csrf_token(html: str) -> str:
+    """The ``csrfmiddlewaretoken`` of the first Django form in ``html``."""
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    if match is None:
+        raise ClusterError("the page has no CSRF token")
+    return match.group(1)
+
+
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the child when its parent thread dies.
+
+    Built in the parent so the child only makes one system call before ``exec``.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def set_death_signal() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_death_signal
+
+
+@dataclasses.dataclass
+class Service:
+    """One subprocess of the cluster and how to tell that it is ready."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    #: Ready when a GET answers 200; ``None``: ready when ``ready_marker`` is in the log.
+    health_url: str | None = None
+    ready_marker: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+    #: Where the log stood at the last start: ``ready_marker`` is looked for after it.
+    ready_offset: int = 0
+
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited."""
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the service's log."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class FakeSlackAPI:
+    """Reads and resets the fake Slack's state over its ``/_fake/`` HTTP endpoints."""
+
+    def __init__(self, base_url: str, *, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+
+    def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        response = self._session.get(f"{self.base_url}/_fake/{path}", params=params, timeout=self.timeout)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def calls(self, method: str | None = None, *, error: str | None = None) -> list[JsonDict]:
+        """Recorded Web API and response_url calls, oldest first (method, params, ok, error, wall)."""
+        params = {key: value for key, value in (("method", method), ("error", error)) if value is not None}
+        calls: list[JsonDict] = self._get("calls", params) or []
+        if method is not None:  # the fake filters too; this keeps the contract local
+            calls = [call for call in calls if call["method"] == method]
+        return calls
+
+    def views(self) -> dict[str, JsonDict]:
+        """Current views by view id."""
+        return self._get("views") or {}
+
+    def view(self, view_id: str) -> JsonDict | None:
+        """The current view ``view_id``, or ``None``."""
+        view: JsonDict | None = self._get(f"views/{view_id}")
+        return view
+
+    def view_by_external_id(self, external_id: str) -> JsonDict | None:
+        """The current view with ``external_id``, or ``None``."""
+        view: JsonDict | None = self._get("views", {"external_id": external_id})
+        return view
+
+    def messages(self) -> list[JsonDict]:
+        """Posted messages and response_url posts, oldest first."""
+        return self._get("messages") or []
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        self._session.close()
+
+    def reset(self) -> None:
+        """Forget calls, views, messages, triggers and response_urls."""
+        self._session.post(f"{self.base_url}/_fake/reset", timeout=self.timeout).raise_for_status()
+
+    def wait_for_call(
+        self,
+        predicate: Callable[[JsonDict], bool],
+        *,
+        method: str | None = None,
+        timeout: float = 10.0,
+        interval: float = 0.05,
+    ) -> JsonDict:
+        """The first recorded call (of ``method``) that ``predicate`` accepts; ``TimeoutError`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for call in self.calls(method):
+                if predicate(call):
+                    return call
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no matching {method or 'Slack'} call within {timeout:.1f} s")
+            time.sleep(interval)
+
+    @staticmethod
+    def view_of(call: JsonDict) -> JsonDict:
+        """The ``view`` argument of a views.* call, decoded if it was sent form-encoded."""
+        view = call.get("params", {}).get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        return view if isinstance(view, dict) else {}
+
+
+class Cluster:
+    """The example project's processes on loopback, started fresh in ``var_dir``."""
+
+    def __init__(
+        self,
+        var_dir: Path | str | None = None,
+        *,
+        upstream_latency: float | None = None,
+        broker_url: str | None = None,
+        startup_timeout: float = 45.0,
+        python: str = sys.executable,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Plan the cluster (ports, secrets, commands); nothing runs until ``start()``.
+
+        ``var_dir`` defaults to ``$SILO_DEMO_VAR`` or ``<repo>/var/demo`` and is wiped
+        on start (only if it is empty or was made by a Cluster). ``upstream_latency``
+        sets ``DEMO_UPSTREAM_LATENCY`` in the regions; ``broker_url`` sets
+        ``CELERY_BROKER_URL``; ``extra_env`` is added to every service's environment.
+        """
+        default_var = os.environ.get("SILO_DEMO_VAR") or REPO_DIR / "var" / "demo"
+        self.var_dir = Path(var_dir or default_var).resolve()
+        self.python = python
+        self.startup_timeout = startup_timeout
+        self.ports: dict[str, int] = {name: free_port() for name in ("slack", "us", "eu", "control")}
+        self.signing_secret = secrets.token_urlsafe(24)
+        self.bot_token = "xoxb-" + secrets.token_hex(12)
+        self.operator_password = secrets.token_urlsafe(12)
+        self._env = self._base_env(upstream_latency, broker_url, extra_env or {})
+        self.services: dict[str, Service] = {service.name: service for service in self._plan()}
+        self.fake = FakeSlackAPI(self.slack_url)
+        self._death_signal = _death_signal_setter()
+        self._started = False
+
+    # -- addresses ------------------------------------------------------------------------
+
+    def _url(self, name: str) -> str:
+        return f"http://{HOST}:{self.ports[name]}"
+
+    @property
+    def slack_url(self) -> str:
+        """Base URL of the fake Slack (``/api/`` is its Web API)."""
+        return self._url("slack")
+
+    @property
+    def control_url(self) -> str:
+        """Base URL of the control silo."""
+        return self._url("control")
+
+    @property
+    def slack_request_url(self) -> str:
+        """Where Slack posts every request: control's ``/extensions/slack/``."""
+        return self.control_url + SLACK_PATH
+
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker control and its worker share (kombu's filesystem transport by default)."""
+        return self._env.get("CELERY_BROKER_URL", "filesystem://")
+
+    def region_url(self, region: str) -> str:
+        """Base URL of region silo ``region`` (``us`` or ``eu``)."""
+        return self._url(region)
+
+    def region_db(self, region: str) -> Path:
+        """Path of region ``region``'s SQLite database."""
+        return self.var_dir / f"region_{region}.sqlite3"
+
+    @property
+    def control_db(self) -> Path:
+        """Path of the control silo's SQLite database."""
+        return self.var_dir / "control.sqlite3"
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _base_env(
+        self, upstream_latency: float | None, broker_url: str | None, extra: Mapping[str, str]
+    ) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
+        pythonpath = [str(REPO_DIR), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(pythonpath),
+                "PYTHONUNBUFFERED": "1",
+                "SILO_DEMO_VAR": str(self.var_dir),
+                "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
+                "SILO_ROUTER_SIGNING_KEY_ID": "demo-" + secrets.token_hex(3),
+                "SILO_ROUTER_SIGNING_KEY": secrets.token_urlsafe(40),
+                "SLACK_SIGNING_SECRET": self.signing_secret,
+                "SLACK_BOT_TOKEN": self.bot_token,
+                "SLACK_API_URL": self._url("slack") + "/api/",
+                "SILO_REGION_US_URL": self._url("us") + ENVELOPE_PATH,
+                "SILO_REGION_EU_URL": self._url("eu") + ENVELOPE_PATH,
+            }
+        )
+        if upstream_latency is not None:
+            env["DEMO_UPSTREAM_LATENCY"] = str(upstream_latency)
+        if broker_url is not None:
+            env["CELERY_BROKER_URL"] = broker_url
+        env.update(extra)
+        return env
+
+    def _gunicorn(self, name: str, settings_module: str) -> Service:
+        argv = [
+            self.python, "-m", "gunicorn", "example_project.wsgi:application",
+            "--bind", f"{HOST}:{self.ports[name]}",
+            "--workers", "1", "--threads", "2", "--worker-class", "gthread",
+            "--timeout", "60", "--graceful-timeout", "3",
+            "--no-control-socket",
+            "--access-logfile", "-", "--error-logfile", "-",
+        ]  # fmt: skip
+        health = self._url(name) + ("/admin/login/" if name == "control" else "/health/")
+        return Service(
+            name=name,
+            argv=argv,
+            env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+            log_path=self.var_dir / f"{name}.log",
+            health_url=health,
+        )
+
+    def _plan(self) -> list[Service]:
+        slack = Service(
+            name="slack",
+            argv=[
+                self.python,
+                "-m",
+                "example_project.fake_slack",
+                # "--opt=value": a random secret may start with "-".
+                f"--port={self.ports['slack']}",
+                f"--signing-secret={self.signing_secret}",
+                f"--bot-token={self.bot_token}",
+            ],  # fmt: skip
+            env=dict(self._env),
+            log_path=self.var_dir / "slack.log",
+            health_url=self._url("slack") + "/_fake/health",
+        )
+        worker = Service(
+            name="worker",
+            argv=[
+                self.python,
+                "-m",
+                "celery",
+                "-A",
+                "example_project.celery",
+                "worker",
+                "--pool=threads",
+                "--concurrency=4",
+                "-Q",
+                "celery",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel=INFO",
+                "--hostname",
+                "control-worker@%h",
+            ],  # fmt: skip
+            env={**self._env, "DJANGO_SETTINGS_MODULE": "example_project.settings.control"},
+            log_path=self.var_dir / "worker.log",
+            ready_marker=" ready.",
+        )
+        return [
+            slack,
+            self._gunicorn("us", "example_project.settings.region_us"),
+            self._gunicorn("eu", "example_project.settings.region_eu"),
+            self._gunicorn("control", "example_project.settings.control"),
+            worker,
+        ]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> Cluster:
+        """Make a fresh var dir, migrate and seed every silo, start every service, wait for health."""
+        if self._started:
+            raise ClusterError("the cluster is already started")
+        self._started = True
+        atexit.register(self.stop)
+        try:
+            self._fresh_var_dir()
+            self._seed()
+            for name in self.services:
+                self._spawn(self.services[name])
+            self._wait_ready(list(self.services))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every service: SIGTERM, then SIGKILL after ``timeout`` seconds. Safe to call twice."""
+        self._terminate([service for service in self.services.values() if service.process is not None], timeout)
+        self.fake.close()
+        atexit.unregister(self.stop)
+        self._started = False
+
+    def stop_service(self, name: str, timeout: float = 5.0) -> None:
+        """Stop one service (e.g. ``"us"`` to take a region down)."""
+        self._terminate([self.services[name]], timeout)
+
+    def start_service(self, name: str) -> None:
+        """Start a stopped service again, on the same port, and wait until it is ready."""
+        service = self.services[name]
+        if service.running:
+            return
+        self._spawn(service)
+        self._wait_ready([name])
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _fresh_var_dir(self) -> None:
+        var = self.var_dir
+        if var.exists() and any(var.iterdir()) and not (var / VAR_MARKER).exists():
+            raise ClusterError(f"{var} is not empty and was not made by a Cluster; refusing to wipe it")
+        shutil.rmtree(var, ignore_errors=True)
+        (var / "broker").mkdir(parents=True)
+        (var / VAR_MARKER).write_text("made by example_project.cluster; wiped on every start\n")
+
+    def _seed(self) -> None:
+        """Migrate and seed the three databases in parallel."""
+        jobs = {
+            "control": (
+                "example_project.settings.control",
+                ["control", f"--operator-password={self.operator_password}"],
+            ),
+            "us": ("example_project.settings.region_us", ["region"]),
+            "eu": ("example_project.settings.region_eu", ["region"]),
+        }
+        running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+        for name, (settings_module, args) in jobs.items():
+            log_path = self.var_dir / f"seed-{name}.log"
+            with log_path.open("wb") as log:
+                running[name] = (
+                    subprocess.Popen(
+                        [self.python, "-m", "example_project.seed", *args],
+                        env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+                        cwd=REPO_DIR,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=self._death_signal,
+                    ),
+                    log_path,
+                )
+        failures = []
+        try:
+            for name, (process, log_path) in running.items():
+                try:
+                    code = process.wait(timeout=self.startup_timeout)
+                except subprocess.TimeoutExpired:
+                    code = None
+                if code != 0:
+                    failures.append(f"seeding {name} failed ({code}):\n{log_path.read_text(errors='replace')[-3000:]}")
+        finally:  # also on Ctrl-C: no seeding process outlives start()
+            for process, _ in running.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        if failures:
+            raise ClusterError("\n".join(failures))
+
+    def _spawn(self, service: Service) -> None:
+        service.log_file = service.log_path.open("ab")
+        service.ready_offset = service.log_file.tell()
+        service.process = subprocess.Popen(
+            service.argv,
+            env=service.env,
+            cwd=REPO_DIR,
+            stdin=subprocess.DEVNULL,
+            stdout=service.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=self._death_signal,
+        )
+
+    def _is_ready(self, service: Service, session: requests.Session) -> bool:
+        if service.health_url is not None:
+            with contextlib.suppress(requests.RequestException):
+                return session.get(service.health_url, timeout=2).status_code == 200
+            return False
+        with service.log_path.open("rb") as log:
+            log.seek(service.ready_offset)
+            return (service.ready_marker or "").encode() in log.read()
+
+    def _wait_ready(self, names: list[str]) -> None:
+        """Poll until every named service is ready; ``ClusterError`` with its log if one dies or times out."""
+        deadline = time.monotonic() + self.startup_timeout
+        waiting = list(names)
+        with requests.Session() as session:
+            while waiting:
+                for name in list(waiting):
+                    service = self.services[name]
+                    if service.process is not None and service.process.poll() is not None:
+                        raise ClusterError(
+                            f"{name} exited with code {service.process.returncode} while starting; "
+                            f"{service.log_path}:\n{service.log_tail()}"
+                        )
+                    if self._is_ready(service, session):
+                        waiting.remove(name)
+                if waiting and time.monotonic() > deadline:
+                    tails = "\n".join(f"--- {n}:\n{self.services[n].log_tail(20)}" for n in waiting)
+                    raise ClusterError(f"not ready after {self.startup_timeout:.0f} s: {', '.join(waiting)}\n{tails}")
+                if waiting:
+                    time.sleep(0.1)
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        """Signal the process's whole session (gunicorn's workers too); gone is fine."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+
+    def _terminate(self, services: list[Service], timeout: float) -> None:
+        """SIGTERM each service's process group, wait, SIGKILL whatever is left, reap."""
+        live = [s for s in services if s.process is not None]
+        for service in live:
+            if service.process is not None and service.process.poll() is None:
+                self._signal_group(service.process, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for service in live:
+            assert service.process is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.process.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            # Always: the leader may be gone while a child (a gunicorn worker) is not.
+            self._signal_group(service.process, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.process.wait(timeout=5)
+            if service.log_file is not None:
+                service.log_file.close()
+                service.log_file = None
+            service.process = None
+
+    # -- helpers for scenarios and tests -------------------------------------------------------
+
+    def sender(self, **kwargs: Any) -> SlackSender:
+        """A SlackSender that signs like Slack and posts to control's ``/extensions/slack/``."""
+        return SlackSender(
+            fake=self.slack_url, signing_secret=self.signing_secret, target_url=self.slack_request_url, **kwargs
+        )
+
+    def admin_login(self, session: requests.Session, *, username: str = OPERATOR, password: str | None = None) -> None:
+        """Log ``session`` in to control's admin as the operator, like a browser (CSRF from the form)."""
+        login_url = self.control_url + "/admin/login/"
+        page = session.get(login_url, params={"next": "/admin/"}, timeout=10)
+        page.raise_for_status()
+        answer = session.post(
+            login_url + "?next=/admin/",
+            data={
+                "csrfmiddlewaretoken": form_csrf_token(page.text),
+                "username": username,
+                "password": self.operator_password if password is None else password,
+                "next": "/admin/",
+            },
+            headers={"Referer": login_url},
+            allow_redirects=False,
+            timeout=10,
+        )
+        if answer.status_code != 302 or not answer.headers.get("Location", "").endswith("/admin/"):
+            raise ClusterError(f"admin login failed: HTTP {answer.status_code}")
+
+    def issue_status(self, region: str, organization_id: str, number: int) -> str | None:
+        """An issue's status read straight from region ``region``'s database (``None``: no such issue)."""
+        with contextlib.closing(sqlite3.connect(self.region_db(region), timeout=10)) as db:
+            row = db.execute(
+                "SELECT status FROM issues_issue WHERE organization_id = ? AND number = ?", (organization_id, number)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def open_issues(self, region: str, organization_id: str) -> list[tuple[int, str]]:
+        """``(number, title)`` of an organization's open issues, from the region's database."""
+        with contextlib.closing(sqlite3.connect(self.region_db(region), timeout=10)) as db:
+            rows = db.execute(
+                "SELECT number, title FROM issues_issue WHERE organization_id = ? AND status = 'open' ORDER BY number",
+                (organization_id,),
+            ).fetchall()
+        return [(int(number), str(title)) for number, title in rows]
+
+    def log_tails(self, lines: int = 15) -> Iterator[tuple[str, str]]:
+        """``(service, last lines of its log)`` for every service."""
+        for name, service in self.services.items():
+            yield name, service.log_tail(lines)

@@ -26,8 +26,17 @@ POSITIVE_NUMBERS = (
     "LOADING_VIEW_TIMEOUT",
     "OPTIONS_REFRESH_INTERVAL",
     "QUEUED_SIGNATURE_MAX_AGE",
+    "DELIVERY_MAX_BACKOFF",
+    "SLOW_RETRY_FACTOR",
+    "RETRY_AFTER_MAX",
+    "LEASE_MARGIN",
+    "SWEEP_GRACE",
+    "SWEEP_BATCH",
+    "CIRCUIT_FAILURE_THRESHOLD",
+    "CIRCUIT_OPEN_SECONDS",
+    "CIRCUIT_MAX_OPEN_SECONDS",
 )
-NON_NEGATIVE_NUMBERS = ("SYNC_SAFETY_MARGIN", "MAX_CLOCK_ALLOWANCE", "TRACES_SAMPLE_RATE")
+NON_NEGATIVE_NUMBERS = ("SYNC_SAFETY_MARGIN", "MAX_CLOCK_ALLOWANCE", "TRACES_SAMPLE_RATE", "RETRY_JITTER")
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -82,6 +91,14 @@ def _check_numbers() -> list[CheckMessage]:
                     id="silo_router.E004",
                 )
             )
+    if not errors and (conf.seconds("RETRY_JITTER") >= 1 or conf.seconds("TRACES_SAMPLE_RATE") > 1):
+        errors.append(
+            Error(
+                "RETRY_JITTER must be below 1 and TRACES_SAMPLE_RATE at most 1.",
+                hint="They are fractions: 0.25 means +-25 %.",
+                id="silo_router.E004",
+            )
+        )
     if not errors and conf.SYNC_SAFETY_MARGIN >= conf.RESPONSE_DEADLINE:
         errors.append(
             Error(
@@ -225,6 +242,15 @@ def _check_control() -> list[CheckMessage]:
                     f"SILO_ROUTER['ROUTES'][{key!r}] is {value!r}.",
                     hint=f"Use one of {', '.join(sorted(strategies))}.",
                     id="silo_router.E013",
+                )
+            )
+    for key, value in conf.ORDERING.items():
+        if value not in ("strict", "unordered"):
+            errors.append(
+                Error(
+                    f"SILO_ROUTER['ORDERING'][{key!r}] is {value!r}.",
+                    hint="Use 'strict' (one at a time per region and installation) or 'unordered'.",
+                    id="silo_router.E019",
                 )
             )
     fanouts = {f.value for f in Fanout}

@@ -59,8 +59,19 @@ DEFAULTS: dict[str, Any] = {
     "SYNC_SAFETY_MARGIN": 0.4,
     "MAX_CLOCK_ALLOWANCE": 1.0,
     "DELIVERY_TIMEOUT": 10.0,
-    "DELIVERY_MAX_ATTEMPTS": 5,
+    "DELIVERY_MAX_ATTEMPTS": 12,
     "DELIVERY_BACKOFF": 2.0,
+    "DELIVERY_MAX_BACKOFF": 900.0,
+    "RETRY_JITTER": 0.25,
+    "SLOW_RETRY_FACTOR": 3.0,
+    "RETRY_AFTER_MAX": 600.0,
+    "LEASE_MARGIN": 30.0,
+    "SWEEP_GRACE": 30.0,
+    "SWEEP_BATCH": 200,
+    "CIRCUIT_FAILURE_THRESHOLD": 5,
+    "CIRCUIT_OPEN_SECONDS": 15.0,
+    "CIRCUIT_MAX_OPEN_SECONDS": 600.0,
+    "ORDERING": {},
     "CONTROL_RESPONSE_TIMEOUT": 1.5,
     "LOADING_VIEW_TIMEOUT": 10.0,
     "CONTROL_RESPONSE_HANDLERS": {
@@ -175,6 +186,18 @@ class SiloRouterSettings:
     @property
     def DELIVERY_BACKOFF(self) -> float:
         return float(self.get("DELIVERY_BACKOFF"))
+
+    def seconds(self, name: str) -> float:
+        """A duration setting, in seconds."""
+        return float(self.get(name))
+
+    def count(self, name: str) -> int:
+        """A whole-number setting."""
+        return int(self.get(name))
+
+    @property
+    def ORDERING(self) -> Mapping[str, str]:
+        return self.get("ORDERING")
 
     @property
     def CONTROL_RESPONSE_TIMEOUT(self) -> float:

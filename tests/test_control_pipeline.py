@@ -209,7 +209,7 @@ def test_sync_forward_with_no_time_left_answers_the_fallback(client: Client, ins
         calls.append("ran")
         return {"options": []}
 
-    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SYNC_SAFETY_MARGIN": 2.99}
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SYNC_SAFETY_MARGIN": 2.99, "DELIVERY_BACKOFF": 0.001}
     response = post_slack(client, interactive_body(block_suggestion()))
     assert response.status_code == 200
     assert json.loads(response.content) == {"options": []}
@@ -225,7 +225,7 @@ def test_view_submission_timeout_is_redelivered_once(client: Client, installatio
     def submit(request: Any) -> None:
         calls.append(request.payload["view"]["callback_id"])
 
-    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SYNC_SAFETY_MARGIN": 2.99}
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SYNC_SAFETY_MARGIN": 2.99, "DELIVERY_BACKOFF": 0.001}
     payload = {
         "type": "view_submission",
         "team": {"id": "T0US00001"},
@@ -254,7 +254,12 @@ def test_handler_failure_is_retried_then_dead_lettered(client: Client, installat
         attempts.append(1)
         raise RuntimeError("boom")
 
-    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "DELIVERY_MAX_ATTEMPTS": 3, "DELIVERY_BACKOFF": 0.001}
+    settings.SILO_ROUTER = {
+        **settings.SILO_ROUTER,
+        "DELIVERY_MAX_ATTEMPTS": 3,
+        "DELIVERY_BACKOFF": 0.001,
+        "RETRY_JITTER": 0,
+    }
     response = post_slack(client, interactive_body(block_actions()))
     assert response.status_code == 200
     payload = Payload.objects.get()

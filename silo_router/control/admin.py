@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import transaction
-from django.http import HttpRequest
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 
-from .models import Integration, Option, OptionChange, OrganizationMapping, Payload
+from . import delivery
+from .models import Integration, Option, OptionChange, OrganizationMapping, Payload, RegionCircuit
 from .options import DEFINITIONS, options
+from .status import format_age, region_status
 
 
 @admin.register(OrganizationMapping)
@@ -117,10 +121,60 @@ class OptionChangeAdmin(admin.ModelAdmin):
 
 @admin.register(Payload)
 class PayloadAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "kind", "region", "strategy", "state", "attempts", "delivered_at"]
-    list_filter = ["state", "region", "provider", "strategy"]
-    search_fields = ["id", "idempotency_key", "kind"]
+    """Every stored payload; failed ones stay here until replayed. Filter, select all, replay."""
+
+    list_display = [
+        "created_at",
+        "kind",
+        "region",
+        "state",
+        "attempts",
+        "short_error",
+        "next_attempt_at",
+        "time_to_deliver",
+    ]
+    list_filter = ["state", "region", "provider", "strategy", "kind"]
+    date_hierarchy = "created_at"
+    search_fields = ["id", "idempotency_key", "kind", "last_error"]
     readonly_fields = [f.name for f in Payload._meta.fields]
+    actions = ["replay_selected"]
+    change_list_template = "admin/silo_router_control/payload/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Payload | None = None) -> bool:
+        return False
+
+    @admin.display(description="last error")
+    def short_error(self, obj: Payload) -> str:
+        return obj.last_error[:80]
+
+    @admin.display(description="delivered after")
+    def time_to_deliver(self, obj: Payload) -> str:
+        if obj.delivered_at is None:
+            return "-"
+        return f"{(obj.delivered_at - obj.created_at).total_seconds():.2f} s"
+
+    @admin.action(description="Replay selected payloads (handled ones have no second effect)")
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet[Payload]) -> None:
+        count = delivery.replay(str(pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, f"{count} payloads queued for delivery again.", messages.SUCCESS)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        rows = [{**dataclasses.asdict(row), "oldest": format_age(row.oldest_pending_age)} for row in region_status()]
+        return super().changelist_view(request, {**(extra_context or {}), "region_status": rows})
+
+
+@admin.register(RegionCircuit)
+class RegionCircuitAdmin(admin.ModelAdmin):
+    """Circuit breakers: which regions are being held back, since when, why."""
+
+    list_display = ["region", "state", "failures", "retry_at", "last_error", "updated_at"]
+    readonly_fields = [f.name for f in RegionCircuit._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RegionCircuit | None = None) -> bool:
         return False

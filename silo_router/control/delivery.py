@@ -1,47 +1,81 @@
-"""Delivering stored payloads to regions, with retries and a dead-letter state.
+"""Delivering stored payloads to regions: claims, retries, circuit breakers, dead letters.
 
-Each step is a short statement on the ``Payload`` row; no transaction is open while
-a transport talks to a region.
+The database row is the truth; a broker message only says "look at row X". Every
+step is one short statement (or a short transaction) on ``Payload``; no transaction is
+open while a transport talks to a region. A worker claims a row with a
+compare-and-set update that also takes a lease; if the worker dies, the lease expires
+and the sweeper hands the row out again. The region's idempotency record makes a
+second delivery of a handled envelope a no-op, so at-least-once delivery becomes
+effectively-once handling.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import os
 import random
-from collections.abc import Sequence
+import socket
+import threading
+from collections.abc import Iterable, Sequence
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from silo_router import tracing
 from silo_router.conf import conf
 from silo_router.envelope import Envelope, seal
-from silo_router.transports import DeliveryError, Receipt, transport_for
+from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, transport_for
 
-from . import control_responses
+from . import circuits, control_responses
 from .models import Payload
 
 logger = logging.getLogger("silo_router.delivery")
 
-MAX_BACKOFF = 300.0
+State = Payload.State
+ACTIVE_STATES = (State.PENDING, State.IN_FLIGHT)
 
 
-def backoff(attempt: int, *, retry_after: float | None = None) -> float:
-    """Seconds before attempt ``attempt + 1``: exponential with +-50% jitter, capped.
+def worker_id() -> str:
+    """Who holds a lease: host, process and thread."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{threading.get_ident() % 100000}"
 
-    A region's ``Retry-After`` is a floor.
+
+def backoff(attempt: int, *, slow: bool = False, retry_after: float | None = None) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    ``DELIVERY_BACKOFF * 2 ** (attempt - 1)``, capped at ``DELIVERY_MAX_BACKOFF``, times
+    ``SLOW_RETRY_FACTOR`` after a 429 or a timeout, with +-``RETRY_JITTER`` jitter. A
+    region's ``Retry-After`` is honoured up to ``RETRY_AFTER_MAX``.
     """
-    delay = min(conf.DELIVERY_BACKOFF * 2 ** max(attempt - 1, 0), MAX_BACKOFF) * random.uniform(0.5, 1.5)
-    return max(delay, retry_after or 0.0)
+    delay = min(conf.seconds("DELIVERY_BACKOFF") * 2 ** max(attempt - 1, 0), conf.seconds("DELIVERY_MAX_BACKOFF"))
+    if slow:
+        delay *= conf.seconds("SLOW_RETRY_FACTOR")
+    jitter = conf.seconds("RETRY_JITTER")
+    delay *= random.uniform(1 - jitter, 1 + jitter)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, conf.seconds("RETRY_AFTER_MAX")))
+    return delay
 
 
-def store(envelopes: Sequence[Envelope]) -> list[Payload]:
-    """Commit payloads for ``envelopes``; return the new ones (retries are already there).
+def ordering_key_for(envelope: Envelope, kind_type: str) -> str:
+    """The strict-ordering key of an envelope, or "" when its kind is unordered."""
+    table = conf.ORDERING
+    mode = table.get(f"{envelope.provider}.{envelope.kind}") or table.get(f"{envelope.provider}.{kind_type}")
+    if mode != "strict":
+        return ""
+    return f"{envelope.region}|{envelope.integration_id or ''}"
+
+
+def store(envelopes: Sequence[Envelope], *, kind_type: str = "") -> list[Payload]:
+    """Commit payloads for ``envelopes``; return the new ones (a retry finds them stored).
 
     Raises ``DatabaseError`` when storage fails: the caller answers 5xx so the provider
-    retries.
+    retries. Two copies of one request racing each other both succeed: the loser's
+    insert conflicts and it is told the payload exists.
     """
+    now = timezone.now()
     ids = [e.id for e in envelopes]
     existing = {str(pk) for pk in Payload.objects.filter(pk__in=ids).values_list("pk", flat=True)}
     fresh = [
@@ -53,75 +87,221 @@ def store(envelopes: Sequence[Envelope]) -> list[Payload]:
             region=e.region,
             strategy=e.strategy,
             envelope=e.to_json().decode(),
+            ordering_key=ordering_key_for(e, kind_type),
+            enqueued_at=now,
         )
         for e in envelopes
         if e.id not in existing
     ]
-    if fresh:
+    if not fresh:
+        return []
+    try:
         with transaction.atomic():
             Payload.objects.bulk_create(fresh)
+    except IntegrityError:
+        stored = {str(pk) for pk in Payload.objects.filter(pk__in=[p.pk for p in fresh]).values_list("pk", flat=True)}
+        if stored != {str(p.pk) for p in fresh}:
+            raise
+        return []
     return fresh
 
 
-def enqueue(payload_id: str, *, countdown: float = 0.0) -> None:
-    """Wake a worker for ``payload_id``. A broker failure leaves the row pending."""
+def enqueue(targets: Iterable[tuple[str, str]], *, countdown: float = 0.0, mark: bool = True) -> int:
+    """Wake workers for ``(payload_id, region)`` pairs; return how many messages were published.
+
+    A broker failure is logged and leaves the rows pending: the sweeper republishes them.
+    ``mark`` records the publish time (``store`` already set it for new rows).
+    """
     from .tasks import deliver_payload
 
+    sent: list[str] = []
     try:
-        deliver_payload.apply_async((payload_id,), countdown=countdown or None)
+        for payload_id, region in targets:
+            options: dict[str, object] = {"countdown": countdown} if countdown > 0 else {}
+            queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
+            if queue:
+                options["queue"] = queue
+            deliver_payload.apply_async((payload_id,), **options)
+            sent.append(payload_id)
     except Exception:  # the broker's errors vary by transport; the row is the truth
-        logger.exception("could not enqueue payload %s; it stays pending", payload_id)
+        logger.exception("could not publish a delivery message; the sweeper will retry")
+    if sent and mark:
+        Payload.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
+    return len(sent)
 
 
 def deliver(payload_id: str) -> str:
-    """One delivery attempt for a pending payload; returns the state it ends in."""
-    payload = Payload.objects.filter(pk=payload_id).first()
-    if payload is None or payload.state != Payload.State.PENDING:
-        return payload.state if payload else "missing"
+    """One delivery attempt for a due payload; returns what became of it."""
+    region = Payload.objects.filter(pk=payload_id, state=State.PENDING).values_list("region", flat=True).first()
+    if region is None:
+        return "not_pending"
+    decision = circuits.allow(region)
+    if not decision.allowed:
+        Payload.objects.filter(pk=payload_id, state=State.PENDING).update(next_attempt_at=decision.retry_at)
+        return "held"
+    payload = claim(payload_id)
+    if payload is None:
+        if decision.probe:  # the probe was not used: let the next caller probe at once
+            circuits.record_failure(region, "probe not used", probe=True)
+        return "not_claimed"
     envelope = Envelope.from_json(payload.envelope)
-    with tracing.flow(
-        "silo_router.deliver", f"deliver {envelope.kind} to {payload.region}", headers=envelope.trace
-    ) as flow:
-        tracing.set_data(flow, payload_id=payload_id, region=payload.region, attempt=payload.attempts + 1)
+    with tracing.flow("silo_router.deliver", f"deliver {envelope.kind} to {region}", headers=envelope.trace) as flow:
+        tracing.set_data(flow, payload_id=payload_id, region=region, attempt=payload.attempts)
         try:
-            receipt = transport_for(payload.region).deliver(seal(envelope), timeout=conf.DELIVERY_TIMEOUT, wait=False)
+            receipt = transport_for(region).deliver(seal(envelope), timeout=conf.DELIVERY_TIMEOUT, wait=False)
         except DeliveryError as exc:
+            if exc.region_fault:
+                circuits.record_failure(region, exc.reason, probe=decision.probe)
+            elif circuits.record_success(region):  # it answered: it is up
+                sweep(regions=[region])
             return record_failure(payload, exc)
-        mark_delivered(payload_id, attempts=payload.attempts + 1, receipt=receipt)
-        return Payload.State.DELIVERED
+        if circuits.record_success(region):
+            logger.info("region %s recovered; draining its backlog", region)
+            sweep(regions=[region])
+        mark_delivered(payload, receipt=receipt)
+        return State.DELIVERED
 
 
-def mark_delivered(payload_id: str, *, attempts: int, receipt: Receipt) -> None:
-    Payload.objects.filter(pk=payload_id).update(
-        state=Payload.State.DELIVERED,
-        attempts=attempts,
+def claim(payload_id: str) -> Payload | None:
+    """Take a due pending row with a lease; ``None`` if someone else has it or it is not due.
+
+    A compare-and-set ``UPDATE ... WHERE state = 'pending'`` is atomic on every backend,
+    so two workers can never both claim a row. In a strict-order key only the oldest
+    active row may be claimed.
+    """
+    now = timezone.now()
+    row = Payload.objects.filter(pk=payload_id).values("ordering_key", "created_at").first()
+    if row is None:
+        return None
+    if row["ordering_key"] and _has_predecessor(payload_id, row["ordering_key"], row["created_at"]):
+        Payload.objects.filter(pk=payload_id, state=State.PENDING).update(
+            next_attempt_at=now + datetime.timedelta(seconds=conf.seconds("DELIVERY_BACKOFF"))
+        )
+        return None
+    owner = worker_id()
+    lease_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.seconds("LEASE_MARGIN"))
+    claimed = (
+        Payload.objects.filter(pk=payload_id, state=State.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + datetime.timedelta(seconds=1)))
+        .update(
+            state=State.IN_FLIGHT,
+            lease_owner=owner,
+            lease_until=lease_until,
+            last_attempt_at=now,
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not claimed:
+        return None
+    return Payload.objects.filter(pk=payload_id, lease_owner=owner).first()
+
+
+def _has_predecessor(payload_id: str, key: str, created_at: datetime.datetime) -> bool:
+    """Whether an older payload of the same strict-order key is not delivered yet."""
+    earlier = Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=payload_id)
+    blocking = (State.PENDING, State.IN_FLIGHT, State.FAILED)
+    return Payload.objects.filter(earlier, ordering_key=key, state__in=blocking).exists()
+
+
+def mark_delivered(payload: Payload, *, receipt: Receipt) -> None:
+    """Record the region's receipt; wake the next payload of a strict-order key."""
+    Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(
+        state=State.DELIVERED,
         delivered_at=timezone.now(),
         last_error="" if receipt.outcome != "unhandled" else "no handler in the region",
         next_attempt_at=None,
+        lease_owner="",
+        lease_until=None,
     )
+    if payload.ordering_key:
+        following = (
+            Payload.objects.filter(ordering_key=payload.ordering_key, state=State.PENDING)
+            .order_by("created_at", "pk")
+            .values_list("pk", "region")[:1]
+        )
+        enqueue([(str(pk), region) for pk, region in following])
 
 
 def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True) -> str:
-    """Schedule another attempt, or move the payload to failed and tell the user."""
-    attempts = payload.attempts + 1
+    """Schedule another attempt, or move the payload to failed (kept) and tell the user."""
+    attempts = payload.attempts
     if retry and exc.retryable and attempts < conf.DELIVERY_MAX_ATTEMPTS:
-        delay = backoff(attempts, retry_after=exc.retry_after)
-        Payload.objects.filter(pk=payload.pk).update(
-            attempts=attempts,
+        slow = isinstance(exc, DeliveryTimeout) or exc.reason.startswith("http_429")
+        delay = backoff(attempts, slow=slow, retry_after=exc.retry_after)
+        Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(
+            state=State.PENDING,
             last_error=exc.reason[:2000],
             next_attempt_at=timezone.now() + datetime.timedelta(seconds=delay),
+            lease_owner="",
+            lease_until=None,
         )
         logger.warning(
             "delivery of %s to %s failed (%s); retry in %.1fs", payload.pk, payload.region, exc.reason, delay
         )
-        enqueue(str(payload.pk), countdown=delay)
-        return Payload.State.PENDING
-    Payload.objects.filter(pk=payload.pk).update(
-        state=Payload.State.FAILED, attempts=attempts, last_error=exc.reason[:2000], next_attempt_at=None
+        enqueue([(str(payload.pk), payload.region)], countdown=delay)
+        return State.PENDING
+    Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(
+        state=State.FAILED, last_error=exc.reason[:2000], next_attempt_at=None, lease_owner="", lease_until=None
     )
     logger.error("payload %s for %s failed for good: %s", payload.pk, payload.region, exc.reason)
     report_outcome(str(payload.pk), outcome="failed")
-    return Payload.State.FAILED
+    return State.FAILED
+
+
+def sweep(*, regions: Sequence[str] | None = None) -> dict[str, int]:
+    """Recover what the fast path missed; return counts.
+
+    - ``in_flight`` rows whose lease expired (their worker died) become pending;
+    - pending rows that have been due for ``SWEEP_GRACE`` seconds and were not published
+      in that time (a crash between commit and publish, a flushed broker) are published
+      again, at most ``SWEEP_BATCH`` per region per run: a recovered region drains at a
+      bounded rate.
+    """
+    now = timezone.now()
+    grace = datetime.timedelta(seconds=conf.seconds("SWEEP_GRACE"))
+    expired = Payload.objects.filter(state=State.IN_FLIGHT, lease_until__lt=now).update(
+        state=State.PENDING, lease_owner="", lease_until=None, last_error="lease expired: the worker did not finish"
+    )
+    due = (
+        Payload.objects.filter(state=State.PENDING)
+        .exclude(region="")
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - grace))
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - grace))
+        .filter(Q(next_attempt_at__isnull=False) | Q(created_at__lte=now - grace))
+    )
+    names = list(regions) if regions is not None else sorted(set(due.values_list("region", flat=True)))
+    batch = conf.count("SWEEP_BATCH")
+    published = 0
+    for region in names:
+        ids = due.filter(region=region).order_by("created_at").values_list("pk", flat=True)[:batch]
+        published += enqueue([(str(pk), region) for pk in ids])
+    if expired or published:
+        logger.info("sweep: %d expired leases, %d payloads republished", expired, published)
+    return {"expired_leases": expired, "republished": published}
+
+
+def replay(payload_ids: Iterable[str]) -> int:
+    """Send failed (or delivered) payloads again; return how many were reset.
+
+    The envelope id does not change, so a payload the region already handled is
+    acknowledged there without running its handler a second time.
+    """
+    ids = [str(pk) for pk in payload_ids]
+    reset = (
+        Payload.objects.filter(pk__in=ids, state__in=(State.FAILED, State.DELIVERED))
+        .exclude(region="")
+        .update(
+            state=State.PENDING,
+            attempts=0,
+            replays=F("replays") + 1,
+            next_attempt_at=None,
+            last_error="",
+            delivered_at=None,
+        )
+    )
+    pending = Payload.objects.filter(pk__in=ids, state=State.PENDING).values_list("pk", "region")
+    enqueue([(str(pk), region) for pk, region in pending])
+    return reset
 
 
 def report_outcome(payload_id: str, *, outcome: str) -> None:
@@ -143,7 +323,7 @@ def check_loading_view(payload_id: str) -> None:
     hash changed) and nothing happens.
     """
     state = Payload.objects.filter(pk=payload_id).values_list("state", flat=True).first()
-    if state == Payload.State.DELIVERED:
+    if state == State.DELIVERED:
         report_outcome(payload_id, outcome="done")
-    elif state == Payload.State.PENDING:
+    elif state in ACTIVE_STATES:
         report_outcome(payload_id, outcome="timed_out")

@@ -84,10 +84,16 @@ class OptionChange(models.Model):
 
 
 class Payload(models.Model):
-    """One envelope for one region, stored before Slack is acknowledged."""
+    """One envelope for one region, committed before the provider is acknowledged.
+
+    The row is the source of truth; broker messages only carry its id. ``in_flight``
+    rows hold a lease (``lease_owner``, ``lease_until``): a worker that dies mid-attempt
+    leaves a lease that expires, and the sweeper makes the row pending again.
+    """
 
     class State(models.TextChoices):
         PENDING = "pending"
+        IN_FLIGHT = "in_flight"
         DELIVERED = "delivered"
         FAILED = "failed"
         UNROUTABLE = "unroutable"
@@ -96,20 +102,55 @@ class Payload(models.Model):
     idempotency_key = models.CharField(max_length=200, db_index=True)
     provider = models.CharField(max_length=32)
     kind = models.CharField(max_length=200, db_index=True)
-    region = models.CharField(max_length=64, blank=True, db_index=True)
+    region = models.CharField(max_length=64, blank=True)
     strategy = models.CharField(max_length=32)
     envelope = models.TextField(help_text="The serialized envelope (unsigned; it is signed at each attempt).")
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempts = models.PositiveIntegerField(default=0)
+    replays = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    ordering_key = models.CharField(
+        max_length=200, blank=True, help_text="Set for kinds delivered in strict order: one at a time per key."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="silo_router_payload_due")]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"], name="silo_router_payload_due"),
+            models.Index(fields=["region", "state"], name="silo_router_payload_region"),
+            models.Index(fields=["ordering_key", "created_at"], name="silo_router_payload_order"),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.kind} -> {self.region or '?'} [{self.state}]"
+
+
+class RegionCircuit(models.Model):
+    """The circuit breaker of one region: closed (deliver), open (hold), half-open (one probe)."""
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open"
+
+    region = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.CLOSED)
+    failures = models.PositiveIntegerField(default=0, help_text="Consecutive failed attempts.")
+    openings = models.PositiveIntegerField(default=0, help_text="Consecutive openings; each doubles the wait.")
+    retry_at = models.DateTimeField(null=True, blank=True, help_text="When an open circuit lets one probe through.")
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["region"]
+
+    def __str__(self) -> str:
+        return f"{self.region}: {self.state}"

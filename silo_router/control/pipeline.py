@@ -120,13 +120,12 @@ def route(arrival: Arrival) -> HttpResponse:
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
         with tracing.span("store", inbound.kind):
-            fresh = delivery.store(envelopes)
+            fresh = delivery.store(envelopes, kind_type=inbound.type)
     except DatabaseError:
         logger.exception("could not store a %s payload; asking the provider to retry", inbound.kind)
         _report_if_opened(answered)
         return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
-    for payload in fresh:
-        delivery.enqueue(str(payload.pk))
+    delivery.enqueue([(str(p.pk), p.region) for p in fresh], mark=False)
     if answered is not None and answered.opened and fresh:
         _schedule_loading_check(str(fresh[0].pk))
     if not fresh:
@@ -206,8 +205,8 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
     """
     provider, inbound = arrival.provider, arrival.inbound
     with tracing.span("store", inbound.kind):
-        fresh = delivery.store([envelope])
-    payload = fresh[0] if fresh else Payload.objects.get(pk=envelope.id)
+        delivery.store([envelope], kind_type=inbound.type)
+    payload = delivery.claim(envelope.id) or Payload.objects.get(pk=envelope.id)
     budget = arrival.deadline.remaining()
     try:
         if budget <= 0:
@@ -219,15 +218,10 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
             "synchronous %s to %s: %s; answering with the fallback", inbound.kind, envelope.region, exc.reason
         )
         read_only = inbound.type in provider.read_only_types
-        if isinstance(exc, DeliveryTimeout) and not read_only:
-            Payload.objects.filter(pk=payload.pk).update(
-                last_error=f"sync: {exc.reason}"[:2000], attempts=payload.attempts + 1
-            )
-            delivery.enqueue(str(payload.pk))
-        else:
-            delivery.record_failure(payload, exc, retry=not read_only)
+        retryable = DeliveryError(exc.reason, retryable=True) if isinstance(exc, DeliveryTimeout) else exc
+        delivery.record_failure(payload, retryable, retry=not read_only)
         return _http(provider.fallback_answer(inbound))
-    delivery.mark_delivered(str(payload.pk), attempts=payload.attempts + 1, receipt=receipt)
+    delivery.mark_delivered(payload, receipt=receipt)
     if receipt.response is None:
         return HttpResponse(status=200)
     return HttpResponse(json.dumps(receipt.response), content_type="application/json", status=200)

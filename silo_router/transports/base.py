@@ -33,11 +33,17 @@ class DeliveryError(Exception):
     or not (a region that refused the envelope as forged or malformed).
     """
 
-    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, *, retryable: bool, retry_after: float | None = None, region_fault: bool | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+        #: Whether this says the region is unwell (counts toward its circuit breaker) rather
+        #: than that this one payload failed there (a handler error: a poison payload must
+        #: not hold back the rest of the region's traffic).
+        self.region_fault = retryable if region_fault is None else region_fault
 
 
 class DeliveryTimeout(DeliveryError):

@@ -67,7 +67,8 @@ class HttpTransport(Transport):
         reason = f"http_{response.status_code}" + (f": {reason}" if reason else "")
         if response.status_code in TERMINAL_STATUSES:
             raise DeliveryError(reason, retryable=False)
-        raise DeliveryError(reason, retryable=True, retry_after=_retry_after(response))
+        handler_failed = isinstance(data, dict) and data.get("error") == "handler_failed"
+        raise DeliveryError(reason, retryable=True, retry_after=_retry_after(response), region_fault=not handler_failed)
 
     def close(self) -> None:
         session = getattr(self._local, "session", None)

@@ -19,4 +19,4 @@ class LocalTransport(Transport):
         except EnvelopeRejected as exc:
             raise DeliveryError(exc.reason, retryable=False) from exc
         except HandlerFailed as exc:
-            raise DeliveryError(str(exc), retryable=True) from exc
+            raise DeliveryError(str(exc), retryable=True, region_fault=False) from exc

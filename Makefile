@@ -4,7 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test servers venv bench clean
+
+# Tests that also run on PostgreSQL (a throwaway cluster the suite starts itself).
+POSTGRES_TESTS := tests/delivery tests/test_control_pipeline.py tests/test_region_receiver.py tests/test_control_responses.py
 
 $(STAMP): setup.cfg pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +20,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m example_project.demo
 
-test: $(STAMP)
+servers:
+	bash tools/install-servers.sh
+
+test: $(STAMP) servers
+	SILO_TEST_DB=postgres $(PY) -m pytest $(POSTGRES_TESTS)
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from silo_router.plugins import clear_caches
 from silo_router.region.handlers import slack
 
 from . import celery_app  # noqa: F401  (configures the eager Celery app)
+from .servers import PostgresServer, RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -40,3 +42,33 @@ def installations(db: None) -> dict[str, OrganizationMapping]:
         globex
     )
     return {"acme": acme, "globex": globex, "initech": initech}
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> Iterator[None]:
+    """With ``SILO_TEST_DB=postgres`` the suite runs on a throwaway PostgreSQL cluster."""
+    if os.environ.get("SILO_TEST_DB") != "postgres":
+        yield
+        return
+    from django.conf import settings
+
+    from django.db import connections
+
+    server = PostgresServer().start()
+    settings.DATABASES["default"].update(server.database_settings())
+    connections["default"].close()
+    del connections["default"]  # the next use builds a PostgreSQL connection from the new settings
+    try:
+        yield
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of the suite's own (skipped where not installed; a failure under CI=true)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

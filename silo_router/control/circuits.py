@@ -79,3 +79,13 @@ def record_failure(region: str, error: str, *, probe: bool) -> None:
             openings=F("openings") + 1,
             retry_at=timezone.now() + datetime.timedelta(seconds=wait),
         )
+
+
+def sweep_allowance(region: str, *, batch: int) -> int:
+    """How many held payloads the sweeper may publish for ``region`` now."""
+    row = RegionCircuit.objects.filter(region=region).values("state", "retry_at").first()
+    if row is None or row["state"] == State.CLOSED:
+        return batch
+    if row["retry_at"] is not None and row["retry_at"] <= timezone.now():
+        return 1  # the probe
+    return 0

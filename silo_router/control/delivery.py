@@ -126,7 +126,10 @@ def enqueue(targets: Iterable[tuple[str, str]], *, countdown: float = 0.0, mark:
     except Exception:  # the broker's errors vary by transport; the row is the truth
         logger.exception("could not publish a delivery message; the sweeper will retry")
     if sent and mark:
-        Payload.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
+        # A delayed message counts from when it becomes visible, so the sweeper does not
+        # mistake a scheduled retry for a lost one.
+        visible_at = timezone.now() + datetime.timedelta(seconds=max(countdown, 0.0))
+        Payload.objects.filter(pk__in=sent).update(enqueued_at=visible_at)
     return len(sent)
 
 
@@ -137,7 +140,10 @@ def deliver(payload_id: str) -> str:
         return "not_pending"
     decision = circuits.allow(region)
     if not decision.allowed:
-        Payload.objects.filter(pk=payload_id, state=State.PENDING).update(next_attempt_at=decision.retry_at)
+        # Held without a message outstanding: the sweeper sends it once the circuit allows.
+        Payload.objects.filter(pk=payload_id, state=State.PENDING).update(
+            next_attempt_at=decision.retry_at, enqueued_at=None
+        )
         return "held"
     payload = claim(payload_id)
     if payload is None:
@@ -252,29 +258,34 @@ def sweep(*, regions: Sequence[str] | None = None) -> dict[str, int]:
     """Recover what the fast path missed; return counts.
 
     - ``in_flight`` rows whose lease expired (their worker died) become pending;
-    - pending rows that have been due for ``SWEEP_GRACE`` seconds and were not published
-      in that time (a crash between commit and publish, a flushed broker) are published
-      again, at most ``SWEEP_BATCH`` per region per run: a recovered region drains at a
-      bounded rate.
+    - due pending rows with no message outstanding (held by a circuit, or published
+      more than ``SWEEP_GRACE`` seconds ago and still here: a crash between commit and
+      publish, a flushed broker) are published again, at most ``SWEEP_BATCH`` per region
+      per run, so a recovered region drains at a bounded rate. A region whose circuit
+      is open gets one message when its probe is due, and none before.
     """
     now = timezone.now()
     grace = datetime.timedelta(seconds=conf.seconds("SWEEP_GRACE"))
     expired = Payload.objects.filter(state=State.IN_FLIGHT, lease_until__lt=now).update(
-        state=State.PENDING, lease_owner="", lease_until=None, last_error="lease expired: the worker did not finish"
+        state=State.PENDING,
+        lease_owner="",
+        lease_until=None,
+        enqueued_at=None,
+        last_error="lease expired: the worker did not finish",
     )
     due = (
         Payload.objects.filter(state=State.PENDING)
         .exclude(region="")
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - grace))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - grace))
-        .filter(Q(next_attempt_at__isnull=False) | Q(created_at__lte=now - grace))
     )
     names = list(regions) if regions is not None else sorted(set(due.values_list("region", flat=True)))
-    batch = conf.count("SWEEP_BATCH")
     published = 0
     for region in names:
-        ids = due.filter(region=region).order_by("created_at").values_list("pk", flat=True)[:batch]
-        published += enqueue([(str(pk), region) for pk in ids])
+        allowance = circuits.sweep_allowance(region, batch=conf.count("SWEEP_BATCH"))
+        if allowance:
+            ids = due.filter(region=region).order_by("created_at").values_list("pk", flat=True)[:allowance]
+            published += enqueue([(str(pk), region) for pk in ids])
     if expired or published:
         logger.info("sweep: %d expired leases, %d payloads republished", expired, published)
     return {"expired_leases": expired, "republished": published}

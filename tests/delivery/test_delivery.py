@@ -246,3 +246,30 @@ def test_delivery_error_region_fault_defaults() -> None:
     assert DeliveryError("x", retryable=True).region_fault
     assert not DeliveryError("x", retryable=False).region_fault
     assert not DeliveryError("x", retryable=True, region_fault=False).region_fault
+
+
+def test_sweeper_sends_nothing_to_an_open_circuit_until_its_probe_is_due(
+    http_regions: RegionServer, published: list[Any]
+) -> None:
+    ids = make(4, region="eu")
+    RegionCircuit.objects.create(
+        region="eu", state="open", failures=5, retry_at=timezone.now() + datetime.timedelta(seconds=60)
+    )
+    for pid in ids:
+        assert delivery.deliver(pid) == "held"
+    assert Payload.objects.filter(pk__in=ids, enqueued_at__isnull=True, attempts=0).count() == 4
+    Payload.objects.filter(pk__in=ids).update(next_attempt_at=timezone.now())
+    assert delivery.sweep()["republished"] == 0
+    RegionCircuit.objects.filter(region="eu").update(retry_at=timezone.now())
+    assert delivery.sweep()["republished"] == 1  # one message: the probe
+
+
+def test_a_scheduled_retry_is_not_mistaken_for_a_lost_message(http_regions: RegionServer, published: list[Any]) -> None:
+    (pid,) = make()
+    http_regions.script[pid] = [(503, {"error": "busy"}, {"Retry-After": "40"})]
+    assert delivery.deliver(pid) == "pending"
+    row = state(pid)
+    assert row.enqueued_at is not None and row.next_attempt_at is not None
+    assert row.enqueued_at >= row.next_attempt_at - datetime.timedelta(seconds=1)
+    Payload.objects.filter(pk=pid).update(next_attempt_at=timezone.now())  # due, message about to fire
+    assert delivery.sweep()["republished"] == 0

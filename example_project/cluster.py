@@ -14,7 +14,12 @@ Every service is a subprocess with its own environment, listening on a free port
 - ``us``, ``eu``: region silos under gunicorn;
 - ``control``: the control silo under gunicorn;
 - ``worker``: the control silo's Celery worker (filesystem broker unless
-  ``CELERY_BROKER_URL`` says otherwise).
+  ``CELERY_BROKER_URL`` says otherwise);
+- ``beat``: control's Celery beat, which runs the delivery sweeper (it republishes
+  payloads held by a region's open circuit or missed by a lost message);
+- ``<region>-worker``: only for a region given ``region_transports={"<region>": "celery"}``:
+  that region's Celery worker, consuming ``silo_router.region.<region>`` on the same
+  broker (control then delivers to the region through the queue, not over HTTP).
 
 Processes run in their own sessions and are stopped with SIGTERM, then SIGKILL, from
 ``stop()``, ``__exit__`` and ``atexit``. On Linux each child also gets SIGTERM if the
@@ -58,6 +63,11 @@ ENVELOPE_PATH = "/silo-router/envelopes/"
 OPERATOR = "operator"
 #: Environment variables of the caller that would change how a service starts.
 SCRUBBED_ENV = ("DJANGO_SETTINGS_MODULE", "GUNICORN_CMD_ARGS")
+REGIONS = ("us", "eu")
+#: A region's Celery queue is this plus its name (the celery transport's default QUEUE).
+QUEUE_PREFIX = "silo_router.region."
+#: How control may reach a region (``SILO_REGION_<REGION>_TRANSPORT``).
+TRANSPORTS = ("http", "celery")
 
 JsonDict = dict[str, Any]
 
@@ -218,6 +228,7 @@ class Cluster:
         startup_timeout: float = 45.0,
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
+        region_transports: Mapping[str, str] | None = None,
     ) -> None:
         """Plan the cluster (ports, secrets, commands); nothing runs until ``start()``.
 
@@ -225,9 +236,16 @@ class Cluster:
         on start (only if it is empty or was made by a Cluster). ``upstream_latency``
         sets ``DEMO_UPSTREAM_LATENCY`` in the regions; ``broker_url`` sets
         ``CELERY_BROKER_URL``; ``extra_env`` is added to every service's environment.
+        ``region_transports`` maps a region to ``"http"`` (the default) or ``"celery"``;
+        a ``celery`` region also gets its own Celery worker (``<region>-worker``).
         """
         default_var = os.environ.get("SILO_DEMO_VAR") or REPO_DIR / "var" / "demo"
         self.var_dir = Path(var_dir or default_var).resolve()
+        self.region_transports: dict[str, str] = {region: "http" for region in REGIONS}
+        for region, transport in (region_transports or {}).items():
+            if region not in REGIONS or transport not in TRANSPORTS:
+                raise ValueError(f"region_transports: {region!r} -> {transport!r} (regions {REGIONS}, {TRANSPORTS})")
+            self.region_transports[region] = transport
         self.python = python
         self.startup_timeout = startup_timeout
         self.ports: dict[str, int] = {name: free_port() for name in ("slack", "us", "eu", "control")}
@@ -298,6 +316,7 @@ class Cluster:
                 "SLACK_API_URL": self._url("slack") + "/api/",
                 "SILO_REGION_US_URL": self._url("us") + ENVELOPE_PATH,
                 "SILO_REGION_EU_URL": self._url("eu") + ENVELOPE_PATH,
+                **{f"SILO_REGION_{r.upper()}_TRANSPORT": t for r, t in self.region_transports.items()},
             }
         )
         if upstream_latency is not None:
@@ -325,6 +344,21 @@ class Cluster:
             health_url=health,
         )
 
+    def _celery_worker(self, name: str, settings_module: str, queue: str, hostname: str) -> Service:
+        argv = [
+            self.python, "-m", "celery", "-A", "example_project.celery", "worker",
+            "--pool=threads", "--concurrency=4", "-Q", queue,
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--loglevel=INFO", "--hostname", f"{hostname}@%h",
+        ]  # fmt: skip
+        return Service(
+            name=name,
+            argv=argv,
+            env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+            log_path=self.var_dir / f"{name}.log",
+            ready_marker=" ready.",
+        )
+
     def _plan(self) -> list[Service]:
         slack = Service(
             name="slack",
@@ -341,37 +375,39 @@ class Cluster:
             log_path=self.var_dir / "slack.log",
             health_url=self._url("slack") + "/_fake/health",
         )
-        worker = Service(
-            name="worker",
-            argv=[
-                self.python,
-                "-m",
-                "celery",
-                "-A",
-                "example_project.celery",
-                "worker",
-                "--pool=threads",
-                "--concurrency=4",
-                "-Q",
-                "celery",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel=INFO",
-                "--hostname",
-                "control-worker@%h",
-            ],  # fmt: skip
-            env={**self._env, "DJANGO_SETTINGS_MODULE": "example_project.settings.control"},
-            log_path=self.var_dir / "worker.log",
-            ready_marker=" ready.",
-        )
+        worker = self._celery_worker("worker", "example_project.settings.control", "celery", "control-worker")
+        region_workers = [
+            self._celery_worker(
+                f"{region}-worker",
+                f"example_project.settings.region_{region}",
+                QUEUE_PREFIX + region,
+                f"region-{region}-worker",
+            )
+            for region, transport in self.region_transports.items()
+            if transport == "celery"
+        ]
         return [
             slack,
             self._gunicorn("us", "example_project.settings.region_us"),
             self._gunicorn("eu", "example_project.settings.region_eu"),
             self._gunicorn("control", "example_project.settings.control"),
             worker,
+            self._beat(),
+            *region_workers,
         ]
+
+    def _beat(self) -> Service:
+        argv = [
+            self.python, "-m", "celery", "-A", "example_project.celery", "beat",
+            f"--schedule={self.var_dir / 'celerybeat-schedule'}", "--loglevel=INFO",
+        ]  # fmt: skip
+        return Service(
+            name="beat",
+            argv=argv,
+            env={**self._env, "DJANGO_SETTINGS_MODULE": "example_project.settings.control"},
+            log_path=self.var_dir / "beat.log",
+            ready_marker="beat: Starting...",
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -18,9 +18,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--signing-secret", required=True, help="the app's Slack signing secret")
     parser.add_argument("--bot-token", required=True, help="the only bot token the Web API accepts")
     parser.add_argument("--trigger-ttl", type=float, default=3.0, help="trigger_id lifetime in seconds")
-    parser.add_argument(
-        "--response-url-ttl", type=float, default=1800.0, help="response_url lifetime in seconds"
-    )
+    parser.add_argument("--response-url-ttl", type=float, default=1800.0, help="response_url lifetime in seconds")
     return parser.parse_args(argv)
 
 

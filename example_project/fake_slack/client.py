@@ -159,9 +159,7 @@ class SlackSender:
                 payload=payload,
             )
 
-    def _send_form_payload(
-        self, payload: JsonDict, *, trigger_id: str | None, response_url: str | None
-    ) -> Sent:
+    def _send_form_payload(self, payload: JsonDict, *, trigger_id: str | None, response_url: str | None) -> Sent:
         """Interaction payloads travel as a form field ``payload`` holding JSON."""
         body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode("utf-8")
         return self._post(

@@ -478,9 +478,7 @@ class FakeSlack:
     def _record(self, method: str, params: JsonDict, error: str | None) -> None:
         """Append a Call and wake wait_for()."""
         with self._changed:
-            self._calls.append(
-                Call(method, copy.deepcopy(params), error is None, error, time.monotonic(), time.time())
-            )
+            self._calls.append(Call(method, copy.deepcopy(params), error is None, error, time.monotonic(), time.time()))
             self._changed.notify_all()
 
     def _take_failure(self, method: str) -> _FailRule | None:

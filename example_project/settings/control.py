@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .base import *  # noqa: F403
 from .base import INSTALLED_APPS, MIDDLEWARE, SILO_ROUTER_BASE, SLACK_SIGNING_SECRET, sqlite_database
@@ -13,18 +14,60 @@ MIDDLEWARE = ["silo_router.control.middleware.SiloRouterMiddleware", *MIDDLEWARE
 ROOT_URLCONF = "example_project.urls_control"
 DATABASES = {"default": sqlite_database("control.sqlite3")}
 
+#: Delivery settings an environment variable ``SILO_ROUTER_<NAME>`` may override (the
+#: end-to-end tests shorten the retry schedule this way); unset means the library default.
+ENV_TUNABLE: dict[str, type[float] | type[int]] = {
+    "DELIVERY_BACKOFF": float,
+    "DELIVERY_MAX_ATTEMPTS": int,
+    "DELIVERY_TIMEOUT": float,
+    "LOADING_VIEW_TIMEOUT": float,
+    "SWEEP_GRACE": float,
+    "CIRCUIT_OPEN_SECONDS": float,
+}
+
+
+def region(name: str, default_url: str) -> dict[str, Any]:
+    """Region ``name`` over ``SILO_REGION_<NAME>_TRANSPORT`` (``http``, the default, or ``celery``).
+
+    The ``celery`` transport publishes envelopes on the queue ``silo_router.region.<name>``,
+    which a Celery worker of that region consumes; the URL is then unused.
+    """
+    prefix = f"SILO_REGION_{name.upper()}"
+    return {
+        "TRANSPORT": os.environ.get(f"{prefix}_TRANSPORT") or "http",
+        "URL": os.environ.get(f"{prefix}_URL", default_url),
+    }
+
+
+def env_overrides() -> dict[str, Any]:
+    """The ``ENV_TUNABLE`` settings that are set in the environment, parsed."""
+    overrides: dict[str, Any] = {}
+    for name, parse in ENV_TUNABLE.items():
+        raw = os.environ.get(f"SILO_ROUTER_{name}")
+        if raw:
+            overrides[name] = parse(raw)
+    return overrides
+
+
 SILO_ROUTER = {
     **SILO_ROUTER_BASE,
     "MODE": "control",
     "REGIONS": {
-        "us": {
-            "TRANSPORT": "http",
-            "URL": os.environ.get("SILO_REGION_US_URL", "http://127.0.0.1:8001/silo-router/envelopes/"),
-        },
-        "eu": {
-            "TRANSPORT": "http",
-            "URL": os.environ.get("SILO_REGION_EU_URL", "http://127.0.0.1:8002/silo-router/envelopes/"),
-        },
+        "us": region("us", "http://127.0.0.1:8001/silo-router/envelopes/"),
+        "eu": region("eu", "http://127.0.0.1:8002/silo-router/envelopes/"),
     },
     "SLACK": {**SILO_ROUTER_BASE["SLACK"], "SIGNING_SECRETS": [SLACK_SIGNING_SECRET]},
+    **env_overrides(),
+}
+
+#: The delivery sweeper on Celery beat (``celery -A example_project.celery beat``), as
+#: ``silo_router.control.tasks.beat_schedule()`` builds it; written out because settings
+#: cannot import the tasks module (it imports models). ``SILO_ROUTER_SWEEP_EVERY`` seconds.
+SWEEP_EVERY = float(os.environ.get("SILO_ROUTER_SWEEP_EVERY") or 5.0)
+CELERY_BEAT_SCHEDULE = {
+    "silo-router-sweep": {
+        "task": "silo_router.control.sweep",
+        "schedule": SWEEP_EVERY,
+        "options": {"expires": SWEEP_EVERY * 2},
+    }
 }

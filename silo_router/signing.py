@@ -66,3 +66,8 @@ def verify(
     if not hmac.compare_digest(_mac(key, timestamp, key_id, body), mac):
         raise EnvelopeRejected("The envelope signature does not match its body.", reason="signature_mismatch")
     return key_id
+
+
+def confirmation_message(envelope_id: str, outcome: str, reason: str) -> bytes:
+    """What a region signs when it confirms a queued envelope back to control."""
+    return f"confirm:{envelope_id}:{outcome}:{reason}".encode()

@@ -51,7 +51,6 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
         yield
         return
     from django.conf import settings
-
     from django.db import connections
 
     server = PostgresServer().start()

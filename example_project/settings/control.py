@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from silo_router.control.beat import beat_schedule
+
 from .base import *  # noqa: F403
 from .base import INSTALLED_APPS, MIDDLEWARE, SILO_ROUTER_BASE, SLACK_SIGNING_SECRET, sqlite_database
 
@@ -60,14 +62,6 @@ SILO_ROUTER = {
     **env_overrides(),
 }
 
-#: The delivery sweeper on Celery beat (``celery -A example_project.celery beat``), as
-#: ``silo_router.control.tasks.beat_schedule()`` builds it; written out because settings
-#: cannot import the tasks module (it imports models). ``SILO_ROUTER_SWEEP_EVERY`` seconds.
-SWEEP_EVERY = float(os.environ.get("SILO_ROUTER_SWEEP_EVERY") or 5.0)
-CELERY_BEAT_SCHEDULE = {
-    "silo-router-sweep": {
-        "task": "silo_router.control.sweep",
-        "schedule": SWEEP_EVERY,
-        "options": {"expires": SWEEP_EVERY * 2},
-    }
-}
+#: The delivery sweeper on Celery beat (``celery -A example_project.celery beat``), every
+#: ``SILO_ROUTER_SWEEP_EVERY`` seconds.
+CELERY_BEAT_SCHEDULE = beat_schedule(every=float(os.environ.get("SILO_ROUTER_SWEEP_EVERY") or 5.0))

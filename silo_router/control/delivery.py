@@ -164,8 +164,36 @@ def deliver(payload_id: str) -> str:
         if circuits.record_success(region):
             logger.info("region %s recovered; draining its backlog", region)
             sweep(regions=[region])
+        if receipt.outcome == "queued":
+            return mark_queued(payload)
         mark_delivered(payload, receipt=receipt)
         return State.DELIVERED
+
+
+def mark_queued(payload: Payload) -> str:
+    """The region's queue has the envelope; keep the lease until the region confirms.
+
+    If no confirmation comes within ``QUEUED_CONFIRM_TIMEOUT`` (a flushed broker, say),
+    the lease expires and the sweeper sends the envelope again; the region's
+    idempotency record absorbs it if it was handled after all.
+    """
+    Payload.objects.filter(pk=payload.pk, state=State.IN_FLIGHT).update(
+        lease_owner=f"queued:{payload.region}"[:64],
+        lease_until=timezone.now() + datetime.timedelta(seconds=conf.seconds("QUEUED_CONFIRM_TIMEOUT")),
+    )
+    return "queued"
+
+
+def confirm(payload_id: str, *, outcome: str, reason: str = "") -> str:
+    """Record a region's confirmation of a queued envelope."""
+    payload = Payload.objects.filter(pk=payload_id).first()
+    if payload is None:
+        return "missing"
+    if outcome in ("handled", "duplicate", "unhandled"):
+        mark_delivered(payload, receipt=Receipt(outcome=outcome))
+        return State.DELIVERED
+    error = DeliveryError(f"region {outcome}: {reason}", retryable=False)
+    return record_failure(payload, error)
 
 
 def claim(payload_id: str) -> Payload | None:

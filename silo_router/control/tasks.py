@@ -1,18 +1,19 @@
 """Celery tasks of the control silo. Messages carry payload ids, never bodies.
 
 Schedule ``silo_router.control.sweep`` with Celery beat (every 5-10 seconds); see
-``beat_schedule()``.
+``silo_router.control.beat.beat_schedule``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import shared_task
 
-from . import delivery
+from silo_router import signing
+from silo_router.conf import conf
+from silo_router.transports.celery import CONFIRM_TASK
 
-SWEEP_TASK = "silo_router.control.sweep"
+from . import delivery
+from .beat import SWEEP_TASK
 
 
 @shared_task(name="silo_router.control.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -33,6 +34,9 @@ def check_loading_view(payload_id: str) -> None:
     delivery.check_loading_view(payload_id)
 
 
-def beat_schedule(every: float = 5.0) -> dict[str, dict[str, Any]]:
-    """Entries for ``CELERY_BEAT_SCHEDULE``: ``{**beat_schedule(), ...}``."""
-    return {"silo-router-sweep": {"task": SWEEP_TASK, "schedule": every, "options": {"expires": every * 2}}}
+@shared_task(name=CONFIRM_TASK, ignore_result=True)
+def confirm_delivery(payload_id: str, outcome: str, reason: str, signature: str) -> str:
+    """A region worker (``celery`` transport) reports how a queued envelope ended."""
+    message = signing.confirmation_message(payload_id, outcome, reason)
+    signing.verify(message, signature, keys=conf.SIGNING_KEYS, max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE")))
+    return delivery.confirm(payload_id, outcome=outcome, reason=reason)

@@ -20,6 +20,8 @@ from silo_router.envelope import SealedEnvelope
 from .base import DeliveryError, DeliveryTimeout, Receipt, Transport
 
 RECEIVE_TASK = "silo_router.region.receive"
+#: The control task a region worker calls back with the outcome (see ``region.tasks``).
+CONFIRM_TASK = "silo_router.control.confirm"
 
 
 class CeleryTransport(Transport):

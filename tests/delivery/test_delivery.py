@@ -273,3 +273,47 @@ def test_a_scheduled_retry_is_not_mistaken_for_a_lost_message(http_regions: Regi
     assert row.enqueued_at >= row.next_attempt_at - datetime.timedelta(seconds=1)
     Payload.objects.filter(pk=pid).update(next_attempt_at=timezone.now())  # due, message about to fire
     assert delivery.sweep()["republished"] == 0
+
+
+@pytest.fixture
+def celery_eu(settings: Any) -> None:
+    settings.SILO_ROUTER = {
+        **settings.SILO_ROUTER,
+        "REGIONS": {**settings.SILO_ROUTER["REGIONS"], "eu": {"TRANSPORT": "celery"}},
+        "SWEEP_GRACE": 0,
+    }
+
+
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")  # send_task goes to the memory broker
+def test_queued_envelope_stays_leased_until_the_region_confirms(celery_eu: None, published: list[Any]) -> None:
+    from silo_router import signing
+    from silo_router.control.tasks import confirm_delivery
+
+    handled, failed = make(2, region="eu")
+    for pid in (handled, failed):
+        assert delivery.deliver(pid) == "queued"
+        row = state(pid)
+        assert (row.state, row.lease_owner) == ("in_flight", "queued:eu")
+    key = settings_key()
+    good = signing.sign(signing.confirmation_message(handled, "handled", ""), key_id="k1", key=key)
+    assert confirm_delivery(handled, "handled", "", good) == "delivered"
+    with pytest.raises(Exception, match="signature"):
+        confirm_delivery(failed, "handled", "", good)  # a signature for another message
+    bad = signing.sign(signing.confirmation_message(failed, "failed", "ValueError"), key_id="k1", key=key)
+    assert confirm_delivery(failed, "failed", "ValueError", bad) == "failed"
+    assert state(failed).last_error == "region failed: ValueError"
+
+
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")
+def test_a_lost_queued_message_is_sent_again_after_its_lease(celery_eu: None, published: list[Any]) -> None:
+    (pid,) = make(1, region="eu")
+    assert delivery.deliver(pid) == "queued"
+    Payload.objects.filter(pk=pid).update(lease_until=timezone.now() - datetime.timedelta(seconds=1))
+    assert delivery.sweep() == {"expired_leases": 1, "republished": 1}
+    assert state(pid).state == "pending"
+
+
+def settings_key() -> str:
+    from django.conf import settings
+
+    return str(settings.SILO_ROUTER["SIGNING_KEYS"]["k1"])

@@ -51,7 +51,7 @@ def test_command_and_event_for_eu_are_handled_by_eu_celery_worker(celery_cluster
         assert sent.elapsed_ms < SLACK_WINDOW_MS
     stored = new_payloads(cluster, before)
     assert [(p.region, p.kind) for p in stored] == [("eu", "command:/ticket"), ("eu", "event_callback:app_mention")]
-    wait_delivered(cluster, [p.id for p in stored])  # the broker took them; the worker may still be at work
+    wait_delivered(cluster, [p.id for p in stored])  # delivered = eu's worker confirmed it back to control
 
     reply = cluster.fake.wait_for_call(
         lambda call: call["params"].get("response_url") == command.response_url,

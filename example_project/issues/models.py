@@ -1,4 +1,4 @@
-"""The one model of the demo app: an issue of an organization, stored in that organization's region."""
+"""The demo app's models: issues of an organization, stored in its region, and an effect ledger."""
 
 from __future__ import annotations
 
@@ -29,3 +29,27 @@ class Issue(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.number} {self.title} [{self.status}]"
+
+
+class Effect(models.Model):
+    """One row per run of a ledger handler: how the fault tests and benchmarks count effects.
+
+    ``key`` is deliberately not unique: a handler that ran twice for one event leaves two
+    rows, so "exactly once" is checked by counting, not enforced by a constraint.
+    """
+
+    key = models.CharField(max_length=100, db_index=True)
+    organization_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Antidote(models.Model):
+    """Lets a poison event through: the fault tests insert one, then replay the payload."""
+
+    key = models.CharField(max_length=100, unique=True)
+
+    def __str__(self) -> str:
+        return self.key

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from typing import Any
 
 from django.conf import settings
@@ -22,7 +23,7 @@ from slack_sdk.errors import SlackApiError
 from silo_router.providers.slack.request import SlackHandlerRequest
 from silo_router.region.handlers import slack
 
-from .models import Issue
+from .models import Antidote, Effect, Issue
 from .upstream import fetch_issue_details
 
 logger = logging.getLogger("example_project.issues")
@@ -158,3 +159,24 @@ def pick_issue(request: SlackHandlerRequest) -> dict[str, Any]:
             for issue in issues[:MAX_OPTIONS]
         ]
     }
+
+
+@slack.event("message")
+def ledger(request: SlackHandlerRequest) -> None:
+    """Messages that say ``effect``, ``slow <seconds>`` or ``poison`` write one ledger row.
+
+    Used by the fault tests and benchmarks: the row is written in the handler's
+    transaction, with the envelope's idempotency record, so a redelivered envelope
+    leaves no second row. ``poison`` fails until an ``Antidote`` row exists for its
+    event; ``slow`` holds the handler (a region that is slow to answer).
+    """
+    event = request.payload.get("event") or {}
+    words = str(event.get("text") or "").split()
+    if not words or words[0] not in ("effect", "slow", "poison"):
+        return
+    key = str(request.payload.get("event_id"))
+    if words[0] == "poison" and not Antidote.objects.filter(key=key).exists():
+        raise RuntimeError(f"poison event {key}")
+    if words[0] == "slow" and len(words) > 1:
+        time.sleep(min(float(words[1]), 30.0))  # stands for a slow region, not real work
+    Effect.objects.create(key=key, organization_id=request.organization_id or "")

@@ -24,7 +24,14 @@ ENV_TUNABLE: dict[str, type[float] | type[int]] = {
     "DELIVERY_TIMEOUT": float,
     "LOADING_VIEW_TIMEOUT": float,
     "SWEEP_GRACE": float,
+    "SWEEP_BATCH": int,
+    "LEASE_MARGIN": float,
+    "RETRY_JITTER": float,
+    "DELIVERY_MAX_BACKOFF": float,
+    "CIRCUIT_FAILURE_THRESHOLD": int,
     "CIRCUIT_OPEN_SECONDS": float,
+    "CIRCUIT_MAX_OPEN_SECONDS": float,
+    "QUEUED_CONFIRM_TIMEOUT": float,
 }
 
 

@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "ROUTES": {},
     "FANOUT": {},
     "RESOLVER": "silo_router.control.resolver.ModelResolver",
+    "RESOLVER_CACHE_SECONDS": 5.0,
     "RESPONSE_DEADLINE": 3.0,
     "SYNC_SAFETY_MARGIN": 0.4,
     "MAX_CLOCK_ALLOWANCE": 1.0,

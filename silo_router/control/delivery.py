@@ -71,14 +71,12 @@ def ordering_key_for(envelope: Envelope, kind_type: str) -> str:
 def store(envelopes: Sequence[Envelope], *, kind_type: str = "") -> list[Payload]:
     """Commit payloads for ``envelopes``; return the new ones (a retry finds them stored).
 
-    Raises ``DatabaseError`` when storage fails: the caller answers 5xx so the provider
-    retries. Two copies of one request racing each other both succeed: the loser's
-    insert conflicts and it is told the payload exists.
+    One insert in the common case. Raises ``DatabaseError`` when storage fails: the
+    caller answers 5xx so the provider retries. A retry, or two copies of one request
+    racing, conflicts on the primary key and is told which payloads already exist.
     """
     now = timezone.now()
-    ids = [e.id for e in envelopes]
-    existing = {str(pk) for pk in Payload.objects.filter(pk__in=ids).values_list("pk", flat=True)}
-    fresh = [
+    rows = [
         Payload(
             id=e.id,
             idempotency_key=e.idempotency_key[:200],
@@ -91,19 +89,22 @@ def store(envelopes: Sequence[Envelope], *, kind_type: str = "") -> list[Payload
             enqueued_at=now,
         )
         for e in envelopes
-        if e.id not in existing
     ]
-    if not fresh:
-        return []
-    try:
-        with transaction.atomic():
-            Payload.objects.bulk_create(fresh)
-    except IntegrityError:
-        stored = {str(pk) for pk in Payload.objects.filter(pk__in=[p.pk for p in fresh]).values_list("pk", flat=True)}
-        if stored != {str(p.pk) for p in fresh}:
-            raise
-        return []
-    return fresh
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                Payload.objects.bulk_create(rows)
+            return rows
+        except IntegrityError:
+            existing = {
+                str(pk) for pk in Payload.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", flat=True)
+            }
+            if not existing:
+                raise
+            rows = [r for r in rows if str(r.pk) not in existing]
+            if not rows:
+                return []
+    return []
 
 
 def enqueue(targets: Iterable[tuple[str, str]], *, countdown: float = 0.0, mark: bool = True) -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
+from silo_router.conf import conf
 from silo_router.providers.base import InboundRequest
 
 from .routing import Fanout, fanout_for
@@ -60,9 +62,35 @@ def group_by_region(
 
 
 class ModelResolver(Resolver):
-    """The default: ``Integration`` rows by team (or enterprise) id, then their organizations."""
+    """The default: ``Integration`` rows by team (or enterprise) id, then their organizations.
+
+    Answers are kept per process for ``RESOLVER_CACHE_SECONDS`` (5 s), so the control
+    path does no routing query for a busy workspace; a change saved in this process
+    clears the cache at once (signals), other processes see it within that time.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str, str, str], tuple[float, str | None, list[tuple[str, str, str]]]] = {}
+        connect_invalidation(self.clear)
+
+    def clear(self, **kwargs: object) -> None:
+        self._cache.clear()
 
     def resolve(self, inbound: InboundRequest) -> Resolution:
+        keys = inbound.routing
+        cache_key = (inbound.provider, keys.team_id or "", keys.enterprise_id or "", keys.app_id or "")
+        now = time.monotonic()
+        hit = self._cache.get(cache_key)
+        if hit is None or now - hit[0] > conf.seconds("RESOLVER_CACHE_SECONDS"):
+            integration_id, rows = self._lookup(inbound)
+            self._cache[cache_key] = hit = (now, integration_id, rows)
+        _, integration_id, rows = hit
+        if integration_id is None:
+            return Resolution(integration_id=None, targets=())
+        return group_by_region(rows, inbound=inbound, integration_id=integration_id)
+
+    @staticmethod
+    def _lookup(inbound: InboundRequest) -> tuple[str | None, list[tuple[str, str, str]]]:
         from django.db.models import Q
 
         from .models import Integration
@@ -74,15 +102,26 @@ class ModelResolver(Resolver):
         if keys.enterprise_id:
             match |= Q(external_id=keys.enterprise_id)
         if not match:
-            return Resolution(integration_id=None, targets=())
+            return None, []
         candidates = Integration.objects.filter(match, provider=inbound.provider)
         if keys.app_id:
             candidates = candidates.filter(Q(app_id="") | Q(app_id=keys.app_id))
         # Prefer the workspace install over an org-wide one, and an app-specific row.
-        integration = (
-            sorted(candidates, key=lambda i: (i.external_id != keys.team_id, i.app_id == "", i.pk))[:1] or [None]
-        )[0]
-        if integration is None:
-            return Resolution(integration_id=None, targets=())
+        ranked = sorted(candidates, key=lambda i: (i.external_id != keys.team_id, i.app_id == "", i.pk))
+        if not ranked:
+            return None, []
+        integration = ranked[0]
         rows = integration.organizations.order_by("id").values_list("organization_id", "slug", "region")
-        return group_by_region(list(rows), inbound=inbound, integration_id=str(integration.pk))
+        return str(integration.pk), list(rows)
+
+
+def connect_invalidation(handler: Callable[..., None]) -> None:
+    """Clear ``handler``'s cache whenever installations or organizations change in this process."""
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    from .models import Integration, OrganizationMapping
+
+    for model in (Integration, OrganizationMapping):
+        post_save.connect(handler, sender=model)
+        post_delete.connect(handler, sender=model)
+    m2m_changed.connect(handler, sender=Integration.organizations.through)

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test servers venv bench clean
+.PHONY: demo test lint servers venv bench clean
 
 # Tests that also run on PostgreSQL (a throwaway cluster the suite starts itself).
 POSTGRES_TESTS := tests/delivery tests/test_control_pipeline.py tests/test_region_receiver.py tests/test_control_responses.py
@@ -26,6 +26,12 @@ servers:
 test: $(STAMP) servers
 	SILO_TEST_DB=postgres $(PY) -m pytest $(POSTGRES_TESTS)
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements-lint.txt
+	$(PY) -m ruff check silo_router tests example_project
+	$(PY) -m ruff format --check silo_router tests example_project
+	$(PY) -m mypy silo_router
 
 bench: $(STAMP)
 	$(PY) bench/control_ack.py

@@ -10,7 +10,7 @@ from dotted paths (providers, the resolver, transports) are cached by
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 
@@ -121,18 +121,18 @@ class SiloRouterSettings:
 
     @property
     def REGION(self) -> str | None:
-        return self.get("REGION")
+        return cast("str | None", self.get("REGION"))
 
     @property
     def SIGNING_KEYS(self) -> Mapping[str, str]:
-        return self.get("SIGNING_KEYS")
+        return cast("Mapping[str, str]", self.get("SIGNING_KEYS"))
 
     @property
     def SIGNING_KEY_ID(self) -> str | None:
         key_id = self.get("SIGNING_KEY_ID")
         if key_id is None and len(self.SIGNING_KEYS) == 1:
             return next(iter(self.SIGNING_KEYS))
-        return key_id
+        return cast("str | None", key_id)
 
     @property
     def SIGNATURE_MAX_AGE(self) -> int:
@@ -140,7 +140,7 @@ class SiloRouterSettings:
 
     @property
     def REGIONS(self) -> Mapping[str, Mapping[str, Any]]:
-        return self.get("REGIONS")
+        return cast("Mapping[str, Mapping[str, Any]]", self.get("REGIONS"))
 
     @property
     def PROVIDERS(self) -> Mapping[str, str]:
@@ -148,7 +148,7 @@ class SiloRouterSettings:
 
     @property
     def URL_PREFIXES(self) -> Mapping[str, str]:
-        return self.get("URL_PREFIXES")
+        return cast("Mapping[str, str]", self.get("URL_PREFIXES"))
 
     @property
     def MAX_BODY_SIZE(self) -> int:
@@ -200,7 +200,7 @@ class SiloRouterSettings:
 
     @property
     def ORDERING(self) -> Mapping[str, str]:
-        return self.get("ORDERING")
+        return cast("Mapping[str, str]", self.get("ORDERING"))
 
     @property
     def CONTROL_RESPONSE_TIMEOUT(self) -> float:

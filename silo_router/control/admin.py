@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -98,7 +99,7 @@ class OptionAdmin(admin.ModelAdmin):
                     key=obj.key,
                     old_value=old_value,
                     new_value=new_value,
-                    changed_by=request.user,
+                    changed_by=cast(User, request.user),
                     changed_by_repr=str(request.user)[:200],
                 )
         options.invalidate()

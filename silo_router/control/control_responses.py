@@ -87,7 +87,8 @@ def run(name: str, inbound: InboundRequest, *, timeout: float) -> ControlRespons
     handler = handlers().get(name)
     if handler is None:
         return ControlResponse(handler=name, status="failed", error="unknown_handler")
-    return handler.run(inbound, external_id=external_id_for(inbound), timeout=timeout)
+    result: ControlResponse = handler.run(inbound, external_id=external_id_for(inbound), timeout=timeout)
+    return result
 
 
 def report(response: Mapping[str, Any] | None, *, outcome: str) -> Mapping[str, Any] | None:

@@ -18,6 +18,7 @@ import random
 import socket
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -56,7 +57,7 @@ def backoff(attempt: int, *, slow: bool = False, retry_after: float | None = Non
     delay *= random.uniform(1 - jitter, 1 + jitter)
     if retry_after is not None:
         delay = max(delay, min(retry_after, conf.seconds("RETRY_AFTER_MAX")))
-    return delay
+    return float(delay)
 
 
 def ordering_key_for(envelope: Envelope, kind_type: str) -> str:
@@ -118,10 +119,10 @@ def enqueue(targets: Iterable[tuple[str, str]], *, countdown: float = 0.0, mark:
     sent: list[str] = []
     try:
         for payload_id, region in targets:
-            options: dict[str, object] = {"countdown": countdown} if countdown > 0 else {}
             queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
+            options: dict[str, Any] = {"countdown": countdown} if countdown > 0 else {}
             if queue:
-                options["queue"] = queue
+                options["queue"] = str(queue)
             deliver_payload.apply_async((payload_id,), **options)
             sent.append(payload_id)
     except Exception:  # the broker's errors vary by transport; the row is the truth

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
+from typing import cast
 
 from django.db import DatabaseError, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -49,13 +50,15 @@ class Arrival:
 @cached
 def resolver() -> Resolver:
     """The configured resolver, built once."""
-    return import_by_alias(conf.RESOLVER, aliases={}, setting="RESOLVER")()
+    return cast(Resolver, import_by_alias(conf.RESOLVER, aliases={}, setting="RESOLVER")())
 
 
 def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
     """Answer one provider request (the middleware's whole job for matched paths)."""
     if request.method != "POST":
-        response = _rejection(RequestRejected("Only POST is accepted here.", reason="method_not_allowed", status=405))
+        response: HttpResponse = _rejection(
+            RequestRejected("Only POST is accepted here.", reason="method_not_allowed", status=405)
+        )
         response["Allow"] = "POST"
         return response
     provider = get_provider(provider_name)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Mapping
+from typing import Any
 
 from django.db.models import Count, Min, Q
 from django.utils import timezone
@@ -43,7 +45,7 @@ def region_status() -> list[RegionStatus]:
     circuits = {c.region: c for c in RegionCircuit.objects.all()}
     rows = []
     for region in sorted(set(counts) | set(circuits)):
-        c = counts.get(region, {})
+        c: Mapping[str, Any] = counts.get(region) or {}
         circuit = circuits.get(region)
         rows.append(
             RegionStatus(

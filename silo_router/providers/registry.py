@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from silo_router.conf import conf
 from silo_router.exceptions import SiloRouterConfigurationError
 from silo_router.plugins import cached, did_you_mean, import_by_alias
@@ -18,4 +20,4 @@ def get_provider(name: str) -> Provider:
             f"Provider {name!r} is not in SILO_ROUTER['PROVIDERS']." + did_you_mean(name, providers)
         )
     cls = import_by_alias(providers[name], aliases={}, setting=f"PROVIDERS][{name!r}")
-    return cls.from_settings()
+    return cast(Provider, cls.from_settings())

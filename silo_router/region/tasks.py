@@ -27,7 +27,7 @@ MAX_RETRIES = 5
 
 
 @shared_task(bind=True, name=RECEIVE_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def receive_envelope(self: Task, body: str, signature: str, region: str) -> dict[str, Any]:
+def receive_envelope(self: Task[Any, Any], body: str, signature: str, region: str) -> dict[str, Any]:
     """Verify and dispatch one envelope; retry handler failures with backoff; confirm to control."""
     try:
         receipt = receive(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from silo_router.conf import conf
 from silo_router.exceptions import SiloRouterConfigurationError
 from silo_router.plugins import cached, did_you_mean, import_by_alias
@@ -29,4 +31,4 @@ def transport_for(region: str) -> Transport:
     cls = import_by_alias(
         str(options.get("TRANSPORT", "http")), aliases=ALIASES, setting=f"REGIONS][{region!r}][TRANSPORT"
     )
-    return cls(region, options)
+    return cast(Transport, cls(region, options))

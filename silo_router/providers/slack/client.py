@@ -26,4 +26,5 @@ def slack_client(
     """
     slack = conf.SLACK
     retries = int(slack["RATE_LIMIT_RETRIES"]) if rate_limit_retries is None else rate_limit_retries
-    return _client(token or slack["BOT_TOKEN"] or "", str(slack["API_URL"]), timeout, retries)
+    client: WebClient = _client(token or slack["BOT_TOKEN"] or "", str(slack["API_URL"]), timeout, retries)
+    return client

@@ -50,17 +50,18 @@ class SlackHandlerRequest(HandlerRequest):
 
     @property
     def channel_id(self) -> str | None:
+        """The channel the request came from, wherever this kind of payload keeps it."""
         payload = self.payload
         channel = payload.get("channel")
-        if isinstance(channel, Mapping):
-            return channel.get("id")
         event = payload.get("event")
-        if isinstance(event, Mapping) and isinstance(event.get("channel"), str):
-            return event["channel"]
         container = payload.get("container")
-        if isinstance(container, Mapping) and container.get("channel_id"):
-            return container["channel_id"]
-        return payload.get("channel_id") or (channel if isinstance(channel, str) else None)
+        candidates = (
+            channel.get("id") if isinstance(channel, Mapping) else channel,
+            event.get("channel") if isinstance(event, Mapping) else None,
+            container.get("channel_id") if isinstance(container, Mapping) else None,
+            payload.get("channel_id"),
+        )
+        return next((c for c in candidates if isinstance(c, str) and c), None)
 
     @property
     def user_id(self) -> str | None:
@@ -102,7 +103,9 @@ class SlackHandlerRequest(HandlerRequest):
             logger.error("cannot reply to %s: no response_url and no channel", self.kind)
             return
         try:
-            self.client.chat_postMessage(channel=channel, text=text, blocks=list(blocks) if blocks else None)
+            self.client.chat_postMessage(
+                channel=channel, text=text, blocks=[dict(b) for b in blocks] if blocks else None
+            )
         except SlackApiError as exc:
             logger.error("chat.postMessage failed: %s", exc.response.get("error"))
 

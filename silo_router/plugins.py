@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -19,6 +19,7 @@ from django.utils.module_loading import import_string
 
 from .exceptions import SiloRouterConfigurationError
 
+T = TypeVar("T")
 _caches: list[Any] = []
 
 
@@ -58,6 +59,15 @@ def import_by_alias(value: str, *, aliases: Mapping[str, str], setting: str) -> 
         raise SiloRouterConfigurationError(
             f"SILO_ROUTER[{setting}] = {value!r} cannot be imported: {exc}" + did_you_mean(value, aliases)
         ) from exc
+
+
+def lookup(table: Mapping[str, T], name: str, *, setting: str, what: str) -> T:
+    """``table[name]``, or an error naming the setting and the closest known name."""
+    if name not in table:
+        raise SiloRouterConfigurationError(
+            f"{what} {name!r} is not in SILO_ROUTER[{setting!r}]." + did_you_mean(name, table)
+        )
+    return table[name]
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

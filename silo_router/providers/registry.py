@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from silo_router.conf import conf
-from silo_router.exceptions import SiloRouterConfigurationError
-from silo_router.plugins import cached, did_you_mean, import_by_alias
+from silo_router.plugins import cached, import_by_alias, lookup
 
 from .base import Provider
 
@@ -14,10 +13,6 @@ from .base import Provider
 @cached
 def get_provider(name: str) -> Provider:
     """The provider called ``name``."""
-    providers = conf.PROVIDERS
-    if name not in providers:
-        raise SiloRouterConfigurationError(
-            f"Provider {name!r} is not in SILO_ROUTER['PROVIDERS']." + did_you_mean(name, providers)
-        )
-    cls = import_by_alias(providers[name], aliases={}, setting=f"PROVIDERS][{name!r}")
+    path = lookup(conf.PROVIDERS, name, setting="PROVIDERS", what="Provider")
+    cls = import_by_alias(path, aliases={}, setting=f"PROVIDERS][{name!r}")
     return cast(Provider, cls.from_settings())

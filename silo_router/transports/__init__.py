@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from silo_router.conf import conf
-from silo_router.exceptions import SiloRouterConfigurationError
-from silo_router.plugins import cached, did_you_mean, import_by_alias
+from silo_router.plugins import cached, import_by_alias, lookup
 
 from .base import DeliveryError, DeliveryTimeout, Receipt, Transport
 
@@ -22,12 +21,7 @@ __all__ = ["ALIASES", "DeliveryError", "DeliveryTimeout", "Receipt", "Transport"
 @cached
 def transport_for(region: str) -> Transport:
     """The transport instance for ``region``, built once from ``SILO_ROUTER['REGIONS']``."""
-    regions = conf.REGIONS
-    if region not in regions:
-        raise SiloRouterConfigurationError(
-            f"Region {region!r} is not in SILO_ROUTER['REGIONS']." + did_you_mean(region, regions)
-        )
-    options = regions[region]
+    options = lookup(conf.REGIONS, region, setting="REGIONS", what="Region")
     cls = import_by_alias(
         str(options.get("TRANSPORT", "http")), aliases=ALIASES, setting=f"REGIONS][{region!r}][TRANSPORT"
     )

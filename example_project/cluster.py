@@ -25,6 +25,11 @@ Processes run in their own sessions and are stopped with SIGTERM, then SIGKILL, 
 ``stop()``, ``__exit__`` and ``atexit``. On Linux each child also gets SIGTERM if the
 thread that started it dies (``PR_SET_PDEATHSIG``), so a killed demo leaves no orphans;
 start the cluster from a thread that outlives it (the main thread, usually).
+
+Fault tests crash or freeze one service with ``kill_service`` (SIGKILL) and
+``pause_service``/``resume_service`` (SIGSTOP/SIGCONT), run management commands with
+``manage``, and put control's database on PostgreSQL with ``SILO_CONTROL_DATABASE_URL``
+in ``extra_env``.
 """
 
 from __future__ import annotations
@@ -293,8 +298,13 @@ class Cluster:
 
     @property
     def control_db(self) -> Path:
-        """Path of the control silo's SQLite database."""
+        """Path of the control silo's SQLite database (unused when ``control_database_url`` is set)."""
         return self.var_dir / "control.sqlite3"
+
+    @property
+    def control_database_url(self) -> str | None:
+        """Control's PostgreSQL database (``SILO_CONTROL_DATABASE_URL`` in ``extra_env``), or ``None``: SQLite."""
+        return self._env.get("SILO_CONTROL_DATABASE_URL") or None
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -446,6 +456,52 @@ class Cluster:
             return
         self._spawn(service)
         self._wait_ready([name])
+
+    def kill_service(self, name: str) -> None:
+        """Crash one service: SIGKILL its whole process group at once (no shutdown handler runs), then reap it.
+
+        ``start_service(name)`` starts it again.
+        """
+        service = self.services[name]
+        if service.process is None:
+            return
+        self._signal_group(service.process, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.process.wait(timeout=5)
+        if service.log_file is not None:
+            service.log_file.close()
+            service.log_file = None
+        service.process = None
+
+    def pause_service(self, name: str) -> None:
+        """Freeze one service's process group (SIGSTOP): it holds its sockets but does nothing."""
+        service = self.services[name]
+        if service.process is not None:
+            self._signal_group(service.process, signal.SIGSTOP)
+
+    def resume_service(self, name: str) -> None:
+        """Let a paused service run again (SIGCONT); harmless if it was not paused."""
+        service = self.services[name]
+        if service.process is not None:
+            self._signal_group(service.process, signal.SIGCONT)
+
+    def manage(self, silo: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run ``python -m example_project.manage <args>`` for ``silo`` (``control``, ``us`` or ``eu``).
+
+        The command gets the silo's environment (database, broker, tunables), as a
+        service of this cluster would; its output is captured, its exit code not checked.
+        """
+        settings_module = self.services[silo].env["DJANGO_SETTINGS_MODULE"]
+        return subprocess.run(
+            [self.python, "-m", "example_project.manage", *args],
+            env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+            cwd=REPO_DIR,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
 
     def __enter__(self) -> Cluster:
         return self.start()

@@ -76,6 +76,23 @@ def sqlite_database(name: str) -> dict[str, Any]:
     }
 
 
+def database_from_url(url: str) -> dict[str, Any]:
+    """Django ``DATABASES`` entry for ``postgres://user[:password]@host[:port]/name`` (PostgreSQL only)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.path.strip("/"):
+        raise ValueError(f"not a postgres://user@host:port/name URL: {url!r}")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.strip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+    }
+
+
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

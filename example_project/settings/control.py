@@ -8,13 +8,25 @@ from typing import Any
 from silo_router.control.beat import beat_schedule
 
 from .base import *  # noqa: F403
-from .base import INSTALLED_APPS, MIDDLEWARE, SILO_ROUTER_BASE, SLACK_SIGNING_SECRET, sqlite_database
+from .base import (
+    INSTALLED_APPS,
+    MIDDLEWARE,
+    SILO_ROUTER_BASE,
+    SLACK_SIGNING_SECRET,
+    database_from_url,
+    sqlite_database,
+)
 
 INSTALLED_APPS = [*INSTALLED_APPS, "silo_router.control"]
 # First, so provider requests skip session, CSRF and auth work they do not need.
 MIDDLEWARE = ["silo_router.control.middleware.SiloRouterMiddleware", *MIDDLEWARE]
 ROOT_URLCONF = "example_project.urls_control"
-DATABASES = {"default": sqlite_database("control.sqlite3")}
+#: ``SILO_CONTROL_DATABASE_URL`` (``postgres://user@host:port/name``) puts control's database on
+#: PostgreSQL (the fault tests run on both); unset, it is SQLite under ``VAR_DIR``.
+CONTROL_DATABASE_URL = os.environ.get("SILO_CONTROL_DATABASE_URL", "")
+DATABASES = {
+    "default": database_from_url(CONTROL_DATABASE_URL) if CONTROL_DATABASE_URL else sqlite_database("control.sqlite3")
+}
 
 #: Delivery settings an environment variable ``SILO_ROUTER_<NAME>`` may override (the
 #: end-to-end tests shorten the retry schedule this way); unset means the library default.

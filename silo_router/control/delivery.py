@@ -31,6 +31,7 @@ from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, tran
 
 from . import circuits, control_responses
 from .models import Payload
+from .publishing import publish_within
 
 logger = logging.getLogger("silo_router.delivery")
 
@@ -108,11 +109,14 @@ def store(envelopes: Sequence[Envelope], *, kind_type: str = "") -> list[Payload
     return []
 
 
-def enqueue(targets: Iterable[tuple[str, str]], *, countdown: float = 0.0, mark: bool = True) -> int:
+def enqueue(
+    targets: Iterable[tuple[str, str]], *, countdown: float = 0.0, mark: bool = True, retry: bool = True
+) -> int:
     """Wake workers for ``(payload_id, region)`` pairs; return how many messages were published.
 
     A broker failure is logged and leaves the rows pending: the sweeper republishes them.
-    ``mark`` records the publish time (``store`` already set it for new rows).
+    ``mark`` records the publish time (``store`` already set it for new rows); ``retry``
+    is Celery's publish retry (off on the request path, which must not wait).
     """
     from .tasks import deliver_payload
 
@@ -123,7 +127,7 @@ def enqueue(targets: Iterable[tuple[str, str]], *, countdown: float = 0.0, mark:
             options: dict[str, Any] = {"countdown": countdown} if countdown > 0 else {}
             if queue:
                 options["queue"] = str(queue)
-            deliver_payload.apply_async((payload_id,), **options)
+            deliver_payload.apply_async((payload_id,), retry=retry, **options)
             sent.append(payload_id)
     except Exception:  # the broker's errors vary by transport; the row is the truth
         logger.exception("could not publish a delivery message; the sweeper will retry")
@@ -258,8 +262,12 @@ def mark_delivered(payload: Payload, *, receipt: Receipt) -> None:
         enqueue([(str(pk), region) for pk, region in following])
 
 
-def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True) -> str:
-    """Schedule another attempt, or move the payload to failed (kept) and tell the user."""
+def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True, from_request: bool = False) -> str:
+    """Schedule another attempt, or move the payload to failed (kept) and tell the user.
+
+    ``from_request``: called while the provider waits, so the retry's message is published
+    without letting a slow broker hold the answer.
+    """
     attempts = payload.attempts
     if retry and exc.retryable and attempts < conf.DELIVERY_MAX_ATTEMPTS:
         slow = isinstance(exc, DeliveryTimeout) or exc.reason.startswith("http_429")
@@ -274,7 +282,16 @@ def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True) 
         logger.warning(
             "delivery of %s to %s failed (%s); retry in %.1fs", payload.pk, payload.region, exc.reason, delay
         )
-        enqueue([(str(payload.pk), payload.region)], countdown=delay)
+        target = [(str(payload.pk), payload.region)]
+        if not from_request:
+            enqueue(target, countdown=delay)
+            return State.PENDING
+        publish_within(
+            lambda: enqueue(target, countdown=delay, mark=False, retry=False),
+            wait=conf.seconds("PUBLISH_TIMEOUT"),
+            what=f"the retry of {payload.pk}",
+        )
+        Payload.objects.filter(pk=payload.pk).update(enqueued_at=timezone.now() + datetime.timedelta(seconds=delay))
         return State.PENDING
     Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(
         state=State.FAILED, last_error=exc.reason[:2000], next_attempt_at=None, lease_owner="", lease_until=None

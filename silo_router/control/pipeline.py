@@ -30,6 +30,7 @@ from . import control_responses, delivery
 from .control_responses import ControlResponse
 from .deadline import Deadline
 from .models import Payload
+from .publishing import publish_within
 from .resolver import Resolution, Resolver
 from .routing import Strategy, strategy_for
 
@@ -128,9 +129,19 @@ def route(arrival: Arrival) -> HttpResponse:
         logger.exception("could not store a %s payload; asking the provider to retry", inbound.kind)
         _report_if_opened(answered)
         return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
-    delivery.enqueue([(str(p.pk), p.region) for p in fresh], mark=False)
+    targets = [(str(p.pk), p.region) for p in fresh]
+    publish_within(
+        lambda: delivery.enqueue(targets, mark=False, retry=False),
+        wait=min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()),
+        what=f"{len(targets)} payloads",
+    )
     if answered is not None and answered.opened and fresh:
-        _schedule_loading_check(str(fresh[0].pk))
+        payload_id = str(fresh[0].pk)
+        publish_within(
+            lambda: _schedule_loading_check(payload_id),
+            wait=min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()),
+            what="the loading-view check",
+        )
     if not fresh:
         logger.info("%s %s was already stored (a retry); acknowledged", inbound.provider, inbound.kind)
     return HttpResponse(status=200)
@@ -222,7 +233,7 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
         )
         read_only = inbound.type in provider.read_only_types
         retryable = DeliveryError(exc.reason, retryable=True) if isinstance(exc, DeliveryTimeout) else exc
-        delivery.record_failure(payload, retryable, retry=not read_only)
+        delivery.record_failure(payload, retryable, retry=not read_only, from_request=True)
         return _http(provider.fallback_answer(inbound))
     delivery.mark_delivered(payload, receipt=receipt)
     if receipt.response is None:
@@ -240,7 +251,7 @@ def _schedule_loading_check(payload_id: str) -> None:
     from .tasks import check_loading_view
 
     try:
-        check_loading_view.apply_async((payload_id,), countdown=conf.LOADING_VIEW_TIMEOUT)
+        check_loading_view.apply_async((payload_id,), countdown=conf.LOADING_VIEW_TIMEOUT, retry=False)
     except Exception:  # a broker error must not fail an acknowledged request
         logger.exception("could not schedule the loading-view check for %s", payload_id)
 

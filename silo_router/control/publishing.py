@@ -1,0 +1,52 @@
+"""Publishing to the broker from the request path without letting the broker hold the answer.
+
+The payload is already committed when the control path publishes its wake-up message,
+so the message is an optimisation: if the broker is slow or hung, the answer to the
+provider must not wait for it. Publishes run on a small thread pool; the request waits
+at most ``PUBLISH_TIMEOUT`` (and never past the provider's deadline), then answers; the
+sweeper republishes whatever did not get out. A bounded number of publishes may be
+outstanding at once, so a hung broker cannot pile up threads either.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+
+from celery import current_app
+
+logger = logging.getLogger("silo_router.delivery")
+
+MAX_OUTSTANDING = 64
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="silo-router-publish")
+_slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
+
+
+def publish_within(publish: Callable[[], object], *, wait: float, what: str) -> bool:
+    """Run ``publish`` but return after ``wait`` seconds at most; True if it finished.
+
+    ``publish`` must not touch the database (it runs on another thread). With Celery in
+    eager mode (tests), it runs here, synchronously.
+    """
+    if current_app.conf.task_always_eager:
+        publish()
+        return True
+    if not _slots.acquire(blocking=False):
+        logger.warning("%d publishes outstanding: leaving %s to the sweeper", MAX_OUTSTANDING, what)
+        return False
+
+    def run() -> None:
+        try:
+            publish()
+        finally:
+            _slots.release()
+
+    future = _pool.submit(run)
+    try:
+        future.result(timeout=max(wait, 0.0))
+    except concurrent.futures.TimeoutError:
+        logger.warning("the broker did not take %s within %.2f s; answering anyway", what, wait)
+        return False
+    return True

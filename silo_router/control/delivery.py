@@ -269,16 +269,21 @@ def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True, 
     without letting a slow broker hold the answer.
     """
     attempts = payload.attempts
+    # Only while the row is still ours: a worker whose lease expired must not undo the
+    # attempt of the worker that claimed the row after it.
+    mine = Payload.objects.filter(pk=payload.pk, lease_owner=payload.lease_owner).exclude(state=State.DELIVERED)
     if retry and exc.retryable and attempts < conf.DELIVERY_MAX_ATTEMPTS:
         slow = isinstance(exc, DeliveryTimeout) or exc.reason.startswith("http_429")
         delay = backoff(attempts, slow=slow, retry_after=exc.retry_after)
-        Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(
+        updated = mine.update(
             state=State.PENDING,
             last_error=exc.reason[:2000],
             next_attempt_at=timezone.now() + datetime.timedelta(seconds=delay),
             lease_owner="",
             lease_until=None,
         )
+        if not updated:
+            return "superseded"
         logger.warning(
             "delivery of %s to %s failed (%s); retry in %.1fs", payload.pk, payload.region, exc.reason, delay
         )
@@ -293,9 +298,10 @@ def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True, 
         )
         Payload.objects.filter(pk=payload.pk).update(enqueued_at=timezone.now() + datetime.timedelta(seconds=delay))
         return State.PENDING
-    Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(
+    if not mine.update(
         state=State.FAILED, last_error=exc.reason[:2000], next_attempt_at=None, lease_owner="", lease_until=None
-    )
+    ):
+        return "superseded"
     logger.error("payload %s for %s failed for good: %s", payload.pk, payload.region, exc.reason)
     report_outcome(str(payload.pk), outcome="failed")
     return State.FAILED

@@ -317,3 +317,17 @@ def settings_key() -> str:
     from django.conf import settings
 
     return str(settings.SILO_ROUTER["SIGNING_KEYS"]["k1"])
+
+
+def test_a_worker_whose_lease_expired_cannot_undo_the_next_claim(
+    http_regions: RegionServer, published: list[Any]
+) -> None:
+    (pid,) = make()
+    slow_worker = delivery.claim(pid)
+    assert slow_worker is not None
+    Payload.objects.filter(pk=pid).update(lease_until=timezone.now() - datetime.timedelta(seconds=1))
+    delivery.sweep()
+    Payload.objects.filter(pk=pid).update(state="in_flight", lease_owner="another-worker")  # claimed again
+    assert delivery.record_failure(slow_worker, DeliveryError("timeout", retryable=True)) == "superseded"
+    row = state(pid)
+    assert (row.state, row.lease_owner) == ("in_flight", "another-worker")

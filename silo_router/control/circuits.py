@@ -62,6 +62,11 @@ def record_success(region: str) -> bool:
     )
 
 
+def release_probe(region: str) -> None:
+    """The probe was won but not used (its payload was not due): the next caller may probe."""
+    RegionCircuit.objects.filter(region=region, state=State.HALF_OPEN).update(state=State.OPEN, retry_at=timezone.now())
+
+
 def record_failure(region: str, error: str, *, probe: bool) -> None:
     """Count a retryable failure; open (or reopen) the circuit when it is time."""
     RegionCircuit.objects.get_or_create(region=region)

@@ -154,7 +154,7 @@ def deliver(payload_id: str) -> str:
     payload = claim(payload_id)
     if payload is None:
         if decision.probe:  # the probe was not used: let the next caller probe at once
-            circuits.record_failure(region, "probe not used", probe=True)
+            circuits.release_probe(region)
         return "not_claimed"
     envelope = Envelope.from_json(payload.envelope)
     with tracing.flow("silo_router.deliver", f"deliver {envelope.kind} to {region}", headers=envelope.trace) as flow:
@@ -164,16 +164,25 @@ def deliver(payload_id: str) -> str:
         except DeliveryError as exc:
             if exc.region_fault:
                 circuits.record_failure(region, exc.reason, probe=decision.probe)
-            elif circuits.record_success(region):  # it answered: it is up
-                sweep(regions=[region])
+            else:  # it answered: it is up
+                note_region_up(region)
             return record_failure(payload, exc)
-        if circuits.record_success(region):
-            logger.info("region %s recovered; draining its backlog", region)
-            sweep(regions=[region])
+        note_region_up(region)
         if receipt.outcome == "queued":
             return mark_queued(payload)
         mark_delivered(payload, receipt=receipt)
         return State.DELIVERED
+
+
+def note_region_up(region: str) -> None:
+    """Close the region's circuit; on a recovery, release its held payloads and drain them."""
+    if not circuits.record_success(region):
+        return
+    released = Payload.objects.filter(region=region, state=State.PENDING, enqueued_at__isnull=True).update(
+        next_attempt_at=None
+    )
+    logger.info("region %s recovered; draining %d held payloads", region, released)
+    sweep(regions=[region])
 
 
 def mark_queued(payload: Payload) -> str:

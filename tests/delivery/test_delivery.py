@@ -331,3 +331,27 @@ def test_a_worker_whose_lease_expired_cannot_undo_the_next_claim(
     assert delivery.record_failure(slow_worker, DeliveryError("timeout", retryable=True)) == "superseded"
     row = state(pid)
     assert (row.state, row.lease_owner) == ("in_flight", "another-worker")
+
+
+def test_payloads_held_during_a_probe_are_released_when_it_succeeds(
+    http_regions: RegionServer, published: list[Any], settings: Any
+) -> None:
+    probe, *held = make(4)
+    RegionCircuit.objects.create(region="us", state="open", failures=5, retry_at=timezone.now())
+    assert circuits.allow("us").probe  # someone else's probe is now in flight ...
+    for pid in held:
+        assert delivery.deliver(pid) == "held"  # ... so these wait, parked until the probe's lease ends
+    assert all(state(pid).next_attempt_at > timezone.now() + datetime.timedelta(seconds=30) for pid in held)
+    RegionCircuit.objects.filter(region="us").update(state="open", retry_at=timezone.now())
+    assert delivery.deliver(probe) == "delivered"  # the probe succeeds
+    assert {p for p, _ in published} == set(held)  # released and published at once, not 40 s later
+
+
+def test_an_unused_probe_is_handed_back_without_reopening(http_regions: RegionServer, published: list[Any]) -> None:
+    (pid,) = make()
+    Payload.objects.filter(pk=pid).update(next_attempt_at=timezone.now() + datetime.timedelta(minutes=5))
+    RegionCircuit.objects.create(region="us", state="open", failures=5, openings=1, retry_at=timezone.now())
+    assert delivery.deliver(pid) == "not_claimed"  # won the probe, but the payload was not due
+    circuit = RegionCircuit.objects.get(region="us")
+    assert (circuit.state, circuit.openings) == ("open", 1)
+    assert circuit.retry_at is not None and circuit.retry_at <= timezone.now()

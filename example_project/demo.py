@@ -12,6 +12,10 @@ c. The same click: control opens a Loading modal within Slack's window, the regi
    the work and replaces the modal with the result; the issue changed in us only.
 d. Other kinds still route by workspace: a slash command and an app_mention go to eu,
    an options load is answered synchronously by us.
+e. A region outage is absorbed and drained: region eu is stopped while events arrive
+   for both workspaces. Slack gets every 200 in time, us handles its events at once,
+   control keeps eu's payloads pending behind eu's circuit breaker; eu is started again,
+   the backlog drains, and eu's effect ledger has each event exactly once.
 
 Prints a timeline (milliseconds since start) and a summary; exits 0 only if every check
 passed.
@@ -19,14 +23,20 @@ passed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
 import json
 import re
+import secrets
 import signal
+import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import requests
 
@@ -44,6 +54,75 @@ OPTION_ADMIN = "/admin/silo_router_control/option/"
 US_TEAM, EU_TEAM = "T0US00001", "T0EU00001"
 US_ORG, EU_ORG = "101", "201"
 EU_CHANNEL = "C0EUCHAN1"
+#: Step e: events sent to each workspace while region eu is down.
+OUTAGE_EU_EVENTS, OUTAGE_US_EVENTS = 20, 3
+#: Step e: how long eu may take to drain once it is back (bounded, not a sleep).
+DRAIN_WAIT_S = 20.0
+#: Step e: a pending payload not due for this long waits for neither a retry (2 s, then
+#: 4 s, +-25 %) nor the circuit (at most 2 s here), but for a probe's lease (11 s here).
+PROBE_HELD_AFTER_S = 6.0
+#: Step e's timings, quicker than the defaults so that the outage drains within seconds:
+#: circuits open for 1 s, at most 2 s (default 15 s doubling up to 600 s); a lease is
+#: DELIVERY_TIMEOUT + 1 s (default + 30 s), which is also how long a payload that reaches
+#: the worker while eu's circuit has a probe in flight waits; the sweeper runs every
+#: second (default 5 s). Nothing else in the demo depends on them.
+DEMO_DELIVERY_ENV = {
+    "SILO_ROUTER_CIRCUIT_OPEN_SECONDS": "1",
+    "SILO_ROUTER_CIRCUIT_MAX_OPEN_SECONDS": "2",
+    "SILO_ROUTER_LEASE_MARGIN": "1",
+    "SILO_ROUTER_SWEEP_EVERY": "1",
+}
+
+
+def _rows(db: Path, sql: str, params: Collection[str] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` on a silo's SQLite database (WAL: readable beside the silo)."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as connection:
+        return connection.execute(sql, tuple(params)).fetchall()
+
+
+def _in(values: Collection[str]) -> str:
+    """``?, ?, ?``: the placeholders of an SQL ``IN`` list."""
+    return ", ".join("?" for _ in values)
+
+
+def payload_states(cluster: Cluster, event_ids: Collection[str]) -> dict[str, str]:
+    """``{event id: payload state}`` of the events' payloads in control's database."""
+    keys = [f"slack:event:{event_id}" for event_id in event_ids]
+    rows = _rows(
+        cluster.control_db,
+        f"SELECT idempotency_key, state FROM silo_router_control_payload WHERE idempotency_key IN ({_in(keys)})",
+        keys,
+    )
+    return {str(key).rsplit(":", 1)[-1]: str(state) for key, state in rows}
+
+
+def not_due_for(cluster: Cluster, event_ids: Collection[str], seconds: float) -> int:
+    """How many of the events' payloads are pending and not due for ``seconds`` or more."""
+    keys = [f"slack:event:{event_id}" for event_id in event_ids]
+    horizon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+    rows = _rows(
+        cluster.control_db,
+        "SELECT COUNT(*) FROM silo_router_control_payload WHERE state = 'pending' "
+        f"AND next_attempt_at > ? AND idempotency_key IN ({_in(keys)})",
+        [horizon.strftime("%Y-%m-%d %H:%M:%S.%f"), *keys],
+    )
+    return int(rows[0][0])
+
+
+def circuit_state(cluster: Cluster, region: str) -> str:
+    """Region ``region``'s circuit in control's database (``closed`` when it never failed)."""
+    rows = _rows(cluster.control_db, "SELECT state FROM silo_router_control_regioncircuit WHERE region = ?", [region])
+    return str(rows[0][0]) if rows else "closed"
+
+
+def ledger(cluster: Cluster, region: str, event_ids: Collection[str]) -> dict[str, int]:
+    """``{event id: effect rows}`` in region ``region``'s ledger, for the events that have any."""
+    rows = _rows(
+        cluster.region_db(region),
+        f"SELECT key, COUNT(*) FROM issues_effect WHERE key IN ({_in(event_ids)}) GROUP BY key",
+        list(event_ids),
+    )
+    return {str(key): int(count) for key, count in rows}
 
 
 class StepFailedError(Exception):
@@ -97,6 +176,7 @@ class Demo:
             ("b", self.step_b_operator_enables),
             ("c", self.step_c_flag_on),
             ("d", self.step_d_other_kinds),
+            ("e", self.step_e_region_outage),
         ]
         for name, step in steps:
             try:
@@ -319,6 +399,99 @@ class Demo:
             ", ".join(titles) or f"HTTP {sent.status}, no options",
         )
 
+    def send_effects(self, team_id: str, event_ids: list[str]) -> list[Sent]:
+        """One ``message`` event saying ``effect`` per event id (the region's ledger handler counts them)."""
+        sent = []
+        for event_id in event_ids:
+            event = {"type": "message", "user": "U0USER001", "channel": "C0OUTAGE1", "text": "effect"}
+            event["ts"] = f"{time.time():.6f}"
+            sent.append(self.sender.event(team_id=team_id, event_type="message", event=event, event_id=event_id))
+        return sent
+
+    @staticmethod
+    def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+        """Poll ``predicate`` until it holds (``True``) or ``timeout`` seconds pass (``False``)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def step_e_region_outage(self) -> None:
+        """eu down: every event acknowledged, us unaffected, eu's kept; eu back: drained, each handled once."""
+        self.say("e. region outage: eu goes down while events arrive for T0EU00001 (-> eu) and T0US00001 (-> us)")
+        self.say("   (demo timings: circuits open 1-2 s, leases 11 s, a sweep every second; see DEMO_DELIVERY_ENV)")
+        tag = secrets.token_hex(3).upper()
+        eu_events = [f"EvOUTEU{tag}{i:02d}" for i in range(OUTAGE_EU_EVENTS)]
+        us_events = [f"EvOUTUS{tag}{i:02d}" for i in range(OUTAGE_US_EVENTS)]
+        stopping = time.monotonic()
+        self.cluster.stop_service("eu")
+        try:
+            down = time.monotonic()
+            self.say(f"   region eu stopped ({(down - stopping) * 1000:.0f} ms)")
+            sent = self.send_effects(EU_TEAM, eu_events) + self.send_effects(US_TEAM, us_events)
+            slowest = max(answer.elapsed_ms for answer in sent)
+            statuses = sorted({answer.status for answer in sent})
+            self.expect(
+                "e1",
+                f"Slack got its 200 within 3 s for all {len(sent)} events",
+                statuses == [200] and slowest < SLACK_WINDOW_MS,
+                slowest,
+                f"{OUTAGE_EU_EVENTS} for T0EU00001, {OUTAGE_US_EVENTS} for T0US00001, HTTP {statuses}; slowest shown",
+                fatal=True,
+            )
+
+            def us_done() -> bool:
+                return ledger(self.cluster, "us", us_events) == {event_id: 1 for event_id in us_events}
+
+            handled = self.wait_until(us_done, ASYNC_WAIT_S)
+            self.expect(
+                "e2",
+                "us handled its events while eu is down",
+                handled and not self.cluster.services["eu"].running,
+                (time.monotonic() - down) * 1000,
+                f"us ledger: {len(ledger(self.cluster, 'us', us_events))} of {len(us_events)} events, once each",
+            )
+            states = payload_states(self.cluster, eu_events)
+            held = sum(state in ("pending", "in_flight") for state in states.values())
+            self.expect(
+                "e3",
+                "control keeps eu's payloads pending (its database)",
+                len(states) == len(eu_events) and held == len(eu_events) and not ledger(self.cluster, "eu", eu_events),
+                None,
+                f"{held} of {len(eu_events)} pending, eu's circuit {circuit_state(self.cluster, 'eu')}",
+            )
+        finally:
+            starting = time.monotonic()
+            self.cluster.start_service("eu")
+        back = time.monotonic()
+        self.say(f"   region eu started again ({(back - starting) * 1000:.0f} ms); waiting for its backlog to drain")
+
+        held_for_probe = 0
+
+        def drained() -> bool:
+            nonlocal held_for_probe
+            held_for_probe = max(held_for_probe, not_due_for(self.cluster, eu_events, PROBE_HELD_AFTER_S))
+            states = payload_states(self.cluster, eu_events)
+            return len(states) == len(eu_events) and set(states.values()) == {"delivered"}
+
+        done = self.wait_until(drained, DRAIN_WAIT_S)
+        drain_ms = (time.monotonic() - back) * 1000
+        counts = ledger(self.cluster, "eu", eu_events)
+        once = sum(count == 1 for count in counts.values())
+        self.expect(
+            "e4",
+            "eu drained: every payload delivered, each event in eu's ledger once",
+            done
+            and counts == {event_id: 1 for event_id in eu_events}
+            and ledger(self.cluster, "us", us_events) == {event_id: 1 for event_id in us_events},
+            drain_ms,
+            f"{once} of {len(eu_events)} events once, {sum(counts.values())} rows; "
+            f"drained {drain_ms / 1000:.1f} s after eu came back"
+            + (f" ({held_for_probe} had waited for a probe's lease)" if held_for_probe else ""),
+        )
+
     # -- summary ---------------------------------------------------------------------------------
 
     def summary(self) -> str:
@@ -340,7 +513,7 @@ def main() -> int:
     """Start the cluster, run the scenario, stop the cluster; 0 only if every check passed."""
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
-    cluster = Cluster()
+    cluster = Cluster(extra_env=DEMO_DELIVERY_ENV)
     demo: Demo | None = None
     try:
         print(

@@ -34,7 +34,9 @@ lint: $(STAMP)
 	$(PY) -m mypy silo_router
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/control_ack.py
+	$(PY) bench/delivery_faults.py
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache

@@ -41,8 +41,12 @@ def flow(op: str, name: str, *, headers: Mapping[str, str] | None = None) -> Ite
     """A transaction for one stage of a flow, continuing ``headers`` when given.
 
     Inside an existing transaction (Django's, Celery's) it opens a child span instead,
-    so a flow never splits into two traces.
+    so a flow never splits into two traces. Without an active sentry-sdk client it costs
+    nothing.
     """
+    if not sentry_sdk.get_client().is_active():
+        yield None
+        return
     if headers:
         transaction = sentry_sdk.continue_trace(dict(headers), op=op, name=name)
         with sentry_sdk.start_transaction(transaction) as span:
@@ -57,13 +61,17 @@ def flow(op: str, name: str, *, headers: Mapping[str, str] | None = None) -> Ite
 
 
 def span(op: str, name: str) -> Any:
-    """A child span of the current transaction."""
+    """A child span of the current transaction (a no-op without an active client)."""
+    if not sentry_sdk.get_client().is_active():
+        return contextlib.nullcontext()
     return sentry_sdk.start_span(op=f"{OP_PREFIX}.{op}", name=name)
 
 
 def propagation_headers() -> dict[str, str]:
     """``sentry-trace`` and ``baggage`` of the current span, for the envelope."""
     headers: dict[str, str] = {}
+    if not sentry_sdk.get_client().is_active():
+        return headers
     traceparent = sentry_sdk.get_traceparent()
     if traceparent:
         headers["sentry-trace"] = traceparent
@@ -74,7 +82,9 @@ def propagation_headers() -> dict[str, str]:
 
 
 def set_data(current: Any, **data: Any) -> None:
-    """Attach data and tags to ``current`` (a span or transaction)."""
+    """Attach data and tags to ``current`` (a span or transaction; ``None`` is ignored)."""
+    if current is None:
+        return
     for key, value in data.items():
         current.set_data(key, value)
         if isinstance(value, str | int | bool):

@@ -11,6 +11,7 @@ effectively-once handling.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -94,8 +95,16 @@ def store(envelopes: Sequence[Envelope], *, kind_type: str = "") -> list[Payload
     ]
     for _ in range(2):
         try:
-            with transaction.atomic():
-                Payload.objects.bulk_create(rows)
+            if len(rows) == 1:
+                # The usual case: one autocommit statement holds SQLite's write lock for the
+                # shortest time. Inside a caller's transaction, a savepoint keeps a conflict
+                # from breaking it.
+                in_transaction = transaction.get_connection().in_atomic_block
+                with transaction.atomic() if in_transaction else contextlib.nullcontext():
+                    rows[0].save(force_insert=True)
+            else:
+                with transaction.atomic():
+                    Payload.objects.bulk_create(rows)
             return rows
         except IntegrityError:
             existing = {

@@ -132,14 +132,14 @@ def route(arrival: Arrival) -> HttpResponse:
     targets = [(str(p.pk), p.region) for p in fresh]
     publish_within(
         lambda: delivery.enqueue(targets, mark=False, retry=False),
-        wait=min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()),
+        wait=max(min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()), 0.0),
         what=f"{len(targets)} payloads",
     )
     if answered is not None and answered.opened and fresh:
         payload_id = str(fresh[0].pk)
         publish_within(
             lambda: _schedule_loading_check(payload_id),
-            wait=min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()),
+            wait=max(min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()), 0.0),
             what="the loading-view check",
         )
     if not fresh:

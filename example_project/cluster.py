@@ -465,13 +465,7 @@ class Cluster:
         service = self.services[name]
         if service.process is None:
             return
-        self._signal_group(service.process, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            service.process.wait(timeout=5)
-        if service.log_file is not None:
-            service.log_file.close()
-            service.log_file = None
-        service.process = None
+        self._kill_and_reap(service)
 
     def pause_service(self, name: str) -> None:
         """Freeze one service's process group (SIGSTOP): it holds its sockets but does nothing."""
@@ -613,6 +607,17 @@ class Cluster:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, sig)
 
+    def _kill_and_reap(self, service: Service) -> None:
+        """SIGKILL the service's process group, wait for it, close its log."""
+        assert service.process is not None
+        self._signal_group(service.process, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.process.wait(timeout=5)
+        if service.log_file is not None:
+            service.log_file.close()
+            service.log_file = None
+        service.process = None
+
     def _terminate(self, services: list[Service], timeout: float) -> None:
         """SIGTERM each service's process group, wait, SIGKILL whatever is left, reap."""
         live = [s for s in services if s.process is not None]
@@ -625,13 +630,7 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 service.process.wait(timeout=max(deadline - time.monotonic(), 0.01))
             # Always: the leader may be gone while a child (a gunicorn worker) is not.
-            self._signal_group(service.process, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                service.process.wait(timeout=5)
-            if service.log_file is not None:
-                service.log_file.close()
-                service.log_file = None
-            service.process = None
+            self._kill_and_reap(service)
 
     # -- helpers for scenarios and tests -------------------------------------------------------
 

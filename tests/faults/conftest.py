@@ -133,12 +133,6 @@ def _restore_after_test(request: pytest.FixtureRequest, fault_clusters: ClusterP
         fault_clusters.restore()
 
 
-@pytest.fixture
-def sqlite_cluster(fault_clusters: ClusterPool) -> Cluster:
-    """A fault cluster with control on SQLite (the embedded default)."""
-    return fault_clusters.get("sqlite")
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def control_backend(request: pytest.FixtureRequest) -> str:
     """``sqlite`` then ``postgres``: module-scoped, so pytest runs every test of a module on one before the other."""

@@ -38,14 +38,14 @@ SENT_WHILE_DOWN = 6
 
 @pytest.mark.parametrize("fault", ["restart", "flush"])
 def test_broker_loses_queued_messages_mid_run(
-    sqlite_cluster: Cluster, redis_server: RedisServer, fault: str, record_property: RecordProperty
+    any_db_cluster: Cluster, redis_server: RedisServer, fault: str, record_property: RecordProperty
 ) -> None:
     """Under steady load, Redis restarted (no persistence) or flushed with messages queued: nothing lost, none twice.
 
     The worker is paused (SIGSTOP) for a moment first, as a busy worker would be, so the
     broker certainly holds messages when it loses them; only the sweeper can find those.
     """
-    cluster = sqlite_cluster
+    cluster = any_db_cluster
     with Load(cluster, rate=20.0) as load:
         wait_handled(cluster, load, "us", 5)
         wait_handled(cluster, load, "eu", 5)
@@ -74,10 +74,10 @@ def test_broker_loses_queued_messages_mid_run(
 
 
 def test_commit_then_publish_fails_sweeper_delivers(
-    sqlite_cluster: Cluster, redis_server: RedisServer, record_property: RecordProperty
+    any_db_cluster: Cluster, redis_server: RedisServer, record_property: RecordProperty
 ) -> None:
     """Redis down: control commits, answers 200 in time, fails to publish; once Redis is back the sweeper delivers."""
-    cluster = sqlite_cluster
+    cluster = any_db_cluster
     control = ControlDB(cluster)
     control_log = cluster.services["control"].log_path
     offset = log_size(control_log)
@@ -106,7 +106,7 @@ HUNG_CLIENT_TIMEOUT = 4.0
 
 
 def test_hung_broker_does_not_hold_the_answer(
-    sqlite_cluster: Cluster, redis_server: RedisServer, record_property: RecordProperty
+    any_db_cluster: Cluster, redis_server: RedisServer, record_property: RecordProperty
 ) -> None:
     """Redis frozen (SIGSTOP: connections accepted, never answered): the committed payload is acknowledged in time.
 
@@ -114,7 +114,7 @@ def test_hung_broker_does_not_hold_the_answer(
     stored, and the event is handled once either way, so the check before the timing
     assertion holds with or without the bug.
     """
-    cluster = sqlite_cluster
+    cluster = any_db_cluster
     load = Load(cluster, timeout=HUNG_CLIENT_TIMEOUT)  # not started: one event, sent from here
     with frozen(redis_server.process):
         first = load.send(US_TEAM, "effect")

@@ -37,10 +37,10 @@ STAY_SECONDS = 1.5
 
 
 def test_poison_payloads_fail_stay_failed_others_flow_replay_delivers_once(
-    sqlite_cluster: Cluster, record_property: RecordProperty
+    any_db_cluster: Cluster, record_property: RecordProperty
 ) -> None:
     """Handlers that always raise: failed after 12 attempts, kept, eu's circuit closed throughout; cured, replayed."""
-    cluster = sqlite_cluster
+    cluster = any_db_cluster
     control = ControlDB(cluster)
     circuits: set[str] = set()
     with Load(cluster, rate=8.0, plan=one_region(EU_TEAM)) as load:

@@ -71,7 +71,9 @@ def ordering_key_for(envelope: Envelope, kind_type: str) -> str:
     return f"{envelope.region}|{envelope.integration_id or ''}"
 
 
-def store(envelopes: Sequence[Envelope], *, kind_type: str = "") -> list[Payload]:
+def store(
+    envelopes: Sequence[Envelope], *, kind_type: str = "", state: str = State.PENDING, last_error: str = ""
+) -> list[Payload]:
     """Commit payloads for ``envelopes``; return the new ones (a retry finds them stored).
 
     One insert in the common case. Raises ``DatabaseError`` when storage fails: the
@@ -90,6 +92,8 @@ def store(envelopes: Sequence[Envelope], *, kind_type: str = "") -> list[Payload
             envelope=e.to_json().decode(),
             ordering_key=ordering_key_for(e, kind_type),
             enqueued_at=now,
+            state=state,
+            last_error=last_error[:2000],
         )
         for e in envelopes
     ]

@@ -12,9 +12,9 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from silo_router import tracing
@@ -130,18 +130,19 @@ def route(arrival: Arrival) -> HttpResponse:
         _report_if_opened(answered)
         return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
     targets = [(str(p.pk), p.region) for p in fresh]
+    check = str(fresh[0].pk) if fresh and answered is not None and answered.opened else None
+
+    def publish() -> None:
+        delivery.enqueue(targets, mark=False, retry=False)
+        if check is not None:
+            _schedule_loading_check(check)
+
+    # One bounded wait for everything the broker must take, however slow it is.
     publish_within(
-        lambda: delivery.enqueue(targets, mark=False, retry=False),
+        publish,
         wait=max(min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()), 0.0),
         what=f"{len(targets)} payloads",
     )
-    if answered is not None and answered.opened and fresh:
-        payload_id = str(fresh[0].pk)
-        publish_within(
-            lambda: _schedule_loading_check(payload_id),
-            wait=max(min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()), 0.0),
-            what="the loading-view check",
-        )
     if not fresh:
         logger.info("%s %s was already stored (a retry); acknowledged", inbound.provider, inbound.kind)
     return HttpResponse(status=200)
@@ -151,19 +152,12 @@ def build_envelopes(
     arrival: Arrival, resolution: Resolution, *, strategy: Strategy, answered: ControlResponse | None
 ) -> list[Envelope]:
     """One envelope per target region."""
-    inbound = arrival.inbound
-    forwarded = {k: v for k, v in arrival.headers.items() if k in arrival.provider.forwarded_headers}
     trace = tracing.propagation_headers()
     return [
-        Envelope(
-            id=Envelope.make_id(inbound.idempotency_key, target.region),
-            idempotency_key=inbound.idempotency_key,
-            provider=inbound.provider,
-            kind=inbound.kind,
+        envelope_for(
+            arrival,
             region=target.region,
-            body=arrival.body.decode(),
-            headers=forwarded,
-            strategy=str(strategy),
+            strategy=strategy,
             organization_ids=target.organization_ids,
             integration_id=resolution.integration_id,
             control_response=answered.as_dict() if answered else None,
@@ -171,6 +165,22 @@ def build_envelopes(
         )
         for target in resolution.targets
     ]
+
+
+def envelope_for(arrival: Arrival, *, region: str, strategy: Strategy, **fields: Any) -> Envelope:
+    """The envelope of ``arrival`` for ``region`` (``""``: nowhere to send it)."""
+    inbound = arrival.inbound
+    return Envelope(
+        id=Envelope.make_id(inbound.idempotency_key, region),
+        idempotency_key=inbound.idempotency_key,
+        provider=inbound.provider,
+        kind=inbound.kind,
+        region=region,
+        body=arrival.body.decode(),
+        headers={k: v for k, v in arrival.headers.items() if k in arrival.provider.forwarded_headers},
+        strategy=str(strategy),
+        **fields,
+    )
 
 
 def unroutable(arrival: Arrival, strategy: Strategy) -> HttpResponse:
@@ -181,29 +191,11 @@ def unroutable(arrival: Arrival, strategy: Strategy) -> HttpResponse:
     """
     inbound = arrival.inbound
     logger.warning("no region for %s %s (routing %s)", inbound.provider, inbound.kind, inbound.routing)
-    envelope = Envelope(
-        id=Envelope.make_id(inbound.idempotency_key, ""),
-        idempotency_key=inbound.idempotency_key,
-        provider=inbound.provider,
-        kind=inbound.kind,
-        region="",
-        body=arrival.body.decode(),
-        headers={k: v for k, v in arrival.headers.items() if k in arrival.provider.forwarded_headers},
-        strategy=str(strategy),
+    delivery.store(
+        [envelope_for(arrival, region="", strategy=strategy)],
+        state=Payload.State.UNROUTABLE,
+        last_error=f"no installation for {inbound.routing}",
     )
-    with transaction.atomic():
-        if not Payload.objects.filter(pk=envelope.id).exists():
-            Payload.objects.create(
-                id=envelope.id,
-                idempotency_key=inbound.idempotency_key[:200],
-                provider=inbound.provider,
-                kind=inbound.kind[:200],
-                region="",
-                strategy=str(strategy),
-                envelope=envelope.to_json().decode(),
-                state=Payload.State.UNROUTABLE,
-                last_error=f"no installation for {inbound.routing}",
-            )
     if strategy is Strategy.SYNC:
         return _http(arrival.provider.fallback_answer(inbound))
     return HttpResponse(status=200)

@@ -94,6 +94,8 @@ SLACK_DEFAULTS: dict[str, Any] = {
     "BOT_TOKEN": None,
     "API_URL": "https://slack.com/api/",
     "RATE_LIMIT_RETRIES": 2,
+    #: Counts response_url uses across attempts (alias ``database`` or a dotted path).
+    "RESPONSE_URL_LEDGER": "database",
 }
 
 

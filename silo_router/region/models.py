@@ -20,3 +20,14 @@ class ProcessedEnvelope(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.id} [{self.outcome}]"
+
+
+class ResponseUrlUse(models.Model):
+    """How often a Slack response_url was used, keyed by a hash of the URL (never the URL)."""
+
+    url_hash = models.CharField(max_length=64, primary_key=True)
+    uses = models.PositiveIntegerField(default=0)
+    first_used_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"response_url {self.url_hash[:12]}… used {self.uses}×"

@@ -1,6 +1,13 @@
-"""Slack Web API clients built from settings."""
+"""Slack Web API clients built from settings.
+
+One ``WebClient`` is kept per (token, API URL, 429 retries); a call with another
+timeout gets a shallow copy of it, so the cache stays bounded whatever timeouts callers
+compute (the request path derives them from what is left of Slack's 3 seconds).
+"""
 
 from __future__ import annotations
+
+import copy
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -8,15 +15,18 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from silo_router.conf import conf
 from silo_router.plugins import cached
 
+#: Seconds a Web API call may take unless the caller says otherwise.
+DEFAULT_TIMEOUT = 10.0
+
 
 @cached
-def _client(token: str, base_url: str, timeout: float, rate_limit_retries: int) -> WebClient:
+def _client(token: str, base_url: str, rate_limit_retries: int) -> WebClient:
     handlers = [RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)] if rate_limit_retries else []
-    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=handlers)  # type: ignore[arg-type]
+    return WebClient(token=token, base_url=base_url, timeout=DEFAULT_TIMEOUT, retry_handlers=handlers)  # type: ignore[arg-type]
 
 
 def slack_client(
-    *, timeout: float = 10.0, rate_limit_retries: int | None = None, token: str | None = None
+    *, timeout: float = DEFAULT_TIMEOUT, rate_limit_retries: int | None = None, token: str | None = None
 ) -> WebClient:
     """A ``WebClient`` for the configured bot token and API URL.
 
@@ -26,5 +36,9 @@ def slack_client(
     """
     slack = conf.SLACK
     retries = int(slack["RATE_LIMIT_RETRIES"]) if rate_limit_retries is None else rate_limit_retries
-    client: WebClient = _client(token or slack["BOT_TOKEN"] or "", str(slack["API_URL"]), timeout, retries)
-    return client
+    shared: WebClient = _client(token or slack["BOT_TOKEN"] or "", str(slack["API_URL"]), retries)
+    if timeout == shared.timeout:
+        return shared
+    timed = copy.copy(shared)
+    timed.timeout = timeout  # type: ignore[assignment]
+    return timed

@@ -76,6 +76,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_numbers()
     errors += _check_signing_keys()
     errors += _check_regions()
+    errors += _check_redacted_url_prefixes()
     if conf.is_control:
         errors += _check_control()
     if conf.is_region:
@@ -322,3 +323,19 @@ def _check_region() -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_redacted_url_prefixes() -> list[CheckMessage]:
+    prefixes = conf.get("REDACTED_URL_PREFIXES")
+    valid = isinstance(prefixes, list | tuple) and all(
+        isinstance(p, str) and p.startswith(("https://", "http://")) and p.count("/") >= 3 for p in prefixes
+    )
+    if valid:
+        return []
+    return [
+        Error(
+            "SILO_ROUTER['REDACTED_URL_PREFIXES'] must be a list of URL prefixes with a path.",
+            hint="List prefixes such as 'https://proxy.example.com/response/'; what follows one is redacted.",
+            id="silo_router.E040",
+        )
+    ]

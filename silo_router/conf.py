@@ -86,6 +86,8 @@ DEFAULTS: dict[str, Any] = {
     "TRACES_SAMPLE_RATE": 0.01,
     "QUEUED_SIGNATURE_MAX_AGE": 86400,
     "SLACK": {},
+    #: URL prefixes (besides https://hooks.slack.com/) under which a URL is a capability.
+    "REDACTED_URL_PREFIXES": [],
 }
 
 SLACK_DEFAULTS: dict[str, Any] = {
@@ -224,6 +226,10 @@ class SiloRouterSettings:
     @property
     def HANDLER_MODULES(self) -> Sequence[str]:
         return list(self.get("HANDLER_MODULES"))
+
+    @property
+    def REDACTED_URL_PREFIXES(self) -> Sequence[str]:
+        return [str(prefix) for prefix in self.get("REDACTED_URL_PREFIXES") or ()]
 
     @property
     def SLACK(self) -> Mapping[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import sentry_sdk
 
+from . import redaction
 from .conf import conf
 
 #: Transactions and spans of this library start with this op prefix.
@@ -89,3 +90,37 @@ def set_data(current: Any, **data: Any) -> None:
         current.set_data(key, value)
         if isinstance(value, str | int | bool):
             current.set_tag(f"{OP_PREFIX}.{key}", value)
+
+
+def before_send(event: dict[str, Any], hint: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``before_send`` for ``sentry_sdk.init``: redacts capabilities and secrets in the event.
+
+    Every part is scrubbed (frame locals, request data and headers, breadcrumbs,
+    extra, contexts, tags, messages, span descriptions and data) with
+    :func:`silo_router.redaction.scrub`: by key (``response_url``, ``trigger_id``,
+    ``token``, signature headers...) and by value shape (Slack's hooks URLs and the
+    ``REDACTED_URL_PREFIXES``, tokens, trigger ids, the configured secrets).
+    """
+    scrubbed: dict[str, Any] = redaction.scrub(event)
+    logentry = event.get("logentry")
+    if isinstance(logentry, Mapping) and logentry.get("params"):
+        scrubbed["logentry"] = {"message": redaction.scrub_text(_formatted(logentry)), "params": []}
+    return scrubbed
+
+
+def _formatted(logentry: Mapping[str, Any]) -> str:
+    """A log entry's message with its params merged (params alone are not recognisable)."""
+    message, params = str(logentry.get("message") or ""), logentry.get("params")
+    try:
+        return message % (tuple(params) if isinstance(params, list | tuple) else params)
+    except (TypeError, ValueError, KeyError):
+        return f"{message} {params!r}"
+
+
+def before_send_transaction(event: dict[str, Any], hint: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``before_send_transaction`` for ``sentry_sdk.init``: the same scrubbing as :func:`before_send`.
+
+    It covers the ``http.client`` spans that sentry-sdk records for outgoing requests,
+    whose description and data hold the URL (a ``response_url``, say).
+    """
+    return before_send(event, hint)

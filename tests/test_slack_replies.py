@@ -34,6 +34,7 @@ def fake(settings: Any) -> Iterator[FakeSlack]:
         settings.SILO_ROUTER = {
             **settings.SILO_ROUTER,
             "SLACK": {**settings.SILO_ROUTER["SLACK"], "API_URL": server.api_url},
+            "REDACTED_URL_PREFIXES": [f"{server.base_url}/response/"],
         }
         yield server
 

@@ -15,8 +15,10 @@ class ControlConfig(AppConfig):
 
     def ready(self) -> None:
         from silo_router import checks as silo_checks
+        from silo_router.redaction import install_log_redaction
 
         from .options import create_option_rows
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
+        install_log_redaction()
         post_migrate.connect(create_option_rows, sender=self)

@@ -14,8 +14,10 @@ class RegionConfig(AppConfig):
 
     def ready(self) -> None:
         from silo_router import checks as silo_checks
+        from silo_router.redaction import install_log_redaction
 
         from .handlers import load_handler_modules
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
+        install_log_redaction()
         load_handler_modules()

@@ -1,0 +1,226 @@
+"""Keep capabilities and secrets out of logs, spans and error events.
+
+A Slack ``response_url`` lets anyone post as the app for 30 minutes and a
+``trigger_id`` opens a modal as the user; bot tokens, signing secrets, the
+control-to-region keys and signature headers are secrets. This module replaces them
+with :data:`REDACTED` wherever they may be written down:
+
+- :func:`redact_url` for URLs under a capability prefix (``https://hooks.slack.com/``
+  and ``SILO_ROUTER['REDACTED_URL_PREFIXES']``);
+- :func:`scrub_text` for strings (log lines, reprs, raw bodies, span descriptions):
+  capability URLs, ``key=value`` / ``"key": "value"`` pairs of known capability keys,
+  token- and trigger-shaped values, and the configured secrets themselves;
+- :func:`scrub` for nested data (dicts by key, lists, strings);
+- :class:`RedactingFilter` and :func:`install_log_redaction` for the logging module.
+
+It imports nothing from control or region.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import urllib.parse
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from django.conf import settings
+
+from .conf import conf
+
+REDACTED = "[redacted]"
+
+#: Keys whose values are capabilities or secrets, compared lower-case with ``-`` as ``_``.
+CAPABILITY_KEYS = frozenset(
+    {
+        "response_url",
+        "response_urls",
+        "trigger_id",
+        "interactivity_pointer",
+        "token",
+        "bot_token",
+        "access_token",
+        "refresh_token",
+        "client_secret",
+        "signing_secret",
+        "signing_secrets",
+        "signing_keys",
+        "x_slack_signature",
+        "x_silo_router_signature",
+        "http_x_slack_signature",
+        "http_x_silo_router_signature",
+        "authorization",
+        "http_authorization",
+    }
+)
+#: Keys whose values are whole raw request bodies: never written down, whatever they hold.
+RAW_BODY_KEYS = frozenset({"body", "raw_body"})
+#: Where a URL is itself a capability unless configured otherwise.
+DEFAULT_URL_PREFIXES = ("https://hooks.slack.com/",)
+#: Secrets shorter than this are not searched for in text (they would match ordinary words).
+MIN_SECRET_LENGTH = 8
+#: How deep :func:`scrub` follows nested data before replacing what is left.
+MAX_DEPTH = 32
+
+_KEY_NAMES = "|".join(sorted((re.escape(k) for k in CAPABILITY_KEYS), key=len, reverse=True))
+#: ``key=value`` (forms, query strings), ``"key": "value"`` (JSON, also with escaped
+#: quotes) and ``'key': 'value'`` (reprs); the value runs to the next delimiter.
+_KEY_VALUE = re.compile(
+    rf"""(?ix)
+    (?P<key>(?<![a-z0-9_])(?:{_KEY_NAMES.replace("_", "[_-]")}))
+    (?P<sep>(?:%22)?(?:%3A|%3D)(?:%20)*(?:%22)?|\\?["']?\s*[:=]\s*\\?["']?)
+    (?P<value>(?:\\/|(?!%22|%2C|%26)[^"'&\s,;}}<>\\])+)
+    """
+)
+#: Value shapes that are capabilities wherever they appear.
+_VALUE_PATTERNS = (
+    re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),  # Slack tokens (bot, user, app, refresh)
+    re.compile(r"xapp-[A-Za-z0-9-]+"),  # app-level tokens
+    re.compile(r"v0=[0-9a-fA-F]{64}"),  # Slack request signatures
+    re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b"),  # trigger_ids
+    re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE),
+)
+
+
+def url_prefixes() -> tuple[str, ...]:
+    """Prefixes under which a URL is a capability (Slack's hooks and the configured ones)."""
+    return DEFAULT_URL_PREFIXES + tuple(conf.REDACTED_URL_PREFIXES)
+
+
+def known_secrets() -> tuple[str, ...]:
+    """The configured secrets: bot token, signing secrets, control-to-region keys."""
+    raw = getattr(settings, "SILO_ROUTER", None) or {}
+    slack = raw.get("SLACK") or {}
+    found: list[str] = [str(slack.get("BOT_TOKEN") or "")]
+    found.extend(str(s) for s in slack.get("SIGNING_SECRETS") or ())
+    found.extend(str(k) for k in (raw.get("SIGNING_KEYS") or {}).values())
+    for region in (raw.get("REGIONS") or {}).values():
+        if isinstance(region, Mapping):
+            found.extend(str(k) for k in (region.get("SIGNING_KEYS") or {}).values())
+    return tuple(s for s in found if len(s) >= MIN_SECRET_LENGTH)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix_patterns(prefix: str) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """A prefix as written, percent-encoded (form bodies) and JSON-escaped, each with its pattern."""
+    variants = dict.fromkeys((prefix, urllib.parse.quote(prefix, safe=""), prefix.replace("/", "\\/")))
+    return tuple((v, re.compile(re.escape(v) + r"[^\s\"'<>&,;]*")) for v in variants)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with everything after a capability prefix replaced (scheme and host stay)."""
+    for prefix in url_prefixes():
+        if url.startswith(prefix):
+            return prefix + REDACTED
+    return url
+
+
+def is_capability_key(key: Any) -> bool:
+    """Whether a mapping key names a capability or secret."""
+    return isinstance(key, str) and key.lower().replace("-", "_") in CAPABILITY_KEYS
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with every capability URL, capability value and configured secret redacted."""
+    if not text:
+        return text
+    for secret in known_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for prefix in url_prefixes():
+        for variant, pattern in _prefix_patterns(prefix):
+            if variant in text:
+                text = pattern.sub(variant + REDACTED, text)
+    for pattern in _VALUE_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return _KEY_VALUE.sub(lambda m: m.group("key") + m.group("sep") + REDACTED, text)
+
+
+def scrub(value: Any, *, depth: int = 0) -> Any:
+    """A copy of ``value`` with capabilities redacted: by key in mappings, by shape in strings."""
+    if depth > MAX_DEPTH:
+        return REDACTED
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, bytes | bytearray):
+        return scrub_text(bytes(value).decode("utf-8", "replace"))
+    if isinstance(value, Mapping):
+        return {key: _scrub_item(key, item, depth) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(item, depth=depth + 1) for item in value]
+    return value
+
+
+def _scrub_item(key: Any, item: Any, depth: int) -> Any:
+    if item is None or item == "":
+        return item
+    if is_capability_key(key) or (isinstance(key, str) and key.lower() in RAW_BODY_KEYS):
+        return REDACTED
+    return scrub(item, depth=depth + 1)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record's message and traceback text with :func:`scrub_text`.
+
+    Usable as a handler filter in ``LOGGING`` (``{"()": "silo_router.redaction.RedactingFilter"}``);
+    :func:`install_log_redaction` applies it to every record as it is created.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact_record(record)
+        return True
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Redact ``record`` in place (message with its args merged, exception and stack text)."""
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a broken format string is logging's problem, not ours
+        return
+    scrubbed = scrub_text(message)
+    if scrubbed != message or record.args:
+        record.msg, record.args = scrubbed, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = scrub_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = scrub_text(record.stack_info)
+
+
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact every log record as it is created (idempotent; the apps' ``ready()`` call it).
+
+    A record factory rather than a filter on the ``silo_router`` and ``slack_sdk``
+    loggers, because a logger's filters do not apply to its children's records, and
+    records must be clean before Sentry's logging integration or any handler sees them.
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        redact_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
+
+
+def iter_strings(value: Any) -> Iterator[str]:
+    """Every string inside nested data (for tests and audits)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from iter_strings(key)
+            yield from iter_strings(item)
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
+        for item in value:
+            yield from iter_strings(item)

@@ -116,9 +116,19 @@ def archive(request: SlackHandlerRequest) -> None:
     change_status(request, Issue.Status.ARCHIVED)
 
 
+class TicketServiceDown(RuntimeError):
+    """``/ticket crash``: the demo's handler that raises (its effects roll back; control retries)."""
+
+
 @slack.command("/ticket")
 def ticket(request: SlackHandlerRequest) -> None:
-    """``/ticket``: how many issues of the organization are open, answered via response_url."""
+    """``/ticket``: how many issues of the organization are open, answered via response_url.
+
+    ``/ticket crash`` raises instead, to show (and test) what a failing handler leaves in
+    logs and error reports: no response_url or trigger_id.
+    """
+    if str(request.payload.get("text") or "").strip() == "crash":
+        raise TicketServiceDown("the ticket service is down")
     count = Issue.objects.filter(organization_id=request.organization_id, status=Issue.Status.OPEN).count()
     request.respond(
         f"Organization {request.organization_id} has {count} open issues (region {settings.SILO_ROUTER['REGION']})."

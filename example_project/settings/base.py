@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from example_project.sentry_setup import init_sentry
+
 REPO_DIR = Path(__file__).resolve().parents[2]
 #: Databases, broker folders and logs live here (the demo's Cluster makes a fresh one).
 VAR_DIR = Path(os.environ.get("SILO_DEMO_VAR") or REPO_DIR / "var" / "demo").resolve()
@@ -93,6 +95,9 @@ def database_from_url(url: str) -> dict[str, Any]:
     }
 
 
+#: ``SILO_DEMO_LOG_LEVEL=DEBUG`` logs everything (slack_sdk's request lines too).
+DEMO_LOG_LEVEL = os.environ.get("SILO_DEMO_LOG_LEVEL", "")
+
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -100,10 +105,10 @@ LOGGING: dict[str, Any] = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(process)d:%(threadName)s] %(message)s"},
     },
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": "WARNING"},
+    "root": {"handlers": ["stderr"], "level": DEMO_LOG_LEVEL or "WARNING"},
     "loggers": {
-        "silo_router": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "example_project": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "silo_router": {"handlers": ["stderr"], "level": DEMO_LOG_LEVEL or "INFO", "propagate": False},
+        "example_project": {"handlers": ["stderr"], "level": DEMO_LOG_LEVEL or "INFO", "propagate": False},
     },
 }
 
@@ -115,12 +120,22 @@ SLACK_SIGNING_SECRET = os.environ.get("SLACK_SIGNING_SECRET", "demo-only-slack-s
 SLACK_BOT_TOKEN = os.environ.get("SLACK_BOT_TOKEN", "xoxb-demo-only-bot-token")
 SLACK_API_URL = os.environ.get("SLACK_API_URL", "http://127.0.0.1:8010/api/")
 
+#: The fake Slack serves response_urls under this prefix; like hooks.slack.com URLs they
+#: are capabilities, so logs and Sentry events show only the prefix.
+FAKE_RESPONSE_URL_PREFIX = SLACK_API_URL.removesuffix("/").removesuffix("/api") + "/response/"
+
 #: What every silo shares; control.py and region_*.py add their parts.
 SILO_ROUTER_BASE: dict[str, Any] = {
     "SIGNING_KEYS": {SIGNING_KEY_ID: SIGNING_KEY},
     "SIGNING_KEY_ID": SIGNING_KEY_ID,
     "SLACK": {"BOT_TOKEN": SLACK_BOT_TOKEN, "API_URL": SLACK_API_URL},
+    "REDACTED_URL_PREFIXES": [FAKE_RESPONSE_URL_PREFIX],
+    "TRACES_SAMPLE_RATE": float(os.environ.get("SILO_ROUTER_TRACES_SAMPLE_RATE") or 0.01),
 }
+
+# -- Sentry (README, "Sentry and tracing"): SENTRY_DSN, or SILO_DEMO_SENTRY_CAPTURE_DIR ---
+
+init_sentry()
 
 #: Seconds the demo's "upstream issue tracker" takes to answer (see issues/upstream.py).
 #: At 3 s or more a trigger_id (valid 3 s from the click) is always dead by the time the

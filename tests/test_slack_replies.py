@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.test import Client
 from slack_sdk import WebClient
 
@@ -16,6 +17,7 @@ from example_project.cluster import free_port
 from example_project.fake_slack import FakeSlack
 from silo_router.envelope import Envelope
 from silo_router.providers.registry import get_provider
+from silo_router.providers.slack.client import slack_client
 from silo_router.providers.slack.request import SlackCallInTransaction, SlackHandlerRequest
 from silo_router.region import receiver
 from silo_router.region.handlers import slack
@@ -64,6 +66,12 @@ def click_envelope(response_url: str, *, created_at: float) -> Envelope:
         organization_ids=("101",),
         created_at=created_at,
     )
+
+
+def slack_request(fake: FakeSlack) -> SlackHandlerRequest:
+    envelope = click_envelope(fake.issue_response_url(channel_id=CHANNEL), created_at=time.time())
+    inbound = get_provider("slack").parse(body=envelope.body.encode(), headers=envelope.headers)
+    return SlackHandlerRequest(envelope=envelope, inbound=inbound)
 
 
 def test_ephemeral_reply_past_five_uses_goes_to_the_user_never_the_channel(
@@ -208,18 +216,33 @@ def test_event_reply_without_response_url_is_ephemeral_to_the_user(
 
 
 def test_no_slack_call_while_the_handlers_transaction_is_open(fake: FakeSlack, installations: Any) -> None:
-    """``request.client`` and ``open_view`` refuse inside the transaction and name the ways out."""
-    envelope = click_envelope(fake.issue_response_url(channel_id=CHANNEL), created_at=time.time())
-    inbound = get_provider("slack").parse(body=envelope.body.encode(), headers=envelope.headers)
-    request = SlackHandlerRequest(envelope=envelope, inbound=inbound, in_transaction=True)
-    with pytest.raises(SlackCallInTransaction, match=r"after_commit.*atomic=False"):
-        request.client.chat_postMessage(channel=CHANNEL, text="inside")
-    with pytest.raises(SlackCallInTransaction, match="open_view"):
-        request.open_view({"type": "modal", "title": {"type": "plain_text", "text": "x"}, "blocks": []})
+    """``request.client``, ``open_view`` and a client the handler builds itself refuse, naming the ways out."""
+    request = slack_request(fake)
+    request.in_transaction = True  # what the receiver sets while the handler's transaction is open
+    try:
+        with pytest.raises(SlackCallInTransaction, match=r"after_commit.*atomic=False"):
+            request.client.chat_postMessage(channel=CHANNEL, text="inside")
+        with pytest.raises(SlackCallInTransaction, match="open_view"):
+            request.open_view({"type": "modal", "title": {"type": "plain_text", "text": "x"}, "blocks": []})
+        with pytest.raises(SlackCallInTransaction):
+            slack_client().chat_postMessage(channel=CHANNEL, text="inside")
+    finally:
+        request.in_transaction = False
     assert fake.calls() == []
-    request.in_transaction = False
     request.client.chat_postMessage(channel=CHANNEL, text="after commit")
     assert [c.params["text"] for c in fake.calls("chat.postMessage")] == ["after commit"]
+
+
+def test_replies_queued_inside_the_transaction_go_out_after_commit(fake: FakeSlack, installations: Any) -> None:
+    request = slack_request(fake)
+    with transaction.atomic():
+        request.in_transaction = True
+        request.respond("done")
+        request.after_commit(lambda: request.client.chat_postMessage(channel=CHANNEL, text="posted after commit"))
+        assert fake.calls() == []
+    request.in_transaction = False  # a receiver resets the flag after the block: the replies ran already
+    assert [c.params["text"] for c in fake.calls("response_url")] == ["done"]
+    assert [c.params["text"] for c in fake.calls("chat.postMessage")] == ["posted after commit"]
 
 
 def test_a_handler_failure_does_not_tell_the_user_failed_while_retries_remain(

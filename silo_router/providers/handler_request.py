@@ -6,6 +6,7 @@ Provider-neutral; each provider subclasses :class:`HandlerRequest` with its own 
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,18 +16,38 @@ from django.db import transaction
 from silo_router.envelope import Envelope
 from silo_router.providers.base import InboundRequest
 
+#: Set while a handler's database transaction is open in this thread (or task).
+_transaction_open: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "silo_router_handler_transaction", default=False
+)
+
+
+def handler_transaction_open() -> bool:
+    """Whether a handler's transaction is open here: provider clients refuse network calls then."""
+    return _transaction_open.get()
+
 
 @dataclasses.dataclass
 class HandlerRequest:
     """The provider-neutral part of a handler's argument.
 
     ``in_transaction`` is True while the handler runs inside its database transaction
-    (the receiver sets and resets it); provider clients refuse network calls then.
+    (the receiver sets and resets it); provider clients refuse network calls then, also
+    when handler code builds a client itself.
     """
 
     envelope: Envelope
     inbound: InboundRequest
-    in_transaction: bool = dataclasses.field(default=False, compare=False)
+    _in_transaction: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    @in_transaction.setter
+    def in_transaction(self, value: bool) -> None:
+        self._in_transaction = bool(value)
+        _transaction_open.set(self._in_transaction)
 
     @property
     def payload(self) -> Mapping[str, Any]:
@@ -46,14 +67,23 @@ class HandlerRequest:
         """The first of ``organization_ids`` (most requests concern exactly one)."""
         return self.envelope.organization_ids[0] if self.envelope.organization_ids else None
 
-    @staticmethod
-    def after_commit(func: Callable[[], Any]) -> None:
+    def after_commit(self, func: Callable[[], Any]) -> None:
         """Run ``func`` once the handler's transaction commits (at once outside one).
 
         Reply helpers use this so a user is never told about work that rolled back,
-        and no transaction is held open across a network call.
+        and no transaction is held open across a network call. ``func`` runs with
+        ``in_transaction`` False, so it may call Slack.
         """
-        transaction.on_commit(func, robust=True)
+
+        def committed() -> None:
+            held = self.in_transaction
+            self.in_transaction = False
+            try:
+                func()
+            finally:
+                self.in_transaction = held
+
+        transaction.on_commit(committed, robust=True)
 
     def on_failure(self, exc: BaseException) -> None:
         """Called when the handler raised.

@@ -26,7 +26,7 @@ from silo_router.conf import conf
 from silo_router.plugins import cached, import_by_alias
 from silo_router.providers.handler_request import HandlerRequest
 
-from .client import slack_client
+from .client import SlackCallInTransaction, slack_client
 
 logger = logging.getLogger("silo_router.slack")
 
@@ -60,10 +60,6 @@ class ReplyOutcome(enum.StrEnum):
 
 class NoViewToUpdate(RuntimeError):
     """``update_view`` was called but no loading modal is open and no fallback was given."""
-
-
-class SlackCallInTransaction(RuntimeError):
-    """A handler called Slack while its database transaction is open."""
 
 
 class ResponseUrlLedger(Protocol):
@@ -260,9 +256,4 @@ class SlackHandlerRequest(HandlerRequest):
 
     def _refuse_in_transaction(self, what: str) -> None:
         if self.in_transaction:
-            raise SlackCallInTransaction(
-                f"{what} was called while the handler's database transaction is open, which would hold "
-                "its locks across a network call. Reply with request.respond() or request.update_view() "
-                "(they run after commit), wrap the call in request.after_commit(lambda: ...), or register "
-                "the handler with atomic=False."
-            )
+            raise SlackCallInTransaction(what)

@@ -121,6 +121,17 @@ def is_capability_key(key: Any) -> bool:
     return isinstance(key, str) and key.lower().replace("-", "_") in CAPABILITY_KEYS
 
 
+#: Headers that mark a request whose body is a raw provider body or an envelope.
+SIGNED_REQUEST_HEADERS = frozenset({"x_slack_signature", "x_silo_router_signature"})
+
+
+def is_signed_request(headers: Any) -> bool:
+    """Whether request ``headers`` (a mapping, any case) carry a Slack or envelope signature."""
+    if not isinstance(headers, Mapping):
+        return False
+    return any(isinstance(k, str) and k.lower().replace("-", "_") in SIGNED_REQUEST_HEADERS for k in headers)
+
+
 def scrub_text(text: str) -> str:
     """``text`` with every capability URL, capability value and configured secret redacted."""
     if not text:

@@ -95,13 +95,17 @@ def set_data(current: Any, **data: Any) -> None:
 def before_send(event: dict[str, Any], hint: Mapping[str, Any]) -> dict[str, Any]:
     """A ``before_send`` for ``sentry_sdk.init``: redacts capabilities and secrets in the event.
 
-    Every part is scrubbed (frame locals, request data and headers, breadcrumbs,
+    A signed request's body (a Slack request, an envelope) is dropped. Every part is
+    scrubbed (frame locals, request data and headers, breadcrumbs,
     extra, contexts, tags, messages, span descriptions and data) with
     :func:`silo_router.redaction.scrub`: by key (``response_url``, ``trigger_id``,
     ``token``, signature headers...) and by value shape (Slack's hooks URLs and the
     ``REDACTED_URL_PREFIXES``, tokens, trigger ids, the configured secrets).
     """
     scrubbed: dict[str, Any] = redaction.scrub(event)
+    request = scrubbed.get("request")
+    if isinstance(request, dict) and redaction.is_signed_request(request.get("headers")):
+        request["data"] = redaction.REDACTED  # a raw Slack body or envelope: never sent whole
     logentry = event.get("logentry")
     if isinstance(logentry, Mapping) and logentry.get("params"):
         scrubbed["logentry"] = {"message": redaction.scrub_text(_formatted(logentry)), "params": []}

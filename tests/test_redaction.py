@@ -130,3 +130,9 @@ def test_before_send_scrubs_every_part_of_an_event() -> None:
     assert leaks(json.dumps(tracing.before_send(event, {}))) == []
     assert leaks(json.dumps(tracing.before_send_transaction(event, {}))) == []
     assert tracing.before_send(event, {})["contexts"]["trace"]["trace_id"] == "0" * 32
+    assert tracing.before_send(event, {})["request"]["data"] == redaction.REDACTED  # a signed Slack request
+
+
+def test_the_body_of_an_unsigned_request_is_kept_scrubbed() -> None:
+    event = {"request": {"url": "/tickets/", "data": {"title": "printer", "response_url": RESPONSE_URL}}}
+    assert tracing.before_send(event, {})["request"]["data"] == {"title": "printer", "response_url": redaction.REDACTED}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 from slack_sdk import WebClient
 
 from example_project.cluster import free_port
@@ -18,10 +20,11 @@ from example_project.fake_slack import FakeSlack
 from silo_router.envelope import Envelope
 from silo_router.providers.registry import get_provider
 from silo_router.providers.slack.client import slack_client
-from silo_router.providers.slack.request import SlackCallInTransaction, SlackHandlerRequest
+from silo_router.providers.slack.request import RESPONSE_URL_USES, SlackCallInTransaction, SlackHandlerRequest
 from silo_router.region import receiver
 from silo_router.region.handlers import slack
 from silo_router.region.models import ResponseUrlUse
+from silo_router.region.response_urls import RETENTION, DatabaseLedger, url_hash
 
 from .slack_signing import block_actions, event_callback, interactive_body, post_slack
 
@@ -108,6 +111,16 @@ def test_uses_are_counted_per_response_url_across_handler_runs(
     (use,) = ResponseUrlUse.objects.all()
     assert use.uses == 5
     assert url not in use.url_hash and "response" not in use.url_hash
+
+
+def test_the_ledger_forgets_response_urls_past_their_life() -> None:
+    ledger = DatabaseLedger()
+    assert ledger.take("https://hooks.slack.com/actions/T/1/old", limit=RESPONSE_URL_USES)
+    ResponseUrlUse.objects.update(first_used_at=timezone.now() - RETENTION - datetime.timedelta(seconds=1))
+    assert ledger.take("https://hooks.slack.com/actions/T/2/new", limit=RESPONSE_URL_USES)
+    assert [use.url_hash for use in ResponseUrlUse.objects.all()] == [
+        url_hash("https://hooks.slack.com/actions/T/2/new")
+    ]
 
 
 def test_stale_response_url_is_not_used_and_the_reply_stays_ephemeral(fake: FakeSlack, installations: Any) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from .models import ResponseUrlUse
+
+#: Rows older than this count nothing any more (Slack's response_url lives 30 minutes).
+RETENTION = datetime.timedelta(hours=1)
 
 
 def url_hash(response_url: str) -> str:
@@ -16,7 +21,11 @@ def url_hash(response_url: str) -> str:
 
 
 class DatabaseLedger:
-    """A ``ResponseUrlLedger`` over :class:`ResponseUrlUse`: one atomic increment per use."""
+    """A ``ResponseUrlLedger`` over :class:`ResponseUrlUse`: one atomic increment per use.
+
+    The first use of a URL also deletes rows past ``RETENTION``, so the table holds
+    about an hour of response_urls.
+    """
 
     def take(self, response_url: str, *, limit: int) -> bool:
         """Count one use unless ``limit`` uses are already counted."""
@@ -25,6 +34,7 @@ class DatabaseLedger:
             return True
         if limit < 1:
             return False
+        ResponseUrlUse.objects.filter(first_used_at__lt=timezone.now() - RETENTION).delete()
         try:
             with transaction.atomic():
                 ResponseUrlUse.objects.create(url_hash=key, uses=1)

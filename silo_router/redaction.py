@@ -184,16 +184,21 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_record(record: logging.LogRecord) -> None:
-    """Redact ``record`` in place (message with its args merged, exception and stack text)."""
+    """Redact ``record`` in place: message (args merged), traceback and stack text.
+
+    A record with nothing to redact is left exactly as it was (its ``args`` too).
+    """
     try:
         message = record.getMessage()
     except Exception:  # noqa: BLE001 - a broken format string is logging's problem, not ours
         return
     scrubbed = scrub_text(message)
-    if scrubbed != message or record.args:
+    if scrubbed != message:
         record.msg, record.args = scrubbed, None
     if record.exc_info and not record.exc_text:
-        record.exc_text = logging.Formatter().formatException(record.exc_info)
+        traceback_text = logging.Formatter().formatException(record.exc_info)
+        if scrub_text(traceback_text) != traceback_text:
+            record.exc_text = traceback_text
     if record.exc_text:
         record.exc_text = scrub_text(record.exc_text)
     if record.stack_info:

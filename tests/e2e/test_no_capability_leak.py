@@ -4,7 +4,8 @@ response_url, trigger_id, token, signing secret or signature in any Sentry envel
 The example cluster runs with ``SILO_DEMO_SENTRY_CAPTURE_DIR`` (every process writes what
 sentry-sdk would send to files), ``SILO_DEMO_LOG_LEVEL=DEBUG`` (slack_sdk's request lines
 included) and every trace sampled. The demo's flows run: a Resolve click with the Loading
-modal, ``/ticket``, an @-mention, an options load and ``/ticket crash`` (a handler that raises).
+modal, ``/ticket`` in both regions (eu over the Celery transport), an @-mention, an options
+load and ``/ticket crash`` (a handler that raises).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .conftest import FAST_RETRIES, UPSTREAM_LATENCY
 from .helpers import (
     ASYNC_TIMEOUT,
     CONTROL_RESPONSES_ENABLED,
+    EU_TEAM,
     US_TEAM,
     issue_button,
     mention,
@@ -53,7 +55,10 @@ def sentry_cluster(tmp_path_factory: pytest.TempPathFactory, capture_dir: Path) 
         "SILO_ROUTER_TRACES_SAMPLE_RATE": "1.0",
     }
     cluster = Cluster(
-        tmp_path_factory.mktemp("sentry-cluster") / "var", upstream_latency=UPSTREAM_LATENCY, extra_env=env
+        tmp_path_factory.mktemp("sentry-cluster") / "var",
+        upstream_latency=UPSTREAM_LATENCY,
+        extra_env=env,
+        region_transports={"eu": "celery"},  # envelopes to eu travel as Celery task arguments
     )
     cluster.start()
     try:
@@ -81,19 +86,21 @@ def test_no_capability_reaches_sentry_or_a_log_line(sentry_cluster: Cluster, cap
         sender.slash_command(team_id=US_TEAM, command="/ticket"),
         sender.slash_command(team_id=US_TEAM, command="/ticket", text="crash"),
         mention(sender, team_id=US_TEAM, channel="C0CHAN001"),
+        sender.slash_command(team_id=EU_TEAM, command="/ticket"),
         sender.options_load(team_id=US_TEAM, action_id="pick_issue", value="a"),
     ]
-    assert [s.status for s in sent] == [200] * 5
+    assert [s.status for s in sent] == [200] * 6
     assert "options" in sent[-1].json()
-    wait_until(lambda: replies_to(cluster, sent[1].response_url), timeout=ASYNC_TIMEOUT, what="the /ticket reply")
+    for ticket in (sent[1], sent[4]):
+        wait_until(lambda t=ticket: replies_to(cluster, t.response_url), timeout=ASYNC_TIMEOUT, what="a /ticket reply")
 
     def settled() -> bool:
         rows = new_payloads(cluster, before)
-        return len(rows) >= 3 and all(row.state in ("delivered", "failed") for row in rows)
+        return len(rows) >= 5 and all(row.state in ("delivered", "failed") for row in rows)
 
     wait_until(settled, timeout=ASYNC_TIMEOUT, what="every payload delivered or failed")
     ticket_states = sorted(row.state for row in new_payloads(cluster, before) if row.kind == "command:/ticket")
-    assert ticket_states == ["delivered", "failed"]  # /ticket, and /ticket crash after its 2 attempts
+    assert ticket_states == ["delivered", "delivered", "failed"]  # /ticket crash fails after its 2 attempts
     wait_until(
         lambda: {b"event", b"transaction"} <= captured_items(capture_dir),
         timeout=ASYNC_TIMEOUT,

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import DEFAULTS, MODES, conf
+from .conf import DEFAULTS, MODES, RESPONSE_URL_LEDGER_ALIASES, conf
 from .control.routing import Fanout, Strategy
 from .exceptions import SiloRouterConfigurationError
 from .plugins import did_you_mean, import_by_alias
@@ -77,6 +77,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_signing_keys()
     errors += _check_regions()
     errors += _check_redacted_url_prefixes()
+    errors += _check_response_url_ledger()
     if conf.is_control:
         errors += _check_control()
     if conf.is_region:
@@ -339,3 +340,19 @@ def _check_redacted_url_prefixes() -> list[CheckMessage]:
             id="silo_router.E040",
         )
     ]
+
+
+def _check_response_url_ledger() -> list[CheckMessage]:
+    if not conf.is_region:
+        return []
+    try:
+        import_by_alias(
+            str(conf.SLACK["RESPONSE_URL_LEDGER"]),
+            aliases=RESPONSE_URL_LEDGER_ALIASES,
+            setting="SLACK.RESPONSE_URL_LEDGER",
+        )
+    except SiloRouterConfigurationError as exc:
+        return [
+            Error(str(exc), hint="Use 'database' or a dotted path to a ResponseUrlLedger class.", id="silo_router.E041")
+        ]
+    return []

@@ -90,6 +90,9 @@ DEFAULTS: dict[str, Any] = {
     "REDACTED_URL_PREFIXES": [],
 }
 
+#: ``SLACK["RESPONSE_URL_LEDGER"]`` aliases.
+RESPONSE_URL_LEDGER_ALIASES: dict[str, str] = {"database": "silo_router.region.response_urls.DatabaseLedger"}
+
 SLACK_DEFAULTS: dict[str, Any] = {
     "SIGNING_SECRETS": [],
     "TIMESTAMP_TOLERANCE": 300,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from silo_router import redaction, tracing
+from silo_router.checks import check_settings
 
 from .slack_signing import block_actions, interactive_body
 
@@ -136,3 +137,9 @@ def test_before_send_scrubs_every_part_of_an_event() -> None:
 def test_the_body_of_an_unsigned_request_is_kept_scrubbed() -> None:
     event = {"request": {"url": "/tickets/", "data": {"title": "printer", "response_url": RESPONSE_URL}}}
     assert tracing.before_send(event, {})["request"]["data"] == {"title": "printer", "response_url": redaction.REDACTED}
+
+
+@pytest.mark.parametrize("prefixes", ["https://hooks.example.com/", ["hooks.example.com/x"], ["https://host-only"]])
+def test_redacted_url_prefixes_that_are_not_url_prefixes_are_e040(settings: Any, prefixes: Any) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REDACTED_URL_PREFIXES": prefixes}
+    assert "silo_router.E040" in {m.id for m in check_settings()}

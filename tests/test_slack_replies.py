@@ -17,6 +17,7 @@ from slack_sdk import WebClient
 
 from example_project.cluster import free_port
 from example_project.fake_slack import FakeSlack
+from silo_router.checks import check_settings
 from silo_router.envelope import Envelope
 from silo_router.providers.registry import get_provider
 from silo_router.providers.slack.client import slack_client
@@ -283,3 +284,10 @@ def test_a_handler_failure_does_not_tell_the_user_failed_while_retries_remain(
         receiver.dispatch(envelope)
     assert fake.calls("views.update") == []
     assert fake.views[view["id"]]["title"]["text"] == "Loading"
+
+
+def test_a_response_url_ledger_that_cannot_be_imported_is_e041(settings: Any) -> None:
+    slack_settings = {**settings.SILO_ROUTER["SLACK"], "RESPONSE_URL_LEDGER": "databse"}
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SLACK": slack_settings}
+    (message,) = [m for m in check_settings() if m.id == "silo_router.E041"]
+    assert "database" in message.msg  # did you mean

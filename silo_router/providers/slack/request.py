@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
 
 from silo_router import tracing
-from silo_router.conf import conf
+from silo_router.conf import RESPONSE_URL_LEDGER_ALIASES, conf
 from silo_router.plugins import cached, import_by_alias
 from silo_router.providers.handler_request import HandlerRequest
 
@@ -37,8 +37,6 @@ RESPONSE_URL_TTL = 30 * 60
 RESPONSE_URL_TIMEOUT = 10
 #: What a failed Slack call can raise: API errors, network errors, broken HTTP, bad JSON.
 SLACK_CALL_ERRORS: tuple[type[Exception], ...] = (SlackClientError, OSError, http.client.HTTPException, ValueError)
-#: ``SLACK["RESPONSE_URL_LEDGER"]`` aliases.
-LEDGER_ALIASES = {"database": "silo_router.region.response_urls.DatabaseLedger"}
 
 
 class ResponseType(enum.StrEnum):
@@ -73,7 +71,7 @@ class ResponseUrlLedger(Protocol):
 def response_url_ledger() -> ResponseUrlLedger:
     """The configured ledger, built once."""
     path = str(conf.SLACK["RESPONSE_URL_LEDGER"])
-    ledger_class = import_by_alias(path, aliases=LEDGER_ALIASES, setting="SLACK.RESPONSE_URL_LEDGER")
+    ledger_class = import_by_alias(path, aliases=RESPONSE_URL_LEDGER_ALIASES, setting="SLACK.RESPONSE_URL_LEDGER")
     ledger: ResponseUrlLedger = ledger_class()
     return ledger
 

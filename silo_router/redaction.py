@@ -30,6 +30,8 @@ from django.conf import settings
 from .conf import conf
 
 REDACTED = "[redacted]"
+#: What a log record says instead when redaction itself failed.
+UNREDACTABLE = "[log record withheld: it could not be checked for secrets]"
 
 #: Keys whose values are capabilities or secrets, compared lower-case with ``-`` as ``_``.
 CAPABILITY_KEYS = frozenset(
@@ -190,11 +192,16 @@ def redact_record(record: logging.LogRecord) -> None:
     """
     try:
         message = record.getMessage()
-    except Exception:  # noqa: BLE001 - a broken format string is logging's problem, not ours
-        return
-    scrubbed = scrub_text(message)
-    if scrubbed != message:
-        record.msg, record.args = scrubbed, None
+    except Exception:  # noqa: BLE001 - a broken format string: logging reports it, with msg and args
+        record.msg = scrub_text(str(record.msg))
+        if isinstance(record.args, tuple):
+            record.args = tuple(scrub(list(record.args)))
+        elif isinstance(record.args, Mapping):
+            record.args = scrub(record.args)
+    else:
+        scrubbed = scrub_text(message)
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
     if record.exc_info and not record.exc_text:
         traceback_text = logging.Formatter().formatException(record.exc_info)
         if scrub_text(traceback_text) != traceback_text:
@@ -222,7 +229,11 @@ def install_log_redaction() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        redact_record(record)
+        try:
+            redact_record(record)
+        except Exception:  # noqa: BLE001 - logging must not fail, nor write what it could not check
+            record.msg, record.args = UNREDACTABLE, None
+            record.exc_info = record.exc_text = record.stack_info = None
         return record
 
     logging.setLogRecordFactory(factory)

@@ -105,6 +105,13 @@ def test_log_records_are_redacted_for_every_logger_and_level(caplog: pytest.LogC
         assert leaks(logging.Formatter().format(record)) == []
 
 
+def test_a_record_with_a_broken_format_string_is_redacted_too() -> None:
+    """Logging reports such a record with its msg and args: both must be clean."""
+    record = logging.LogRecord("silo_router", logging.INFO, __file__, 1, f"to {PROXY_URL}: %s %s", (TRIGGER_ID,), None)
+    redaction.redact_record(record)
+    assert leaks(repr(record.msg) + repr(record.args)) == []
+
+
 def test_before_send_scrubs_every_part_of_an_event() -> None:
     event = {
         "exception": {

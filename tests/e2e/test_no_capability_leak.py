@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from example_project.cluster import Cluster
+from example_project.fake_slack.client import LEGACY_VERIFICATION_TOKEN
 
 from .conftest import FAST_RETRIES, UPSTREAM_LATENCY
 from .helpers import (
@@ -111,6 +112,7 @@ def test_no_capability_reaches_sentry_or_a_log_line(sentry_cluster: Cluster, cap
     capabilities = [value for s in sent for value in (s.response_url, s.trigger_id) if value]
     capabilities += [url.rsplit("/", 1)[1] for url in capabilities if "/response/" in url]
     secrets = [*capabilities, cluster.bot_token, cluster.signing_secret, cluster._env["SILO_ROUTER_SIGNING_KEY"]]
+    secrets.append(LEGACY_VERIFICATION_TOKEN)
     written = {path: path.read_bytes() for path in [*capture_dir.glob("*.envelope"), *cluster.var_dir.glob("*.log")]}
     assert any(path.suffix == ".log" and b"slack_sdk" in data for path, data in written.items()), "no DEBUG lines"
     leaks = [(path.name, secret) for path, data in written.items() for secret in secrets if secret.encode() in data]

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.django_db
 def _fast_passwords(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+
 RESPONSE_URL = "https://hooks.slack.com/actions/T0US00001/1/SeCrEtCaPaBiLiTy"
 TRIGGER_ID = "13345224609.738474920.TrIgGeRsEcReT"
 LEGACY_TOKEN = "LeGaCyVeRiFiCaTiOnToKeN"
@@ -92,7 +93,10 @@ def test_replay_needs_the_change_permission(level: str, published_nothing: None)
 def test_no_admin_page_shows_a_capability(level: str) -> None:
     pid = stored_failed_payload()
     client = client_for(level)
-    pages = [client.get(url) for url in ("/admin/silo_router_control/payload/", f"/admin/silo_router_control/payload/{pid}/change/")]
+    pages = [
+        client.get(url)
+        for url in ("/admin/silo_router_control/payload/", f"/admin/silo_router_control/payload/{pid}/change/")
+    ]
     for page in pages:
         text = page.content.decode()
         assert not any(secret in text for secret in SECRETS)

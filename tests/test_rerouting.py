@@ -39,9 +39,7 @@ def map_workspace(team_id: str = "T0NEW0001", region: str = "eu") -> None:
     Integration.objects.create(provider="slack", external_id=team_id).organizations.add(org)
 
 
-def test_replay_routes_an_unroutable_payload_once_its_mapping_exists(
-    client: Client, handled: list[Any]
-) -> None:
+def test_replay_routes_an_unroutable_payload_once_its_mapping_exists(client: Client, handled: list[Any]) -> None:
     kept = click_from_unknown_workspace(client)
     map_workspace()
     result = rerouting.replay([str(kept.pk)])

@@ -240,12 +240,15 @@ class PayloadAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def get_fields(self, request: HttpRequest, obj: Payload | None = None) -> list[str]:
+    def _visible_fields(self, request: HttpRequest, obj: Payload | None) -> list[str]:
         fields = [f.name for f in Payload._meta.fields if f.name != "envelope"]
         return [*fields, "body"] if self.has_change_permission(request, obj) else fields
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Payload | None = None) -> list[str]:
-        return self.get_fields(request, obj)
+    def get_fields(self, request: HttpRequest, obj: Payload | None = None) -> tuple[str, ...]:
+        return tuple(self._visible_fields(request, obj))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Payload | None = None) -> tuple[str, ...]:
+        return tuple(self._visible_fields(request, obj))
 
     def save_model(self, request: HttpRequest, obj: Payload, form: forms.ModelForm, change: bool) -> None:
         """Never write a payload from a form: its state belongs to delivery."""

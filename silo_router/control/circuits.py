@@ -117,7 +117,9 @@ def hold(region: str, error: str) -> datetime.datetime:
     RegionCircuit.objects.get_or_create(region=region)
     with transaction.atomic():
         RegionCircuit.objects.filter(region=region).update(last_error=error[:LAST_ERROR_MAX])
-        current = RegionCircuit.objects.select_for_update().filter(region=region).values("state", "openings", "retry_at")
+        current = (
+            RegionCircuit.objects.select_for_update().filter(region=region).values("state", "openings", "retry_at")
+        )
         row = current.first()
         now = timezone.now()
         if row is not None and row["state"] == State.OPEN and row["retry_at"] is not None and row["retry_at"] > now:

@@ -593,9 +593,7 @@ def expire_leases(*, now: datetime.datetime | None = None) -> int:
     for pk, region in exhausted:
         logger.error("payload %s for %s failed for good: its last attempt never finished", pk, region)
         followups.payload_ended(str(pk), followups.Report.FAILED)
-    retried = expired.update(
-        state=State.PENDING, lease_owner="", lease_until=None, enqueued_at=None, last_error=error
-    )
+    retried = expired.update(state=State.PENDING, lease_owner="", lease_until=None, enqueued_at=None, last_error=error)
     return failed + retried
 
 
@@ -662,5 +660,3 @@ def replay(payload_ids: Iterable[str]) -> int:
 def check_loading_view(payload_id: str) -> None:
     """Check the Loading modal of ``payload_id`` now (the sweeper does this when it is due)."""
     followups.check(payload_id)
-
-

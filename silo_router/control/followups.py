@@ -62,9 +62,9 @@ def run_due_checks(*, now: datetime.datetime | None = None, limit: int | None = 
     moment = now or timezone.now()
     batch = limit if limit is not None else conf.SWEEP_BATCH
     due = list(
-        Payload.objects.filter(loading_check_at__lte=moment).order_by("loading_check_at").values_list("pk", flat=True)[
-            :batch
-        ]
+        Payload.objects.filter(loading_check_at__lte=moment)
+        .order_by("loading_check_at")
+        .values_list("pk", flat=True)[:batch]
     )
     return sum(1 for pk in due if check(str(pk)) is not None)
 

@@ -50,7 +50,9 @@ class ReplayResult:
 def replay(payload_ids: Iterable[str]) -> ReplayResult:
     """Replay failed/delivered payloads and route unroutable ones again."""
     ids = [str(pk) for pk in payload_ids]
-    unroutable = [str(pk) for pk in Payload.objects.filter(pk__in=ids, state=State.UNROUTABLE).values_list("pk", flat=True)]
+    unroutable = [
+        str(pk) for pk in Payload.objects.filter(pk__in=ids, state=State.UNROUTABLE).values_list("pk", flat=True)
+    ]
     rerouted = still = 0
     for payload_id in unroutable:
         if reroute(payload_id):

@@ -156,9 +156,7 @@ def test_a_worker_killing_message_is_not_requeued_without_limit() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")  # send_task goes to the memory broker
-def test_queued_copies_are_bounded_while_the_regions_workers_are_down(
-    published: list[Any], settings: Any
-) -> None:
+def test_queued_copies_are_bounded_while_the_regions_workers_are_down(published: list[Any], settings: Any) -> None:
     settings.SILO_ROUTER = {
         **settings.SILO_ROUTER,
         "REGIONS": {**settings.SILO_ROUTER["REGIONS"], "eu": {"TRANSPORT": "celery"}},
@@ -359,9 +357,7 @@ def test_deliver_sync_feeds_the_circuit(http_regions: RegionServer, published: l
     assert RegionCircuit.objects.get(region="eu").state == "open"
 
 
-def test_deliver_sync_never_delivers_a_row_it_did_not_claim(
-    http_regions: RegionServer, published: list[Any]
-) -> None:
+def test_deliver_sync_never_delivers_a_row_it_did_not_claim(http_regions: RegionServer, published: list[Any]) -> None:
     envelope = _sync_envelope()
     delivery.store([envelope])
     worker = delivery.claim(envelope.id)  # a worker holds it

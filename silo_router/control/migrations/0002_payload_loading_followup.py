@@ -4,29 +4,44 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('silo_router_control', '0001_initial'),
+        ("silo_router_control", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='payload',
-            name='loading_check_at',
-            field=models.DateTimeField(blank=True, help_text='When the sweeper must look at the Loading modal this payload opened.', null=True),
+            model_name="payload",
+            name="loading_check_at",
+            field=models.DateTimeField(
+                blank=True, help_text="When the sweeper must look at the Loading modal this payload opened.", null=True
+            ),
         ),
         migrations.AddField(
-            model_name='payload',
-            name='loading_view',
-            field=models.CharField(blank=True, choices=[('', 'none'), ('open', 'showing Loading'), ('timed_out', 'showing taking longer'), ('closed', 'final outcome shown')], default='', max_length=16),
+            model_name="payload",
+            name="loading_view",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "none"),
+                    ("open", "showing Loading"),
+                    ("timed_out", "showing taking longer"),
+                    ("closed", "final outcome shown"),
+                ],
+                default="",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='payload',
-            name='loading_view_hash',
-            field=models.CharField(blank=True, help_text="Slack's hash of the modal as last shown, for the next views.update.", max_length=128),
+            model_name="payload",
+            name="loading_view_hash",
+            field=models.CharField(
+                blank=True,
+                help_text="Slack's hash of the modal as last shown, for the next views.update.",
+                max_length=128,
+            ),
         ),
         migrations.AddIndex(
-            model_name='payload',
-            index=models.Index(fields=['loading_check_at'], name='silo_router_payload_loading'),
+            model_name="payload",
+            index=models.Index(fields=["loading_check_at"], name="silo_router_payload_loading"),
         ),
     ]

@@ -42,14 +42,13 @@ class Report(enum.StrEnum):
 
 def opened_view(control_response: Mapping[str, Any] | None) -> bool:
     """Whether a control response left a modal open that needs a follow-up."""
-    return bool(control_response) and control_response.get("status") == "opened"  # type: ignore[union-attr]
+    return control_response is not None and control_response.get("status") == "opened"
 
 
 def fields_for_new_payload(control_response: Mapping[str, Any] | None, *, now: datetime.datetime) -> dict[str, Any]:
     """The ``Payload`` columns that schedule the check of an opened modal."""
-    if not opened_view(control_response):
+    if control_response is None or not opened_view(control_response):
         return {}
-    assert control_response is not None
     return {
         "loading_view": LoadingView.OPEN,
         "loading_check_at": now + datetime.timedelta(seconds=conf.LOADING_VIEW_TIMEOUT),

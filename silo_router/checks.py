@@ -80,6 +80,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_response_url_ledger()
     if conf.is_control:
         errors += _check_control()
+        errors += _check_sync_fanout()
     if conf.is_region:
         errors += _check_region()
     return errors
@@ -302,6 +303,28 @@ def _check_control() -> list[CheckMessage]:
                 id="silo_router.W003",
             )
         )
+    return errors
+
+
+def _check_sync_fanout() -> list[CheckMessage]:
+    """A synchronous kind has one answer, so it cannot fan out to every region."""
+    routes, fanouts = conf.ROUTES, conf.FANOUT
+    if not isinstance(routes, Mapping) or not isinstance(fanouts, Mapping):
+        return []
+    errors: list[CheckMessage] = []
+    for key in sorted(set(routes) | set(fanouts)):
+        general = str(key).partition(":")[0]
+        strategy = routes.get(key) or routes.get(general)
+        fanout = fanouts.get(key) or fanouts.get(general)
+        if strategy == Strategy.SYNC and fanout == Fanout.ALL:
+            errors.append(
+                Error(
+                    f"{key!r} is routed 'sync' but fans out to 'all' regions: only one region can answer "
+                    "while the provider waits, so the other regions would never get it.",
+                    hint=f"Set SILO_ROUTER['FANOUT'][{key!r}] = 'one', or route it 'async'.",
+                    id="silo_router.E025",
+                )
+            )
     return errors
 
 

@@ -198,6 +198,58 @@ class SiloRouterSettings:
     def DELIVERY_BACKOFF(self) -> float:
         return float(self.get("DELIVERY_BACKOFF"))
 
+    @property
+    def DELIVERY_MAX_BACKOFF(self) -> float:
+        return float(self.get("DELIVERY_MAX_BACKOFF"))
+
+    @property
+    def RETRY_JITTER(self) -> float:
+        return float(self.get("RETRY_JITTER"))
+
+    @property
+    def SLOW_RETRY_FACTOR(self) -> float:
+        return float(self.get("SLOW_RETRY_FACTOR"))
+
+    @property
+    def RETRY_AFTER_MAX(self) -> float:
+        return float(self.get("RETRY_AFTER_MAX"))
+
+    @property
+    def LEASE_MARGIN(self) -> float:
+        return float(self.get("LEASE_MARGIN"))
+
+    @property
+    def SWEEP_GRACE(self) -> float:
+        return float(self.get("SWEEP_GRACE"))
+
+    @property
+    def SWEEP_BATCH(self) -> int:
+        return int(self.get("SWEEP_BATCH"))
+
+    @property
+    def CIRCUIT_FAILURE_THRESHOLD(self) -> int:
+        return int(self.get("CIRCUIT_FAILURE_THRESHOLD"))
+
+    @property
+    def CIRCUIT_OPEN_SECONDS(self) -> float:
+        return float(self.get("CIRCUIT_OPEN_SECONDS"))
+
+    @property
+    def CIRCUIT_MAX_OPEN_SECONDS(self) -> float:
+        return float(self.get("CIRCUIT_MAX_OPEN_SECONDS"))
+
+    @property
+    def QUEUED_CONFIRM_TIMEOUT(self) -> float:
+        return float(self.get("QUEUED_CONFIRM_TIMEOUT"))
+
+    @property
+    def PUBLISH_TIMEOUT(self) -> float:
+        return float(self.get("PUBLISH_TIMEOUT"))
+
+    @property
+    def QUEUED_SIGNATURE_MAX_AGE(self) -> int:
+        return int(self.get("QUEUED_SIGNATURE_MAX_AGE"))
+
     def seconds(self, name: str) -> float:
         """A duration setting, in seconds."""
         return float(self.get(name))

@@ -3,23 +3,115 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, cast
+import json
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.auth.models import User
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
 
-from . import delivery
+from silo_router.conf import conf
+
+from . import rerouting
 from .models import Integration, Option, OptionChange, OrganizationMapping, Payload, RegionCircuit
 from .options import DEFINITIONS, options
-from .status import format_age, region_status
+from .status import UNROUTABLE_ADVICE, format_age, region_status
+
+#: Keys whose values are capabilities (anyone holding them can act as the app or user).
+CAPABILITY_KEYS = frozenset({"response_url", "response_urls", "trigger_id", "token", "bot_token", "access_token"})
+#: Header names (lower case) that carry signatures or credentials.
+SECRET_HEADER_MARKERS = ("signature", "authorization", "token", "cookie")
+REDACTED = "[redacted]"
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if str(k).lower() in CAPABILITY_KEYS else _redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
+
+
+def _redacted_body(body: str) -> Any:
+    """A provider body (JSON, or a form whose ``payload`` field is JSON) with capabilities removed."""
+    try:
+        return _redact(json.loads(body))
+    except ValueError:
+        pass
+    fields: dict[str, Any] = {}
+    for key, raw in urllib.parse.parse_qsl(body, keep_blank_values=True):
+        if key.lower() in CAPABILITY_KEYS:
+            fields[key] = REDACTED
+            continue
+        try:
+            fields[key] = _redact(json.loads(raw)) if key == "payload" else raw
+        except ValueError:
+            fields[key] = raw
+    return fields
+
+
+def _redacted_envelope(raw: str) -> str:
+    """The stored envelope for an operator's eyes: capability fields and signature headers removed."""
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        return "(not valid JSON)"
+    if not isinstance(envelope, dict):
+        return "(not an envelope)"
+    envelope["body"] = _redacted_body(str(envelope.get("body", "")))
+    headers = envelope.get("headers")
+    if isinstance(headers, dict):
+        envelope["headers"] = {
+            k: (REDACTED if any(m in str(k).lower() for m in SECRET_HEADER_MARKERS) else v) for k, v in headers.items()
+        }
+    return json.dumps(_redact(envelope), indent=2, sort_keys=True)
+
+
+def _valid_names(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "(none configured)"
+
+
+class OrganizationMappingForm(forms.ModelForm):
+    """``region`` must name a region in ``SILO_ROUTER['REGIONS']``."""
+
+    class Meta:
+        model = OrganizationMapping
+        fields = "__all__"
+
+    def clean_region(self) -> str:
+        region = str(self.cleaned_data.get("region") or "")
+        if region not in conf.REGIONS:
+            raise forms.ValidationError(
+                f"{region!r} is not a region in SILO_ROUTER['REGIONS']. Valid regions: {_valid_names(conf.REGIONS)}."
+            )
+        return region
+
+
+class IntegrationForm(forms.ModelForm):
+    """``provider`` must name a registered provider."""
+
+    class Meta:
+        model = Integration
+        fields = "__all__"
+
+    def clean_provider(self) -> str:
+        provider = str(self.cleaned_data.get("provider") or "")
+        if provider not in conf.PROVIDERS:
+            raise forms.ValidationError(
+                f"{provider!r} is not a registered provider. Valid providers: {_valid_names(conf.PROVIDERS)}."
+            )
+        return provider
 
 
 @admin.register(OrganizationMapping)
 class OrganizationMappingAdmin(admin.ModelAdmin):
+    form = OrganizationMappingForm
     list_display = ["slug", "organization_id", "name", "region", "created_at"]
     list_filter = ["region"]
     search_fields = ["slug", "organization_id", "name"]
@@ -27,6 +119,7 @@ class OrganizationMappingAdmin(admin.ModelAdmin):
 
 @admin.register(Integration)
 class IntegrationAdmin(admin.ModelAdmin):
+    form = IntegrationForm
     list_display = ["provider", "external_id", "enterprise_id", "app_id", "name"]
     list_filter = ["provider"]
     search_fields = ["external_id", "enterprise_id", "name"]
@@ -99,7 +192,7 @@ class OptionAdmin(admin.ModelAdmin):
                     key=obj.key,
                     old_value=old_value,
                     new_value=new_value,
-                    changed_by=cast(User, request.user),
+                    changed_by=request.user if isinstance(request.user, get_user_model()) else None,
                     changed_by_repr=str(request.user)[:200],
                 )
         options.invalidate()
@@ -122,7 +215,11 @@ class OptionChangeAdmin(admin.ModelAdmin):
 
 @admin.register(Payload)
 class PayloadAdmin(admin.ModelAdmin):
-    """Every stored payload; failed ones stay here until replayed. Filter, select all, replay."""
+    """Every stored payload; failed and unroutable ones stay here until replayed.
+
+    Payload fields are never editable. Replaying needs the change permission on
+    payloads; so does seeing a body, and then only with capabilities redacted.
+    """
 
     list_display = [
         "created_at",
@@ -137,15 +234,34 @@ class PayloadAdmin(admin.ModelAdmin):
     list_filter = ["state", "region", "provider", "strategy", "kind"]
     date_hierarchy = "created_at"
     search_fields = ["id", "idempotency_key", "kind", "last_error"]
-    readonly_fields = [f.name for f in Payload._meta.fields]
     actions = ["replay_selected"]
     change_list_template = "admin/silo_router_control/payload/change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Payload | None = None) -> bool:
-        return False
+    def _visible_fields(self, request: HttpRequest, obj: Payload | None) -> list[str]:
+        fields = [f.name for f in Payload._meta.fields if f.name != "envelope"]
+        return [*fields, "body"] if self.has_change_permission(request, obj) else fields
+
+    def get_fields(self, request: HttpRequest, obj: Payload | None = None) -> tuple[str, ...]:
+        return tuple(self._visible_fields(request, obj))
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Payload | None = None) -> tuple[str, ...]:
+        return tuple(self._visible_fields(request, obj))
+
+    def save_model(self, request: HttpRequest, obj: Payload, form: forms.ModelForm, change: bool) -> None:
+        """Never write a payload from a form: its state belongs to delivery."""
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        no_saving = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **no_saving})
+
+    @admin.display(description="envelope (capabilities redacted)")
+    def body(self, obj: Payload) -> str:
+        return format_html("<pre>{}</pre>", _redacted_envelope(obj.envelope))
 
     @admin.display(description="last error")
     def short_error(self, obj: Payload) -> str:
@@ -157,14 +273,19 @@ class PayloadAdmin(admin.ModelAdmin):
             return "-"
         return f"{(obj.delivered_at - obj.created_at).total_seconds():.2f} s"
 
-    @admin.action(description="Replay selected payloads (handled ones have no second effect)")
+    @admin.action(
+        description="Replay selected payloads (unroutable ones are routed again; handled ones have no second effect)",
+        permissions=["change"],
+    )
     def replay_selected(self, request: HttpRequest, queryset: QuerySet[Payload]) -> None:
-        count = delivery.replay(str(pk) for pk in queryset.values_list("pk", flat=True))
-        self.message_user(request, f"{count} payloads queued for delivery again.", messages.SUCCESS)
+        result = rerouting.replay(str(pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, result.summary(), messages.SUCCESS)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         rows = [{**dataclasses.asdict(row), "oldest": format_age(row.oldest_pending_age)} for row in region_status()]
-        return super().changelist_view(request, {**(extra_context or {}), "region_status": rows})
+        advice = UNROUTABLE_ADVICE if any(row["unroutable"] for row in rows) else ""
+        context = {**(extra_context or {}), "region_status": rows, "unroutable_advice": advice}
+        return super().changelist_view(request, context)
 
 
 @admin.register(RegionCircuit)

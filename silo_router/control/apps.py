@@ -17,6 +17,7 @@ class ControlConfig(AppConfig):
         from silo_router import checks as silo_checks
         from silo_router.redaction import install_log_redaction
 
+        from . import tasks  # noqa: F401  (registers the control tasks, so eager mode and workers run them by name)
         from .options import create_option_rows
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)

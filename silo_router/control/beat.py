@@ -1,10 +1,12 @@
-"""Celery beat entries for the control silo. Importable from settings (it imports no models)."""
+"""Celery beat entries and task names of the control silo. Importable from settings (it imports no models)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 SWEEP_TASK = "silo_router.control.sweep"
+DELIVER_TASK = "silo_router.control.deliver"
+CHECK_LOADING_VIEW_TASK = "silo_router.control.check_loading_view"
 
 
 def beat_schedule(every: float = 5.0) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -22,6 +23,9 @@ from silo_router.conf import conf
 from .models import RegionCircuit
 
 State = RegionCircuit.State
+
+#: How much of an error text a row keeps.
+LAST_ERROR_MAX = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +48,7 @@ def allow(region: str) -> Decision:
         return Decision(allowed=False, retry_at=retry_at)
     # Due for a probe (open), or a probe whose worker vanished (half-open past its lease):
     # exactly one caller wins this update and probes.
-    probe_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.seconds("LEASE_MARGIN"))
+    probe_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.LEASE_MARGIN)
     won = RegionCircuit.objects.filter(region=region, state=row["state"], retry_at=row["retry_at"]).update(
         state=State.HALF_OPEN, retry_at=probe_until
     )
@@ -54,11 +58,17 @@ def allow(region: str) -> Decision:
 
 
 def record_success(region: str) -> bool:
-    """Close the circuit; return True when it was not closed (a recovery: drain now)."""
+    """Close the circuit; return True only to the one caller that saw it recover.
+
+    A success on a closed circuit just clears its failure count. Reopening from open or
+    half-open is a compare-and-set, so when many workers see the region answer again,
+    exactly one of them is told to release and drain the held payloads.
+    """
+    RegionCircuit.objects.filter(region=region, state=State.CLOSED).exclude(failures=0).update(failures=0)
     return bool(
-        RegionCircuit.objects.filter(region=region)
-        .exclude(state=State.CLOSED, failures=0)
-        .update(state=State.CLOSED, failures=0, openings=0, retry_at=None, last_error="")
+        RegionCircuit.objects.filter(region=region, state__in=(State.OPEN, State.HALF_OPEN)).update(
+            state=State.CLOSED, failures=0, openings=0, retry_at=None, last_error=""
+        )
     )
 
 
@@ -67,23 +77,59 @@ def release_probe(region: str) -> None:
     RegionCircuit.objects.filter(region=region, state=State.HALF_OPEN).update(state=State.OPEN, retry_at=timezone.now())
 
 
+def _open_wait(openings: int) -> datetime.timedelta:
+    seconds = min(conf.CIRCUIT_OPEN_SECONDS * 2**openings, conf.CIRCUIT_MAX_OPEN_SECONDS)
+    return datetime.timedelta(seconds=seconds)
+
+
 def record_failure(region: str, error: str, *, probe: bool) -> None:
-    """Count a retryable failure; open (or reopen) the circuit when it is time."""
+    """Count a retryable failure; open (or reopen) the circuit when it is time.
+
+    The count, the decision and the opening happen in one transaction that starts with
+    the write (a row lock on PostgreSQL, the write lock on SQLite), so concurrent
+    failures are counted one after another and open the circuit once.
+    """
     RegionCircuit.objects.get_or_create(region=region)
-    RegionCircuit.objects.filter(region=region).update(failures=F("failures") + 1, last_error=error[:2000])
-    threshold = conf.count("CIRCUIT_FAILURE_THRESHOLD")
-    row = RegionCircuit.objects.filter(region=region).values("state", "failures", "openings").first()
-    if row is None:
-        return
-    if probe or row["state"] == State.HALF_OPEN or (row["state"] == State.CLOSED and row["failures"] >= threshold):
-        wait = min(
-            conf.seconds("CIRCUIT_OPEN_SECONDS") * 2 ** row["openings"], conf.seconds("CIRCUIT_MAX_OPEN_SECONDS")
-        )
+    with transaction.atomic():
         RegionCircuit.objects.filter(region=region).update(
-            state=State.OPEN,
-            openings=F("openings") + 1,
-            retry_at=timezone.now() + datetime.timedelta(seconds=wait),
+            failures=F("failures") + 1, last_error=error[:LAST_ERROR_MAX]
         )
+        row = RegionCircuit.objects.select_for_update().filter(region=region).values("state", "failures", "openings")
+        current = row.first()
+        if current is None:
+            return
+        threshold = conf.CIRCUIT_FAILURE_THRESHOLD
+        state = current["state"]
+        if probe or state == State.HALF_OPEN or (state == State.CLOSED and current["failures"] >= threshold):
+            RegionCircuit.objects.filter(region=region).update(
+                state=State.OPEN,
+                openings=F("openings") + 1,
+                retry_at=timezone.now() + _open_wait(current["openings"]),
+            )
+
+
+def hold(region: str, error: str) -> datetime.datetime:
+    """Open the circuit at once for a fleet-wide fault; return when it lets a probe through.
+
+    An already open circuit keeps its wait (held payloads of one outage do not double it
+    again and again); a closed or half-open one opens as after a failed probe.
+    """
+    RegionCircuit.objects.get_or_create(region=region)
+    with transaction.atomic():
+        RegionCircuit.objects.filter(region=region).update(last_error=error[:LAST_ERROR_MAX])
+        current = (
+            RegionCircuit.objects.select_for_update().filter(region=region).values("state", "openings", "retry_at")
+        )
+        row = current.first()
+        now = timezone.now()
+        if row is not None and row["state"] == State.OPEN and row["retry_at"] is not None and row["retry_at"] > now:
+            retry_at: datetime.datetime = row["retry_at"]
+            return retry_at
+        retry_at = now + _open_wait(row["openings"] if row else 0)
+        RegionCircuit.objects.filter(region=region).update(
+            state=State.OPEN, openings=F("openings") + 1, retry_at=retry_at
+        )
+        return retry_at
 
 
 def sweep_allowance(region: str, *, batch: int) -> int:

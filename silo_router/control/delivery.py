@@ -7,22 +7,29 @@ compare-and-set update that also takes a lease; if the worker dies, the lease ex
 and the sweeper hands the row out again. The region's idempotency record makes a
 second delivery of a handled envelope a no-op, so at-least-once delivery becomes
 effectively-once handling.
+
+One function, :func:`attempt`, makes every delivery attempt, for the worker
+(:func:`deliver`) and for the request path (:func:`deliver_sync`) alike: circuit
+check, claim, transport call, and the accounting of whatever happened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import enum
 import logging
 import os
 import random
 import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, TextField, Value, When
 from django.utils import timezone
 
 from silo_router import tracing
@@ -30,19 +37,105 @@ from silo_router.conf import conf
 from silo_router.envelope import Envelope, seal
 from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, transport_for
 
-from . import circuits, control_responses
+from . import circuits, followups
+from .beat import DELIVER_TASK
 from .models import Payload
-from .publishing import publish_within
+from .publishing import publish_within, send_task
 
 logger = logging.getLogger("silo_router.delivery")
 
 State = Payload.State
 ACTIVE_STATES = (State.PENDING, State.IN_FLIGHT)
 
+#: How much of an error text a row keeps.
+LAST_ERROR_MAX = circuits.LAST_ERROR_MAX
+IDEMPOTENCY_KEY_MAX = Payload._meta.get_field("idempotency_key").max_length or 200
+KIND_MAX = Payload._meta.get_field("kind").max_length or 200
+LEASE_OWNER_MAX = Payload._meta.get_field("lease_owner").max_length or 64
+#: A message may arrive a little before ``next_attempt_at`` (clock skew between hosts).
+EARLY_CLAIM_ALLOWANCE = datetime.timedelta(seconds=1)
+HOSTNAME_IN_WORKER_ID = 20
+
+LEASE_EXPIRED = "lease expired: the worker did not finish its attempt"
+NO_QUEUE_CONFIRMATION = "the region's queue did not confirm the envelope within QUEUED_CONFIRM_TIMEOUT"
+
+
+class AttemptOutcome(enum.StrEnum):
+    """What became of a payload after one attempt (or one confirmation)."""
+
+    DELIVERED = "delivered"
+    QUEUED = "queued"
+    #: The attempt failed; another one is scheduled.
+    PENDING = "pending"
+    FAILED = "failed"
+    #: The region's circuit holds it; no attempt was spent.
+    HELD = "held"
+    NOT_PENDING = "not_pending"
+    NOT_CLAIMED = "not_claimed"
+    #: Our lease had expired and another worker owns the row now.
+    SUPERSEDED = "superseded"
+    MISSING = "missing"
+    #: A confirmation for a copy the row no longer waits for.
+    STALE = "stale"
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """The outcome of one attempt and, when it was delivered, the region's receipt."""
+
+    outcome: AttemptOutcome
+    receipt: Receipt | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who makes an attempt: a worker, or a request the provider is waiting for.
+
+    ``deadline`` (a ``time.monotonic()`` value) is set on the request path: the
+    transport gets only the time left, every broker publish waits at most that long,
+    and nothing drains the backlog inline.
+    """
+
+    deadline: float | None = None
+    read_only: bool = False
+
+    @property
+    def on_request_path(self) -> bool:
+        return self.deadline is not None
+
+    def remaining(self) -> float:
+        if self.deadline is None:
+            return conf.DELIVERY_TIMEOUT
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def publish(self, targets: Sequence[tuple[str, str]], *, countdown: float = 0.0) -> None:
+        """Wake workers for ``targets``; on the request path never past the deadline."""
+        if not targets:
+            return
+        if not self.on_request_path:
+            enqueue(targets, countdown=countdown)
+            return
+        publish_within(
+            lambda: enqueue(targets, countdown=countdown, mark=False, retry=False),
+            wait=min(conf.PUBLISH_TIMEOUT, self.remaining()),
+            what=f"{len(targets)} delivery messages",
+        )
+        visible_at = timezone.now() + datetime.timedelta(seconds=max(countdown, 0.0))
+        Payload.objects.filter(pk__in=[pk for pk, _ in targets]).update(enqueued_at=visible_at)
+
+
+WORKER = Caller()
+_identity = threading.local()
+
 
 def worker_id() -> str:
-    """Who holds a lease: host, process and thread."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{threading.get_ident() % 100000}"
+    """Who holds a lease: unique per process and thread (a fresh uuid after a fork too)."""
+    pid = os.getpid()
+    if getattr(_identity, "pid", None) != pid:
+        _identity.pid = pid
+        _identity.value = f"{socket.gethostname()[:HOSTNAME_IN_WORKER_ID]}:{uuid.uuid4().hex}"
+    value: str = _identity.value
+    return value[:LEASE_OWNER_MAX]
 
 
 def backoff(attempt: int, *, slow: bool = False, retry_after: float | None = None) -> float:
@@ -52,14 +145,19 @@ def backoff(attempt: int, *, slow: bool = False, retry_after: float | None = Non
     ``SLOW_RETRY_FACTOR`` after a 429 or a timeout, with +-``RETRY_JITTER`` jitter. A
     region's ``Retry-After`` is honoured up to ``RETRY_AFTER_MAX``.
     """
-    delay = min(conf.seconds("DELIVERY_BACKOFF") * 2 ** max(attempt - 1, 0), conf.seconds("DELIVERY_MAX_BACKOFF"))
+    delay = min(conf.DELIVERY_BACKOFF * 2 ** max(attempt - 1, 0), conf.DELIVERY_MAX_BACKOFF)
     if slow:
-        delay *= conf.seconds("SLOW_RETRY_FACTOR")
-    jitter = conf.seconds("RETRY_JITTER")
+        delay *= conf.SLOW_RETRY_FACTOR
+    jitter = conf.RETRY_JITTER
     delay *= random.uniform(1 - jitter, 1 + jitter)
     if retry_after is not None:
-        delay = max(delay, min(retry_after, conf.seconds("RETRY_AFTER_MAX")))
+        delay = max(delay, min(retry_after, conf.RETRY_AFTER_MAX))
     return float(delay)
+
+
+def kind_type_of(envelope: Envelope) -> str:
+    """The request type of an envelope (its kind is ``type`` or ``type:name``)."""
+    return envelope.kind.partition(":")[0]
 
 
 def ordering_key_for(envelope: Envelope, kind_type: str) -> str:
@@ -74,30 +172,37 @@ def ordering_key_for(envelope: Envelope, kind_type: str) -> str:
 def store(
     envelopes: Sequence[Envelope], *, kind_type: str = "", state: str = State.PENDING, last_error: str = ""
 ) -> list[Payload]:
-    """Commit payloads for ``envelopes``; return the new ones (a retry finds them stored).
+    """Commit payloads for ``envelopes``; return exactly the rows this call inserted.
 
-    One insert in the common case. Raises ``DatabaseError`` when storage fails: the
-    caller answers 5xx so the provider retries. A retry, or two copies of one request
-    racing, conflicts on the primary key and is told which payloads already exist.
+    One insert in the common case. A retry, or two copies of one request racing,
+    conflicts on the primary key: the rows that exist are left out and the rest are
+    inserted again, until no conflict remains. Raises ``DatabaseError`` when storage
+    fails (``DataError`` when the data itself cannot be stored), so the caller answers
+    the provider accordingly; a row it did not insert is never returned.
     """
     now = timezone.now()
-    rows = [
-        Payload(
-            id=e.id,
-            idempotency_key=e.idempotency_key[:200],
-            provider=e.provider,
-            kind=e.kind[:200],
-            region=e.region,
-            strategy=e.strategy,
-            envelope=e.to_json().decode(),
-            ordering_key=ordering_key_for(e, kind_type),
-            enqueued_at=now,
-            state=state,
-            last_error=last_error[:2000],
+    loading_scheduled = False
+    rows = []
+    for e in envelopes:
+        loading = {} if loading_scheduled else followups.fields_for_new_payload(e.control_response, now=now)
+        loading_scheduled = loading_scheduled or bool(loading)
+        rows.append(
+            Payload(
+                id=e.id,
+                idempotency_key=e.idempotency_key[:IDEMPOTENCY_KEY_MAX],
+                provider=e.provider,
+                kind=e.kind[:KIND_MAX],
+                region=e.region,
+                strategy=e.strategy,
+                envelope=e.to_json().decode(),
+                ordering_key=ordering_key_for(e, kind_type or kind_type_of(e)),
+                enqueued_at=now,
+                state=state,
+                last_error=last_error[:LAST_ERROR_MAX],
+                **loading,
+            )
         )
-        for e in envelopes
-    ]
-    for _ in range(2):
+    while rows:
         try:
             if len(rows) == 1:
                 # The usual case: one autocommit statement holds SQLite's write lock for the
@@ -117,8 +222,6 @@ def store(
             if not existing:
                 raise
             rows = [r for r in rows if str(r.pk) not in existing]
-            if not rows:
-                return []
     return []
 
 
@@ -131,16 +234,14 @@ def enqueue(
     ``mark`` records the publish time (``store`` already set it for new rows); ``retry``
     is Celery's publish retry (off on the request path, which must not wait).
     """
-    from .tasks import deliver_payload
-
     sent: list[str] = []
     try:
         for payload_id, region in targets:
             queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
-            options: dict[str, Any] = {"countdown": countdown} if countdown > 0 else {}
+            options: dict[str, object] = {"countdown": countdown} if countdown > 0 else {}
             if queue:
                 options["queue"] = str(queue)
-            deliver_payload.apply_async((payload_id,), retry=retry, **options)
+            send_task(DELIVER_TASK, (payload_id,), retry=retry, **options)
             sent.append(payload_id)
     except Exception:  # the broker's errors vary by transport; the row is the truth
         logger.exception("could not publish a delivery message; the sweeper will retry")
@@ -152,76 +253,208 @@ def enqueue(
     return len(sent)
 
 
-def deliver(payload_id: str) -> str:
-    """One delivery attempt for a due payload; returns what became of it."""
+def publish_new(payloads: Sequence[Payload], *, wait: float) -> None:
+    """Wake workers for payloads ``store`` just inserted, waiting ``wait`` seconds at most."""
+    targets = [(str(p.pk), p.region) for p in payloads if p.region]
+    if targets:
+        publish_within(
+            lambda: enqueue(targets, mark=False, retry=False), wait=max(wait, 0.0), what=f"{len(targets)} payloads"
+        )
+
+
+def deliver(payload_id: str) -> AttemptOutcome:
+    """One delivery attempt by a worker for a due payload; returns what became of it."""
     region = Payload.objects.filter(pk=payload_id, state=State.PENDING).values_list("region", flat=True).first()
     if region is None:
-        return "not_pending"
+        return AttemptOutcome.NOT_PENDING
+    return attempt(payload_id, region=region, caller=WORKER, wait=False).outcome
+
+
+def deliver_sync(envelope: Envelope, *, budget: float, read_only: bool) -> Receipt | None:
+    """Store ``envelope`` and deliver it while the provider waits, within ``budget`` seconds.
+
+    Returns the region's receipt, or ``None`` when the caller must answer the provider's
+    fallback (open circuit, timeout, error, a row another process holds). A kind that
+    changes state stays stored for asynchronous delivery; a read-only kind (an options
+    load) is closed as failed, since its answer is useless after the deadline.
+    """
+    caller = Caller(deadline=time.monotonic() + max(budget, 0.0), read_only=read_only)
+    store([envelope], kind_type=kind_type_of(envelope))
+    result = attempt(envelope.id, region=envelope.region, caller=caller, wait=True)
+    if result.outcome is AttemptOutcome.DELIVERED:
+        return result.receipt
+    if result.outcome is AttemptOutcome.HELD and read_only:
+        _close_read_only(envelope.id, "not sent: the region's circuit is open")
+    return None
+
+
+def attempt(payload_id: str, *, region: str, caller: Caller, wait: bool) -> Attempt:
+    """Make one attempt: circuit, claim, transport call, and the accounting of the result."""
     decision = circuits.allow(region)
     if not decision.allowed:
         # Held without a message outstanding: the sweeper sends it once the circuit allows.
         Payload.objects.filter(pk=payload_id, state=State.PENDING).update(
             next_attempt_at=decision.retry_at, enqueued_at=None
         )
-        return "held"
+        return Attempt(AttemptOutcome.HELD)
     payload = claim(payload_id)
     if payload is None:
         if decision.probe:  # the probe was not used: let the next caller probe at once
             circuits.release_probe(region)
-        return "not_claimed"
-    envelope = Envelope.from_json(payload.envelope)
+        return Attempt(AttemptOutcome.NOT_CLAIMED)
+    try:
+        envelope = Envelope.from_json(payload.envelope)
+    except Exception as exc:  # a corrupt row: a failure in control, not in the region
+        return Attempt(_control_failure(payload, exc, probe=decision.probe, caller=caller))
     with tracing.flow("silo_router.deliver", f"deliver {envelope.kind} to {region}", headers=envelope.trace) as flow:
         tracing.set_data(flow, payload_id=payload_id, region=region, attempt=payload.attempts)
-        try:
-            receipt = transport_for(region).deliver(seal(envelope), timeout=conf.DELIVERY_TIMEOUT, wait=False)
-        except DeliveryError as exc:
-            if exc.region_fault:
-                circuits.record_failure(region, exc.reason, probe=decision.probe)
-            else:  # it answered: it is up
-                note_region_up(region)
-            return record_failure(payload, exc)
-        note_region_up(region)
-        if receipt.outcome == "queued":
-            return mark_queued(payload)
-        mark_delivered(payload, receipt=receipt)
-        return State.DELIVERED
+        result = _call_region(payload, envelope, probe=decision.probe, caller=caller, wait=wait)
+        tracing.set_data(flow, outcome=str(result.outcome))
+        return result
 
 
-def note_region_up(region: str) -> None:
-    """Close the region's circuit; on a recovery, release its held payloads and drain them."""
+def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: Caller, wait: bool) -> Attempt:
+    region = payload.region
+    try:
+        transport = transport_for(region)
+        sealed = seal(envelope)
+        timeout = caller.remaining()
+        if timeout <= 0:
+            raise DeliveryError("no time left before the provider's deadline", retryable=True, region_fault=False)
+        receipt = transport.deliver(sealed, timeout=timeout, wait=wait)
+    except DeliveryError as exc:
+        return Attempt(_region_failure(payload, exc, probe=probe, caller=caller))
+    except Exception as exc:  # anything else went wrong in control (settings, signing, a transport bug)
+        return Attempt(_control_failure(payload, exc, probe=probe, caller=caller))
+    note_region_up(region, drain=not caller.on_request_path)
+    if receipt.outcome == "unhandled":
+        # Deploy skew: the region has no handler (yet). Not its fault, and not handled.
+        missing = DeliveryError(
+            f"no handler for {envelope.kind} in region {region}", retryable=True, region_fault=False
+        )
+        return Attempt(_record_failure(payload, missing, retry=not caller.read_only, caller=caller))
+    if receipt.outcome == "queued":
+        return Attempt(mark_queued(payload), receipt)
+    mark_delivered(payload, receipt=receipt, caller=caller)
+    return Attempt(AttemptOutcome.DELIVERED, receipt)
+
+
+def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller: Caller) -> AttemptOutcome:
+    region = payload.region
+    if getattr(exc, "hold", False):
+        retry_at = circuits.hold(region, exc.reason)
+        logger.error(
+            "region %s refuses every envelope (%s): holding its payloads behind its circuit until %s; "
+            "fix the configuration (keys, region name, envelope version, ingress)",
+            region,
+            exc.reason,
+            retry_at.isoformat(),
+        )
+        return _give_back(payload, exc.reason, retry_at=retry_at)
+    if exc.region_fault:
+        circuits.record_failure(region, exc.reason, probe=probe)
+    else:  # it answered: it is up
+        note_region_up(region, drain=not caller.on_request_path)
+    return _record_failure(payload, exc, retry=not caller.read_only, caller=caller)
+
+
+def _control_failure(payload: Payload, exc: Exception, *, probe: bool, caller: Caller) -> AttemptOutcome:
+    """Count an attempt that failed inside control itself, keeping the real error."""
+    logger.exception("delivery of %s to %r failed in control", payload.pk, payload.region)
+    if probe:
+        circuits.release_probe(payload.region)
+    reason = f"control error: {type(exc).__name__}: {exc}"
+    error = DeliveryError(reason, retryable=True, region_fault=False)
+    return _record_failure(payload, error, retry=not caller.read_only, caller=caller)
+
+
+def _give_back(payload: Payload, reason: str, *, retry_at: datetime.datetime) -> AttemptOutcome:
+    """Put a held payload back to pending without spending its attempt."""
+    updated = Payload.objects.filter(pk=payload.pk, lease_owner=payload.lease_owner, state=State.IN_FLIGHT).update(
+        state=State.PENDING,
+        attempts=Case(When(attempts__gt=0, then=F("attempts") - 1), default=Value(0)),
+        last_error=f"held: {reason}"[:LAST_ERROR_MAX],
+        next_attempt_at=retry_at,
+        enqueued_at=None,
+        lease_owner="",
+        lease_until=None,
+    )
+    return AttemptOutcome.HELD if updated else AttemptOutcome.SUPERSEDED
+
+
+def _close_read_only(payload_id: str, reason: str) -> None:
+    Payload.objects.filter(pk=payload_id, state=State.PENDING).update(
+        state=State.FAILED, last_error=reason[:LAST_ERROR_MAX], next_attempt_at=None
+    )
+
+
+def note_region_up(region: str, *, drain: bool = True) -> None:
+    """Close the region's circuit; on a recovery, release its held payloads.
+
+    Only the one process that saw the recovery (a compare-and-set in
+    :func:`circuits.record_success`) releases them and, with ``drain``, publishes one
+    ``SWEEP_BATCH`` at once; the sweeper publishes the rest at its bounded rate. The
+    request path never drains inline.
+    """
     if not circuits.record_success(region):
         return
     released = Payload.objects.filter(region=region, state=State.PENDING, enqueued_at__isnull=True).update(
         next_attempt_at=None
     )
-    logger.info("region %s recovered; draining %d held payloads", region, released)
-    sweep(regions=[region])
+    logger.info("region %s recovered; %d held payloads released", region, released)
+    if drain:
+        sweep(regions=[region], expire=False)
 
 
-def mark_queued(payload: Payload) -> str:
+def queued_lease_owner(region: str) -> str:
+    """The lease owner of a payload waiting for its region's queue to confirm it."""
+    return f"queued:{region}"[:LEASE_OWNER_MAX]
+
+
+def mark_queued(payload: Payload) -> AttemptOutcome:
     """The region's queue has the envelope; keep the lease until the region confirms.
 
-    If no confirmation comes within ``QUEUED_CONFIRM_TIMEOUT`` (a flushed broker, say),
-    the lease expires and the sweeper sends the envelope again; the region's
-    idempotency record absorbs it if it was handled after all.
+    If no confirmation comes within ``QUEUED_CONFIRM_TIMEOUT`` (a flushed broker, the
+    region's workers down), the lease expires and the sweeper sends the envelope again
+    as a new attempt; at ``DELIVERY_MAX_ATTEMPTS`` it fails instead. The region's
+    idempotency record absorbs a copy that was handled after all.
     """
     Payload.objects.filter(pk=payload.pk, state=State.IN_FLIGHT).update(
-        lease_owner=f"queued:{payload.region}"[:64],
-        lease_until=timezone.now() + datetime.timedelta(seconds=conf.seconds("QUEUED_CONFIRM_TIMEOUT")),
+        lease_owner=queued_lease_owner(payload.region),
+        lease_until=timezone.now() + datetime.timedelta(seconds=conf.QUEUED_CONFIRM_TIMEOUT),
     )
-    return "queued"
+    return AttemptOutcome.QUEUED
 
 
-def confirm(payload_id: str, *, outcome: str, reason: str = "") -> str:
-    """Record a region's confirmation of a queued envelope."""
+def confirm(payload_id: str, *, outcome: str, reason: str = "") -> AttemptOutcome:
+    """Record a region's confirmation of a queued envelope.
+
+    ``handled``/``duplicate`` is the truth whatever the row says: the handler ran, so
+    the payload is delivered, even if it had been failed meanwhile (noted in
+    ``last_error``); a delivered row never goes back. Other outcomes only count for a
+    row still waiting on its queue; a confirmation of an older copy is ignored.
+    """
     payload = Payload.objects.filter(pk=payload_id).first()
     if payload is None:
-        return "missing"
-    if outcome in ("handled", "duplicate", "unhandled"):
-        mark_delivered(payload, receipt=Receipt(outcome=outcome))
-        return State.DELIVERED
-    error = DeliveryError(f"region {outcome}: {reason}", retryable=False)
-    return record_failure(payload, error)
+        return AttemptOutcome.MISSING
+    if outcome in ("handled", "duplicate"):
+        if payload.state == State.DELIVERED:
+            return AttemptOutcome.DELIVERED
+        note = "handled after it had been marked failed" if payload.state == State.FAILED else ""
+        mark_delivered(payload, receipt=Receipt(outcome=outcome), note=note)
+        return AttemptOutcome.DELIVERED
+    if payload.state != State.IN_FLIGHT or payload.lease_owner != queued_lease_owner(payload.region):
+        logger.info("ignoring a %s confirmation for %s: it waits for no copy now", outcome, payload_id)
+        return AttemptOutcome.STALE
+    if outcome == "unhandled":
+        error = DeliveryError(
+            f"no handler for {payload.kind} in region {payload.region}", retryable=True, region_fault=False
+        )
+    elif outcome == "rejected":  # e.g. the copy waited past its signature's age: a fresh one may pass
+        error = DeliveryError(f"region rejected: {reason}", retryable=True, region_fault=False)
+    else:  # the region's task already retried the handler
+        error = DeliveryError(f"region {outcome}: {reason}", retryable=False)
+    return _record_failure(payload, error, retry=True, caller=WORKER)
 
 
 def claim(payload_id: str) -> Payload | None:
@@ -237,14 +470,14 @@ def claim(payload_id: str) -> Payload | None:
         return None
     if row["ordering_key"] and _has_predecessor(payload_id, row["ordering_key"], row["created_at"]):
         Payload.objects.filter(pk=payload_id, state=State.PENDING).update(
-            next_attempt_at=now + datetime.timedelta(seconds=conf.seconds("DELIVERY_BACKOFF"))
+            next_attempt_at=now + datetime.timedelta(seconds=conf.DELIVERY_BACKOFF)
         )
         return None
     owner = worker_id()
-    lease_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.seconds("LEASE_MARGIN"))
+    lease_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.LEASE_MARGIN)
     claimed = (
         Payload.objects.filter(pk=payload_id, state=State.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + datetime.timedelta(seconds=1)))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + EARLY_CLAIM_ALLOWANCE))
         .update(
             state=State.IN_FLIGHT,
             lease_owner=owner,
@@ -265,89 +498,119 @@ def _has_predecessor(payload_id: str, key: str, created_at: datetime.datetime) -
     return Payload.objects.filter(earlier, ordering_key=key, state__in=blocking).exists()
 
 
-def mark_delivered(payload: Payload, *, receipt: Receipt) -> None:
+def mark_delivered(payload: Payload, *, receipt: Receipt, caller: Caller = WORKER, note: str = "") -> None:
     """Record the region's receipt; wake the next payload of a strict-order key."""
-    Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(
-        state=State.DELIVERED,
-        delivered_at=timezone.now(),
-        last_error="" if receipt.outcome != "unhandled" else "no handler in the region",
-        next_attempt_at=None,
-        lease_owner="",
-        lease_until=None,
+    updated = (
+        Payload.objects.filter(pk=payload.pk)
+        .exclude(state=State.DELIVERED)
+        .update(
+            state=State.DELIVERED,
+            delivered_at=timezone.now(),
+            last_error=note[:LAST_ERROR_MAX],
+            next_attempt_at=None,
+            lease_owner="",
+            lease_until=None,
+        )
     )
+    if updated:
+        followups.payload_ended(str(payload.pk), followups.Report.DONE)
     if payload.ordering_key:
         following = (
             Payload.objects.filter(ordering_key=payload.ordering_key, state=State.PENDING)
             .order_by("created_at", "pk")
             .values_list("pk", "region")[:1]
         )
-        enqueue([(str(pk), region) for pk, region in following])
+        caller.publish([(str(pk), region) for pk, region in following])
 
 
-def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True, from_request: bool = False) -> str:
+def record_failure(
+    payload: Payload, exc: DeliveryError, *, retry: bool = True, from_request: bool = False
+) -> AttemptOutcome:
     """Schedule another attempt, or move the payload to failed (kept) and tell the user.
 
-    ``from_request``: called while the provider waits, so the retry's message is published
-    without letting a slow broker hold the answer.
+    ``from_request``: called while the provider waits, so the retry's message is
+    published without letting a slow broker hold the answer (prefer :func:`deliver_sync`,
+    which also clamps that wait to the provider's deadline).
     """
+    caller = Caller(deadline=time.monotonic() + conf.PUBLISH_TIMEOUT) if from_request else WORKER
+    return _record_failure(payload, exc, retry=retry, caller=caller)
+
+
+def _record_failure(payload: Payload, exc: DeliveryError, *, retry: bool, caller: Caller) -> AttemptOutcome:
     attempts = payload.attempts
     # Only while the row is still ours: a worker whose lease expired must not undo the
     # attempt of the worker that claimed the row after it.
-    mine = Payload.objects.filter(pk=payload.pk, lease_owner=payload.lease_owner).exclude(state=State.DELIVERED)
+    ours = Payload.objects.filter(pk=payload.pk, lease_owner=payload.lease_owner).exclude(state=State.DELIVERED)
     if retry and exc.retryable and attempts < conf.DELIVERY_MAX_ATTEMPTS:
         slow = isinstance(exc, DeliveryTimeout) or exc.reason.startswith("http_429")
         delay = backoff(attempts, slow=slow, retry_after=exc.retry_after)
-        updated = mine.update(
+        updated = ours.update(
             state=State.PENDING,
-            last_error=exc.reason[:2000],
+            last_error=exc.reason[:LAST_ERROR_MAX],
             next_attempt_at=timezone.now() + datetime.timedelta(seconds=delay),
             lease_owner="",
             lease_until=None,
         )
         if not updated:
-            return "superseded"
+            return AttemptOutcome.SUPERSEDED
         logger.warning(
             "delivery of %s to %s failed (%s); retry in %.1fs", payload.pk, payload.region, exc.reason, delay
         )
-        target = [(str(payload.pk), payload.region)]
-        if not from_request:
-            enqueue(target, countdown=delay)
-            return State.PENDING
-        publish_within(
-            lambda: enqueue(target, countdown=delay, mark=False, retry=False),
-            wait=conf.seconds("PUBLISH_TIMEOUT"),
-            what=f"the retry of {payload.pk}",
-        )
-        Payload.objects.filter(pk=payload.pk).update(enqueued_at=timezone.now() + datetime.timedelta(seconds=delay))
-        return State.PENDING
-    if not mine.update(
-        state=State.FAILED, last_error=exc.reason[:2000], next_attempt_at=None, lease_owner="", lease_until=None
+        caller.publish([(str(payload.pk), payload.region)], countdown=delay)
+        return AttemptOutcome.PENDING
+    if not ours.update(
+        state=State.FAILED,
+        last_error=exc.reason[:LAST_ERROR_MAX],
+        next_attempt_at=None,
+        lease_owner="",
+        lease_until=None,
     ):
-        return "superseded"
+        return AttemptOutcome.SUPERSEDED
     logger.error("payload %s for %s failed for good: %s", payload.pk, payload.region, exc.reason)
-    report_outcome(str(payload.pk), outcome="failed")
-    return State.FAILED
+    followups.payload_ended(str(payload.pk), followups.Report.FAILED)
+    return AttemptOutcome.FAILED
 
 
-def sweep(*, regions: Sequence[str] | None = None) -> dict[str, int]:
+def expire_leases(*, now: datetime.datetime | None = None) -> int:
+    """End the leases of attempts whose worker vanished; return how many.
+
+    Each expired lease was an attempt (the claim counted it): a row that has used
+    ``DELIVERY_MAX_ATTEMPTS`` goes to failed, the others to pending. A real error
+    recorded earlier is kept in ``last_error``.
+    """
+    moment = now or timezone.now()
+    expired = Payload.objects.filter(state=State.IN_FLIGHT, lease_until__lt=moment)
+    error = Case(
+        When(lease_owner__startswith="queued:", then=Value(NO_QUEUE_CONFIRMATION)),
+        When(last_error="", then=Value(LEASE_EXPIRED)),
+        default=F("last_error"),
+        output_field=TextField(),
+    )
+    exhausted = list(expired.filter(attempts__gte=conf.DELIVERY_MAX_ATTEMPTS).values_list("pk", "region"))
+    failed = expired.filter(pk__in=[pk for pk, _ in exhausted]).update(
+        state=State.FAILED, lease_owner="", lease_until=None, enqueued_at=None, next_attempt_at=None, last_error=error
+    )
+    for pk, region in exhausted:
+        logger.error("payload %s for %s failed for good: its last attempt never finished", pk, region)
+        followups.payload_ended(str(pk), followups.Report.FAILED)
+    retried = expired.update(state=State.PENDING, lease_owner="", lease_until=None, enqueued_at=None, last_error=error)
+    return failed + retried
+
+
+def sweep(*, regions: Sequence[str] | None = None, expire: bool = True) -> dict[str, int]:
     """Recover what the fast path missed; return counts.
 
-    - ``in_flight`` rows whose lease expired (their worker died) become pending;
+    - ``in_flight`` rows whose lease expired (their worker died, or a queue never
+      confirmed) become pending, or failed once they used their attempts;
     - due pending rows with no message outstanding (held by a circuit, or published
       more than ``SWEEP_GRACE`` seconds ago and still here: a crash between commit and
       publish, a flushed broker) are published again, at most ``SWEEP_BATCH`` per region
-      per run, so a recovered region drains at a bounded rate. A region whose circuit
-      is open gets one message when its probe is due, and none before.
+      per run. A region whose circuit is open gets one message when its probe is due;
+    - Loading modals whose check is due are checked.
     """
     now = timezone.now()
-    grace = datetime.timedelta(seconds=conf.seconds("SWEEP_GRACE"))
-    expired = Payload.objects.filter(state=State.IN_FLIGHT, lease_until__lt=now).update(
-        state=State.PENDING,
-        lease_owner="",
-        lease_until=None,
-        enqueued_at=None,
-        last_error="lease expired: the worker did not finish",
-    )
+    expired = expire_leases(now=now) if expire else 0
+    grace = datetime.timedelta(seconds=conf.SWEEP_GRACE)
     due = (
         Payload.objects.filter(state=State.PENDING)
         .exclude(region="")
@@ -357,20 +620,24 @@ def sweep(*, regions: Sequence[str] | None = None) -> dict[str, int]:
     names = list(regions) if regions is not None else sorted(set(due.values_list("region", flat=True)))
     published = 0
     for region in names:
-        allowance = circuits.sweep_allowance(region, batch=conf.count("SWEEP_BATCH"))
+        allowance = circuits.sweep_allowance(region, batch=conf.SWEEP_BATCH)
         if allowance:
             ids = due.filter(region=region).order_by("created_at").values_list("pk", flat=True)[:allowance]
             published += enqueue([(str(pk), region) for pk in ids])
-    if expired or published:
-        logger.info("sweep: %d expired leases, %d payloads republished", expired, published)
-    return {"expired_leases": expired, "republished": published}
+    checked = followups.run_due_checks(now=now) if regions is None else 0
+    if expired or published or checked:
+        logger.info(
+            "sweep: %d expired leases, %d payloads republished, %d loading views checked", expired, published, checked
+        )
+    return {"expired_leases": expired, "republished": published, "loading_checks": checked}
 
 
 def replay(payload_ids: Iterable[str]) -> int:
     """Send failed (or delivered) payloads again; return how many were reset.
 
     The envelope id does not change, so a payload the region already handled is
-    acknowledged there without running its handler a second time.
+    acknowledged there without running its handler a second time. Unroutable payloads
+    are resolved again by :func:`silo_router.control.rerouting.replay`.
     """
     ids = [str(pk) for pk in payload_ids]
     reset = (
@@ -390,26 +657,6 @@ def replay(payload_ids: Iterable[str]) -> int:
     return reset
 
 
-def report_outcome(payload_id: str, *, outcome: str) -> None:
-    """Tell the user through the control response (if any), and remember the view's new hash."""
-    stored = Payload.objects.filter(pk=payload_id).values_list("envelope", flat=True).first()
-    if stored is None:
-        return
-    envelope = Envelope.from_json(stored)
-    updated = control_responses.report(envelope.control_response, outcome=outcome)
-    if updated is not None:
-        fresh = envelope.replace(control_response=updated).to_json().decode()
-        Payload.objects.filter(pk=payload_id).update(envelope=fresh)
-
-
 def check_loading_view(payload_id: str) -> None:
-    """After ``LOADING_VIEW_TIMEOUT``: never leave a user on a Loading modal.
-
-    If the region already replaced the modal, Slack refuses this update (the view's
-    hash changed) and nothing happens.
-    """
-    state = Payload.objects.filter(pk=payload_id).values_list("state", flat=True).first()
-    if state == State.DELIVERED:
-        report_outcome(payload_id, outcome="done")
-    elif state in ACTIVE_STATES:
-        report_outcome(payload_id, outcome="timed_out")
+    """Check the Loading modal of ``payload_id`` now (the sweeper does this when it is due)."""
+    followups.check(payload_id)

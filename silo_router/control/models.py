@@ -98,6 +98,14 @@ class Payload(models.Model):
         FAILED = "failed"
         UNROUTABLE = "unroutable"
 
+    class LoadingView(models.TextChoices):
+        """Where the Loading modal a control response opened for this payload stands."""
+
+        NONE = "", "none"
+        OPEN = "open", "showing Loading"
+        TIMED_OUT = "timed_out", "showing taking longer"
+        CLOSED = "closed", "final outcome shown"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     idempotency_key = models.CharField(max_length=200, db_index=True)
     provider = models.CharField(max_length=32)
@@ -120,9 +128,17 @@ class Payload(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     lease_owner = models.CharField(max_length=64, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    loading_view = models.CharField(max_length=16, choices=LoadingView.choices, default=LoadingView.NONE, blank=True)
+    loading_check_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the sweeper must look at the Loading modal this payload opened."
+    )
+    loading_view_hash = models.CharField(
+        max_length=128, blank=True, help_text="Slack's hash of the modal as last shown, for the next views.update."
+    )
 
     class Meta:
         indexes = [
+            models.Index(fields=["loading_check_at"], name="silo_router_payload_loading"),
             models.Index(fields=["state", "next_attempt_at"], name="silo_router_payload_due"),
             models.Index(fields=["region", "state"], name="silo_router_payload_region"),
             models.Index(fields=["ordering_key", "created_at"], name="silo_router_payload_order"),

@@ -85,6 +85,7 @@ class OptionStore:
     def __init__(self) -> None:
         self._values: Mapping[str, Any] = {}
         self._loaded_at = float("-inf")
+        self._has_snapshot = False
         self._lock = threading.Lock()
 
     def get(self, key: str) -> Any:
@@ -99,9 +100,15 @@ class OptionStore:
         self._loaded_at = float("-inf")
 
     def _refresh(self) -> None:
-        if not self._lock.acquire(blocking=False):
-            return  # another thread is refreshing; use the snapshot we have
+        # With a snapshot, a thread that finds another one refreshing uses the snapshot it
+        # has. Without one (the first read of the process), it waits for the first load:
+        # the defaults are not the operator's values.
+        waited = not self._has_snapshot
+        if not self._lock.acquire(blocking=waited):
+            return
         try:
+            if waited and self._has_snapshot:
+                return  # the thread we waited for loaded it
             from .models import Option
 
             values: dict[str, Any] = {}
@@ -111,9 +118,11 @@ class OptionStore:
                 except ValueError:
                     logger.error("option %s holds an invalid value; using its default", key)
             self._values = values
+            self._has_snapshot = True
             self._loaded_at = time.monotonic()
         except DatabaseError:
             logger.exception("could not load options; keeping the previous values")
+            self._has_snapshot = True  # the defaults, until the database answers again
             self._loaded_at = time.monotonic()
         finally:
             self._lock.release()

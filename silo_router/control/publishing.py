@@ -13,14 +13,18 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from celery import current_app
 
 logger = logging.getLogger("silo_router.delivery")
 
+#: Publishes that may wait for a slow broker at once; past that the sweeper takes over.
 MAX_OUTSTANDING = 64
-_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="silo-router-publish")
+#: Threads that talk to the broker for request-path publishes.
+PUBLISH_THREADS = 4
+_pool = concurrent.futures.ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="silo-router-publish")
 _slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
 
 
@@ -50,3 +54,17 @@ def publish_within(publish: Callable[[], object], *, wait: float, what: str) -> 
         logger.warning("the broker did not take %s within %.2f s; answering anyway", what, wait)
         return False
     return True
+
+
+def send_task(name: str, args: Sequence[Any], **options: Any) -> None:
+    """Publish a message for the task registered as ``name``, without importing its module.
+
+    Where the task is registered in this process (a worker, or tests in eager mode) it
+    is sent through its own ``apply_async`` so eager mode runs it; elsewhere the message
+    goes out by name, which is all the broker needs.
+    """
+    task = current_app.tasks.get(name)
+    if task is not None:
+        task.apply_async(tuple(args), **options)
+    else:
+        current_app.send_task(name, args=tuple(args), **options)

@@ -23,6 +23,7 @@ class RegionStatus:
     pending: int
     in_flight: int
     failed: int
+    unroutable: int
     delivered: int
     oldest_pending_age: datetime.timedelta | None
     circuit: str
@@ -37,7 +38,8 @@ def region_status() -> list[RegionStatus]:
         for row in Payload.objects.values("region").annotate(
             pending=Count("pk", filter=Q(state=State.PENDING)),
             in_flight=Count("pk", filter=Q(state=State.IN_FLIGHT)),
-            failed=Count("pk", filter=Q(state__in=(State.FAILED, State.UNROUTABLE))),
+            failed=Count("pk", filter=Q(state=State.FAILED)),
+            unroutable=Count("pk", filter=Q(state=State.UNROUTABLE)),
             delivered=Count("pk", filter=Q(state=State.DELIVERED)),
             oldest=Min("created_at", filter=Q(state__in=(State.PENDING, State.IN_FLIGHT))),
         )
@@ -53,6 +55,7 @@ def region_status() -> list[RegionStatus]:
                 pending=c.get("pending", 0),
                 in_flight=c.get("in_flight", 0),
                 failed=c.get("failed", 0),
+                unroutable=c.get("unroutable", 0),
                 delivered=c.get("delivered", 0),
                 oldest_pending_age=(now - c["oldest"]) if c.get("oldest") else None,
                 circuit=circuit.state if circuit else RegionCircuit.State.CLOSED,
@@ -60,6 +63,12 @@ def region_status() -> list[RegionStatus]:
             )
         )
     return rows
+
+
+UNROUTABLE_ADVICE = (
+    "Unroutable payloads matched no installation. Add the missing Integration / OrganizationMapping, "
+    "then replay them: manage.py silo_router_replay --state unroutable (or the admin's replay action)."
+)
 
 
 def format_age(age: datetime.timedelta | None) -> str:

@@ -1,7 +1,8 @@
 """Celery tasks of the control silo. Messages carry payload ids, never bodies.
 
 Schedule ``silo_router.control.sweep`` with Celery beat (every 5-10 seconds); see
-``silo_router.control.beat.beat_schedule``.
+``silo_router.control.beat.beat_schedule``. Other modules publish these tasks by name
+(:data:`silo_router.control.beat.DELIVER_TASK`), never by importing this module.
 """
 
 from __future__ import annotations
@@ -13,24 +14,31 @@ from silo_router.conf import conf
 from silo_router.transports.celery import CONFIRM_TASK
 
 from . import delivery
-from .beat import SWEEP_TASK
+from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_TASK, SWEEP_TASK
 
 
-@shared_task(name="silo_router.control.deliver", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+# acks_late: a message is acknowledged only once its attempt ended, so a broker
+# connection lost mid-task does not lose the wake-up. No reject_on_worker_lost: a
+# payload that kills its worker (a segfault, the OOM killer) would otherwise be
+# re-queued and kill workers without limit. The message is acknowledged instead; the
+# database lease of the claimed row expires, the sweeper hands it out again as a new
+# attempt (the claim counted it), and at DELIVERY_MAX_ATTEMPTS it goes to failed.
+@shared_task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=False, ignore_result=True)
 def deliver_payload(payload_id: str) -> str:
     """Attempt delivery of one stored payload to its region."""
-    return delivery.deliver(payload_id)
+    return str(delivery.deliver(payload_id))
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
-    """Expire dead leases and republish payloads the fast path missed."""
+    """Expire dead leases, republish payloads the fast path missed, check Loading modals."""
     return delivery.sweep()
 
 
-@shared_task(name="silo_router.control.check_loading_view", ignore_result=True)
+@shared_task(name=CHECK_LOADING_VIEW_TASK, ignore_result=True)
 def check_loading_view(payload_id: str) -> None:
-    """Replace a Loading modal that is still showing after ``LOADING_VIEW_TIMEOUT``."""
+    """Check a Loading modal now. The sweeper runs the same check when it is due, so a
+    lost message changes nothing."""
     delivery.check_loading_view(payload_id)
 
 
@@ -39,4 +47,4 @@ def confirm_delivery(payload_id: str, outcome: str, reason: str, signature: str)
     """A region worker (``celery`` transport) reports how a queued envelope ended."""
     message = signing.confirmation_message(payload_id, outcome, reason)
     signing.verify(message, signature, keys=conf.SIGNING_KEYS, max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE")))
-    return delivery.confirm(payload_id, outcome=outcome, reason=reason)
+    return str(delivery.confirm(payload_id, outcome=outcome, reason=reason))

@@ -43,6 +43,11 @@ def state(payload_id: str) -> Payload:
     return Payload.objects.get(pk=payload_id)
 
 
+def swept(counts: dict[str, int]) -> tuple[int, int]:
+    """(expired leases, republished payloads) of one sweep."""
+    return counts["expired_leases"], counts["republished"]
+
+
 def test_backoff_schedule(settings: Any) -> None:
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RETRY_JITTER": 0, "DELIVERY_MAX_BACKOFF": 20}
     assert [delivery.backoff(n) for n in (1, 2, 3, 4, 5, 6)] == [2, 4, 8, 16, 20, 20]
@@ -150,8 +155,7 @@ def test_lease_of_a_dead_worker_expires_and_the_sweeper_republishes(
     (pid,) = make()
     assert delivery.claim(pid) is not None  # a worker claims it ... and dies
     Payload.objects.filter(pk=pid).update(lease_until=timezone.now() - datetime.timedelta(seconds=1))
-    result = delivery.sweep()
-    assert result == {"expired_leases": 1, "republished": 1}
+    assert swept(delivery.sweep()) == (1, 1)
     assert published[-1][0] == pid
     assert delivery.deliver(pid) == "delivered"
     assert state(pid).attempts == 2
@@ -161,7 +165,7 @@ def test_sweeper_finds_payloads_whose_publish_was_lost(
     http_regions: RegionServer, published: list[Any], settings: Any
 ) -> None:
     ids = make(3)  # stored, never published (a crash between commit and publish)
-    assert delivery.sweep() == {"expired_leases": 0, "republished": 0}  # within the grace period
+    assert swept(delivery.sweep()) == (0, 0)  # within the grace period
     old = timezone.now() - datetime.timedelta(seconds=60)
     Payload.objects.filter(pk__in=ids).update(created_at=old, enqueued_at=old)
     assert delivery.sweep()["republished"] == 3
@@ -238,7 +242,10 @@ def test_circuit_functions_directly() -> None:
     assert circuits.allow("nowhere").allowed
     circuits.record_failure("nowhere", "boom", probe=False)
     assert RegionCircuit.objects.get(region="nowhere").failures == 1
-    assert circuits.record_success("nowhere") is True
+    assert circuits.record_success("nowhere") is False  # closed all along: nothing to drain
+    assert RegionCircuit.objects.get(region="nowhere").failures == 0
+    RegionCircuit.objects.filter(region="nowhere").update(state="open")
+    assert circuits.record_success("nowhere") is True  # a recovery
     assert circuits.record_success("nowhere") is False
 
 
@@ -309,7 +316,7 @@ def test_a_lost_queued_message_is_sent_again_after_its_lease(celery_eu: None, pu
     (pid,) = make(1, region="eu")
     assert delivery.deliver(pid) == "queued"
     Payload.objects.filter(pk=pid).update(lease_until=timezone.now() - datetime.timedelta(seconds=1))
-    assert delivery.sweep() == {"expired_leases": 1, "republished": 1}
+    assert swept(delivery.sweep()) == (1, 1)
     assert state(pid).state == "pending"
 
 

@@ -68,9 +68,10 @@ def test_status_command(http_regions: RegionServer, published: list[Any]) -> Non
     out = io.StringIO()
     call_command("silo_router_status", stdout=out)
     lines = out.getvalue().splitlines()
-    assert lines[0].split()[:6] == ["region", "pending", "in_flight", "failed", "delivered", "oldest"]
-    assert lines[1].split()[:5] == ["eu", "0", "0", "1", "0"]
-    assert lines[2].split()[:5] == ["us", "2", "0", "0", "0"]
+    assert lines[0].split()[:7] == ["region", "pending", "in_flight", "failed", "unroutable", "delivered", "oldest"]
+    assert lines[1].split()[:6] == ["eu", "0", "0", "1", "0", "0"]
+    assert lines[2].split()[:6] == ["us", "2", "0", "0", "0", "0"]
+    assert "unroutable" not in out.getvalue().split("\n", 1)[1]  # no advice when there is nothing to do
 
 
 def test_replay_command_with_filters(http_regions: RegionServer, published: list[Any]) -> None:

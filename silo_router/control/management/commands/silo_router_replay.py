@@ -1,4 +1,4 @@
-"""``manage.py silo_router_replay``: send failed payloads again, chosen by filter."""
+"""``manage.py silo_router_replay``: send failed payloads again, or route unroutable ones again, by filter."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from silo_router.control import delivery
+from silo_router.control import rerouting
 from silo_router.control.models import Payload
 
 
@@ -21,7 +21,10 @@ def _when(value: str) -> datetime.datetime:
 
 
 class Command(BaseCommand):
-    help = "Replay payloads (failed by default) matching the filters. Handled ones have no second effect."
+    help = (
+        "Replay payloads (failed by default) matching the filters. Handled ones have no second effect; "
+        "unroutable ones are resolved again (add the missing mapping first)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--region")
@@ -29,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--kind", help="exact kind, e.g. block_actions:resolve_dialog")
         parser.add_argument("--since", type=_when, help="created at or after (ISO 8601)")
         parser.add_argument("--until", type=_when, help="created before (ISO 8601)")
-        parser.add_argument("--state", default="failed", choices=["failed", "delivered"])
+        parser.add_argument("--state", default="failed", choices=["failed", "delivered", "unroutable"])
         parser.add_argument("--id", action="append", dest="ids", help="a payload id (repeatable)")
         parser.add_argument("--dry-run", action="store_true")
 
@@ -46,4 +49,11 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"would replay {len(ids)} payloads")
             return
-        self.stdout.write(f"replayed {delivery.replay(ids)} payloads")
+        result = rerouting.replay(ids)
+        if options["state"] == "unroutable":
+            self.stdout.write(
+                f"routed {result.rerouted} payloads; {result.still_unroutable} still unroutable"
+                + (" (add the installation's mapping, then replay again)" if result.still_unroutable else "")
+            )
+            return
+        self.stdout.write(f"replayed {result.replayed} payloads")

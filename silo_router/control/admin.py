@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
+from silo_router import redaction
 from silo_router.conf import conf
 
 from . import rerouting
@@ -23,54 +24,32 @@ from .models import Integration, Option, OptionChange, OrganizationMapping, Payl
 from .options import DEFINITIONS, options
 from .status import UNROUTABLE_ADVICE, format_age, region_status
 
-#: Keys whose values are capabilities (anyone holding them can act as the app or user).
-CAPABILITY_KEYS = frozenset({"response_url", "response_urls", "trigger_id", "token", "bot_token", "access_token"})
-#: Header names (lower case) that carry signatures or credentials.
-SECRET_HEADER_MARKERS = ("signature", "authorization", "token", "cookie")
-REDACTED = "[redacted]"
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: (REDACTED if str(k).lower() in CAPABILITY_KEYS else _redact(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact(v) for v in value]
-    return value
-
-
-def _redacted_body(body: str) -> Any:
-    """A provider body (JSON, or a form whose ``payload`` field is JSON) with capabilities removed."""
+def _parsed_body(body: str) -> Any:
+    """A provider body for reading: JSON, or a form whose ``payload`` field is JSON, decoded."""
     try:
-        return _redact(json.loads(body))
+        return json.loads(body)
     except ValueError:
         pass
     fields: dict[str, Any] = {}
     for key, raw in urllib.parse.parse_qsl(body, keep_blank_values=True):
-        if key.lower() in CAPABILITY_KEYS:
-            fields[key] = REDACTED
-            continue
         try:
-            fields[key] = _redact(json.loads(raw)) if key == "payload" else raw
+            fields[key] = json.loads(raw) if key == "payload" else raw
         except ValueError:
             fields[key] = raw
     return fields
 
 
 def _redacted_envelope(raw: str) -> str:
-    """The stored envelope for an operator's eyes: capability fields and signature headers removed."""
+    """The stored envelope for an operator's eyes, with every capability and signature redacted."""
     try:
         envelope = json.loads(raw)
     except ValueError:
         return "(not valid JSON)"
     if not isinstance(envelope, dict):
         return "(not an envelope)"
-    envelope["body"] = _redacted_body(str(envelope.get("body", "")))
-    headers = envelope.get("headers")
-    if isinstance(headers, dict):
-        envelope["headers"] = {
-            k: (REDACTED if any(m in str(k).lower() for m in SECRET_HEADER_MARKERS) else v) for k, v in headers.items()
-        }
-    return json.dumps(_redact(envelope), indent=2, sort_keys=True)
+    body = envelope.pop("body", "")
+    shown = {**envelope, "parsed_body": _parsed_body(str(body))}
+    return json.dumps(redaction.scrub(shown), indent=2, sort_keys=True)
 
 
 def _valid_names(names: Iterable[str]) -> str:

@@ -24,6 +24,7 @@ from .models import Integration, Option, OptionChange, OrganizationMapping, Payl
 from .options import DEFINITIONS, options
 from .status import UNROUTABLE_ADVICE, format_age, region_status
 
+
 def _parsed_body(body: str) -> Any:
     """A provider body for reading: JSON, or a form whose ``payload`` field is JSON, decoded."""
     try:

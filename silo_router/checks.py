@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import DEFAULTS, MODES, conf
-from .control.routing import Fanout, Strategy
+from .routing import Fanout, Strategy
 from .exceptions import SiloRouterConfigurationError
 from .plugins import did_you_mean, import_by_alias
 from .transports import ALIASES as TRANSPORT_ALIASES

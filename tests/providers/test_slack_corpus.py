@@ -69,7 +69,7 @@ def test_corpus_entry_parses_as_expected(entry: dict[str, Any]) -> None:
     assert actual == expect
     assert inbound.provider == "slack"
     if inbound.type == "event_callback":
-        assert inbound.idempotency_key == f"slack:event:{inbound.event_id}"
+        assert inbound.idempotency_key == f"slack:event:{inbound.payload['event_id']}"
     else:
         assert inbound.idempotency_key.startswith("slack:body:")
 

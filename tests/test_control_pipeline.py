@@ -61,7 +61,7 @@ def test_ssl_check_is_an_empty_200(client: Client) -> None:
     ("body", "content_type", "status", "why"),
     [
         (b"{not json", "application/json", 400, "malformed_json"),
-        (b'{"type": "brand_new_thing"}', "application/json", 400, "unknown_request_type"),
+        (b'{"type": 7}', "application/json", 400, "unknown_request_type"),
         (form_body({"token": "x", "team_id": "T1"}), "application/x-www-form-urlencoded", 400, "unknown_request_type"),
         (form_body({"payload": "{oops"}), "application/x-www-form-urlencoded", 400, "malformed_payload"),
         (b"\xff\xfe", "application/x-www-form-urlencoded", 400, "not_utf8"),

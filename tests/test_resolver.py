@@ -23,7 +23,6 @@ def inbound(
         payload={},
         routing=RoutingKeys(team_id=team, enterprise_id=enterprise, app_id="A0APP0001"),
         idempotency_key="k",
-        encoding="form",
         organization_hint=hint,
     )
 

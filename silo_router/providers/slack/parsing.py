@@ -235,6 +235,7 @@ def _build(
         ("user_id", routing.user_id),
         ("channel_id", _channel_id(payload)),
         ("organization hint", hint),
+        *_raw_ids(payload),
     ):
         _check_storable(field, value)
     if event_id is not None:
@@ -265,6 +266,26 @@ def _check_storable(field: str, value: str | None) -> None:
             f"The {field} is longer than {MAX_ID_LENGTH} characters or holds characters that cannot be stored.",
             reason="invalid_field",
         )
+
+
+def _raw_ids(payload: JsonObject) -> list[tuple[str, str | None]]:
+    """Every id field as sent, including the ones that lose to a higher-precedence one."""
+    event, user, view = _obj(payload.get("event")), _obj(payload.get("user")), _obj(payload.get("view"))
+    authorizations = payload.get("authorizations")
+    authorization = _obj(authorizations[0]) if isinstance(authorizations, list) and authorizations else {}
+    return [
+        ("team_id", _str(payload.get("team_id"))),
+        ("team.id", _id_of(payload.get("team"))),
+        ("enterprise_id", _str(payload.get("enterprise_id"))),
+        ("enterprise.id", _id_of(payload.get("enterprise"))),
+        ("user.team_id", _str(user.get("team_id"))),
+        ("event.team", _id_of(event.get("team"))),
+        ("event.user", _id_of(event.get("user"))),
+        ("view.id", _str(view.get("id"))),
+        ("view.team_id", _str(view.get("team_id"))),
+        ("authorizations[0].team_id", _str(authorization.get("team_id"))),
+        ("authorizations[0].enterprise_id", _str(authorization.get("enterprise_id"))),
+    ]
 
 
 def _channel_id(payload: JsonObject) -> str | None:

@@ -210,7 +210,8 @@ def test_sync_forward_with_no_time_left_answers_the_fallback(client: Client, ins
         return {"options": []}
 
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SYNC_SAFETY_MARGIN": 2.99, "DELIVERY_BACKOFF": 0.001}
-    response = post_slack(client, interactive_body(block_suggestion()))
+    # Sent 5 s ago: the whole clock allowance (1 s) is spent in transit, so nothing is left.
+    response = post_slack(client, interactive_body(block_suggestion()), timestamp=time.time() - 5)
     assert response.status_code == 200
     assert json.loads(response.content) == {"options": []}
     assert calls == []

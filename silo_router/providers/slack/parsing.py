@@ -63,13 +63,12 @@ def parse_request(*, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
 
 
 def _is_json(content_type: str | None, body: bytes) -> bool:
-    """Decide the body encoding from the content type, sniffing only when it is unknown."""
+    """JSON when the content type says so or the body is a JSON object, as Bolt decides.
+
+    A form body never starts with ``{`` (Slack's fields are ``payload=``, ``command=``...).
+    """
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type == "application/json":
-        return True
-    if media_type == "application/x-www-form-urlencoded":
-        return False
-    return body.lstrip().startswith(b"{")
+    return media_type == "application/json" or body.lstrip().startswith(b"{")
 
 
 def _load_json_object(text: str, *, reason: str, what: str) -> dict[str, Any]:
@@ -112,9 +111,14 @@ def _too_deep(what: str) -> MalformedRequest:
 
 
 def _parse_json_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
-    """Classify an Events API JSON body."""
+    """Classify a JSON body (the Events API)."""
     data = _load_json_object(text, reason="malformed_json", what="request body")
-    request_type = data.get("type")
+    return _classify(data, where="JSON body", body=body, headers=headers)
+
+
+def _classify(data: dict[str, Any], *, where: str, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
+    """Classify a decoded JSON object by its ``type``, whichever encoding carried it (as Bolt does)."""
+    request_type = _known_type(data.get("type"), where)
     if request_type == "url_verification":
         if not isinstance(data.get("challenge"), str):
             raise _missing("challenge", request_type)
@@ -132,7 +136,9 @@ def _parse_json_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> I
             headers=headers,
             event_id=_str(data.get("event_id")),
         )
-    return _build(data, request_type=_known_type(request_type, "JSON body"), name="", body=body, headers=headers)
+    namer = _INTERACTIVE_NAMERS.get(request_type)
+    name = namer(data) if namer is not None else ""
+    return _build(data, request_type=request_type, name=name, body=body, headers=headers)
 
 
 # -- form bodies (commands, ssl_check, interactivity) --------------------------------
@@ -149,11 +155,12 @@ def _parse_form_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> I
     form = {key: values[0] for key, values in fields.items()}
     if "payload" in form:
         payload = _load_json_object(form["payload"], reason="malformed_payload", what="payload form field")
-        return _parse_interactive(payload, body=body, headers=headers)
-    if "command" in form:
-        return _build(form, request_type="command", name=form["command"], body=body, headers=headers)
+        return _classify(payload, where="interactivity payload", body=body, headers=headers)
+    # ssl_check first, as Bolt answers it: a command body with ssl_check=1 is answered, not run.
     if form.get("ssl_check") == "1":
         return _build(form, request_type="ssl_check", name="", body=body, headers=headers)
+    if "command" in form:
+        return _build(form, request_type="command", name=form["command"], body=body, headers=headers)
     raise MalformedRequest("The form body has neither payload, command nor ssl_check.", reason="unknown_request_type")
 
 
@@ -200,14 +207,6 @@ _INTERACTIVE_NAMERS: dict[str, Callable[[JsonObject], str]] = {
 
 #: Kinds that carry no organization hint (no ``view`` and no ``actions``).
 _NO_HINT_TYPES = frozenset({"command", "ssl_check"})
-
-
-def _parse_interactive(payload: dict[str, Any], *, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
-    """Classify the JSON object carried in an interactivity ``payload`` field."""
-    request_type = _known_type(payload.get("type"), "interactivity payload")
-    namer = _INTERACTIVE_NAMERS.get(request_type)
-    name = namer(payload) if namer is not None else ""
-    return _build(payload, request_type=request_type, name=name, body=body, headers=headers)
 
 
 # -- assembling the result -----------------------------------------------------------
@@ -301,13 +300,13 @@ def routing_keys(payload: JsonObject) -> RoutingKeys:
     shared channels it differs from the ids of the event's own workspace and org, so
     when it names an installation it decides the enterprise and the team.
     enterprise: ``enterprise`` (string or ``.id``), then ``authorizations[0].enterprise_id``
-    (and nothing else when ``authorizations[0]`` names a workspace), then
-    ``enterprise_id``, ``team.enterprise_id``, ``event.enterprise_id``.
-    team: ``view.app_installed_team_id``, ``team`` (string or ``.id``),
-    ``authorizations[0].team_id``, then ``team_id``, ``event.team`` (or ``.team_id``),
+    when ``authorizations[0]`` is present, else ``enterprise_id``, ``team.enterprise_id``,
+    ``event.enterprise_id``.
+    team: ``view.app_installed_team_id``, ``team`` (string or ``.id``), then
+    ``authorizations[0].team_id`` when ``authorizations[0]`` is present (none for an
+    org-wide install), else ``team_id``, ``event.team`` (or ``.team_id``),
     ``user.team_id``, ``view.team_id`` (``team`` is null in interactivity payloads of
-    org-wide installs; Bolt leaves the team empty there, we keep the workspace as a
-    second routing key). An ``authorizations[0]`` with neither id is ignored. Null and
+    org-wide installs). An ``authorizations[0]`` with neither id is ignored. Null and
     empty values count as absent.
     """
     view = _obj(payload.get("view"))
@@ -322,16 +321,17 @@ def routing_keys(payload: JsonObject) -> RoutingKeys:
             _str(payload.get("enterprise_id")), _str(_obj(team).get("enterprise_id")), _str(event.get("enterprise_id"))
         )
     enterprise_id = _first(_id_of(payload.get("enterprise")), enterprise_fallback)
-    team_id = _first(
-        _str(view.get("app_installed_team_id")),
-        _id_of(team),
-        _str(authorization.get("team_id")),
-        _str(payload.get("team_id")),
-        _id_of(event.get("team")),
-        _str(event.get("team_id")),
-        _str(_obj(user).get("team_id")),
-        _str(view.get("team_id")),
-    )
+    if authorization:
+        team_fallback: str | None = _str(authorization.get("team_id"))
+    else:
+        team_fallback = _first(
+            _str(payload.get("team_id")),
+            _id_of(event.get("team")),
+            _str(event.get("team_id")),
+            _str(_obj(user).get("team_id")),
+            _str(view.get("team_id")),
+        )
+    team_id = _first(_str(view.get("app_installed_team_id")), _id_of(team), team_fallback)
     user_id = _first(_id_of(user), _str(payload.get("user_id")), _id_of(event.get("user")))
     return RoutingKeys(
         team_id=team_id,

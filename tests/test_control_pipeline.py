@@ -112,14 +112,15 @@ def test_block_action_is_stored_and_handled_once_in_its_region(client: Client, i
         seen.append((request.envelope.region, request.organization_id))
 
     body = interactive_body(block_actions(team_id="T0EU00001"))
-    response = post_slack(client, body)
+    sent_at = time.time()
+    response = post_slack(client, body, timestamp=sent_at)
     assert response.status_code == 200
     assert response.content == b""
     payload = Payload.objects.get()
     assert (payload.region, payload.state, payload.kind) == ("eu", "delivered", "block_actions:resolve_dialog")
     assert seen == [("eu", "201")]
-    # The identical request again (a replay) is acknowledged and not handled again.
-    assert post_slack(client, body).status_code == 200
+    # The identical request again (a replay: same body, same timestamp) is acknowledged and not handled again.
+    assert post_slack(client, body, timestamp=sent_at).status_code == 200
     assert seen == [("eu", "201")]
     assert Payload.objects.count() == 1
 

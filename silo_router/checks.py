@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import DEFAULTS, MODES, conf
-from .routing import Fanout, Strategy
 from .exceptions import SiloRouterConfigurationError
 from .plugins import did_you_mean, import_by_alias
+from .routing import Fanout, Strategy
 from .transports import ALIASES as TRANSPORT_ALIASES
 
 MIDDLEWARE_PATH = "silo_router.control.middleware.SiloRouterMiddleware"

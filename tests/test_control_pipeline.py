@@ -351,7 +351,9 @@ def test_a_mapping_to_a_region_not_in_regions_is_kept_as_unroutable(
 ) -> None:
     mars = OrganizationMapping.objects.create(organization_id="901", slug="mars-base", region="mars")
     Integration.objects.create(provider="slack", external_id="T0MARS001").organizations.add(mars)
-    body = interactive_body(block_actions(team_id="T0MARS001") if kind == "async" else block_suggestion(team_id="T0MARS001"))
+    body = interactive_body(
+        block_actions(team_id="T0MARS001") if kind == "async" else block_suggestion(team_id="T0MARS001")
+    )
     response = post_slack(client, body)
     assert response.status_code == 200
     if kind == "sync":

@@ -118,9 +118,7 @@ def read_body(request: HttpRequest, *, limit: int) -> bytes:
         if not request.META.get("HTTP_TRANSFER_ENCODING"):
             return b""  # no Content-Length and no Transfer-Encoding: HTTP says the body is empty
         if not request.META.get("wsgi.input_terminated"):
-            raise RequestRejected(
-                "Send the body with a Content-Length header.", reason="length_required", status=411
-            )
+            raise RequestRejected("Send the body with a Content-Length header.", reason="length_required", status=411)
         return _read_to_end(request.META["wsgi.input"], limit=limit)
     try:
         length = int(declared)
@@ -178,7 +176,9 @@ def route(arrival: Arrival) -> HttpResponse:
     if strategy is Strategy.ASYNC:
         handler = control_responses.select(inbound)
         if handler is not None:
-            timeout = max(min(conf.CONTROL_RESPONSE_TIMEOUT, arrival.deadline.remaining()), MIN_CONTROL_RESPONSE_TIMEOUT)
+            timeout = max(
+                min(conf.CONTROL_RESPONSE_TIMEOUT, arrival.deadline.remaining()), MIN_CONTROL_RESPONSE_TIMEOUT
+            )
             with tracing.span("control_response", handler):
                 answered = control_responses.run(handler, inbound, timeout=timeout)
 

@@ -9,11 +9,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from silo_router.conf import conf
 from silo_router.providers.base import InboundRequest
 
 from .routing import Fanout, fanout_for
+
+if TYPE_CHECKING:
+    from django.db.models import Q
 
 logger = logging.getLogger("silo_router.control")
 
@@ -174,19 +178,20 @@ class ModelResolver(Resolver):
         return _Lookup(now, str(integration.pk), tuple(rows), "")
 
 
-def _no_installation_reason(inbound: InboundRequest, match: object) -> str:
+def _no_installation_reason(inbound: InboundRequest, match: Q) -> str:
     """Why no installation matched, naming a provider typo when that is the cause."""
     from .models import Integration
 
     keys = inbound.routing
-    ids = " / ".join(f"{what} {value}" for what, value in (("team", keys.team_id), ("enterprise", keys.enterprise_id)) if value)
-    strays = sorted(
-        set(Integration.objects.filter(match).exclude(provider=inbound.provider).values_list("provider", flat=True))  # type: ignore[arg-type]
+    ids = " / ".join(
+        f"{what} {value}" for what, value in (("team", keys.team_id), ("enterprise", keys.enterprise_id)) if value
     )
-    unregistered = [name for name in strays if name not in conf.PROVIDERS]
+    others = Integration.objects.filter(match).exclude(provider=inbound.provider)
+    unregistered = sorted({name for name in others.values_list("provider", flat=True) if name not in conf.PROVIDERS})
+    missing = f"no {inbound.provider} installation for {ids}"
     if unregistered:
-        return f"no {inbound.provider} installation for {ids}; integrations name providers not in PROVIDERS: {', '.join(unregistered)}"
-    return f"no {inbound.provider} installation for {ids}"
+        return f"{missing}; integrations name providers not in PROVIDERS: {', '.join(unregistered)}"
+    return missing
 
 
 def connect_invalidation(handler: Callable[..., None]) -> None:

@@ -172,7 +172,11 @@ def corpus() -> Iterator[Attempt]:
         Attempt("json as form", valid_event, FORM),
         Attempt("form as json", interactive(block_actions()), JSON),
         Attempt("text/plain json", valid_event, "text/plain"),
-        Attempt("multipart", b"--x\r\nContent-Disposition: form-data; name=payload\r\n\r\n{}\r\n--x--", "multipart/form-data; boundary=x"),
+        Attempt(
+            "multipart",
+            b"--x\r\nContent-Disposition: form-data; name=payload\r\n\r\n{}\r\n--x--",
+            "multipart/form-data; boundary=x",
+        ),
         Attempt("no content type", valid_event, None),
         Attempt("bad percent escape", b"payload=%zz%7B", FORM),
         Attempt("percent-encoded surrogate", b"command=%2Fx&team_id=%ED%A0%80", FORM),
@@ -184,11 +188,17 @@ def corpus() -> Iterator[Attempt]:
         Attempt("unknown payload type", interactive({"type": "brand_new", "team": {"id": US_TEAM}})),
         Attempt("event without event_id", json.dumps({**event(), "event_id": None}).encode(), JSON),
         Attempt("url_verification", json.dumps({"type": "url_verification", "challenge": "c"}).encode(), JSON),
-        Attempt("url_verification bad challenge", json.dumps({"type": "url_verification", "challenge": {}}).encode(), JSON),
+        Attempt(
+            "url_verification bad challenge", json.dumps({"type": "url_verification", "challenge": {}}).encode(), JSON
+        ),
         Attempt("ssl_check", b"ssl_check=1&token=x", FORM),
         Attempt("unknown team", interactive(block_actions(team={"id": "T0NOBODY9"}))),
-        Attempt("options load", interactive({**block_actions(), "type": "block_suggestion", "action_id": "pick_issue"})),
-        Attempt("view submission", interactive({**block_actions(), "type": "view_submission", "view": {"callback_id": "x"}})),
+        Attempt(
+            "options load", interactive({**block_actions(), "type": "block_suggestion", "action_id": "pick_issue"})
+        ),
+        Attempt(
+            "view submission", interactive({**block_actions(), "type": "view_submission", "view": {"callback_id": "x"}})
+        ),
         Attempt("over the size limit", b"x" * (1024 * 1024 + 1), FORM),
         Attempt("missing timestamp", valid_event, JSON, headers={"X-Slack-Request-Timestamp": ""}),
         Attempt("timestamp not a number", valid_event, JSON, headers={"X-Slack-Request-Timestamp": "abc"}),
@@ -197,7 +207,7 @@ def corpus() -> Iterator[Attempt]:
         Attempt("signature garbage", valid_event, JSON, headers={"X-Slack-Signature": "v0=zz"}),
         Attempt("signature huge", valid_event, JSON, headers={"X-Slack-Signature": "v0=" + "a" * 10_000}),
         Attempt("content-length not a number", valid_event, JSON, headers={"Content-Length": "ten"}),
-    ]  # fmt: skip
+    ]
     for method in ("GET", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"):
         yield Attempt(f"method {method}", valid_event, JSON, method=method)
 

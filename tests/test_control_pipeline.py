@@ -436,3 +436,21 @@ def test_a_nul_in_a_slash_command_id_is_a_400(client: Client, installations: Any
     response = post_slack(client, form_body(fields))
     assert (response.status_code, reason(response)) == (400, "invalid_field")
     assert not Payload.objects.exists()
+
+
+def test_an_arrival_repr_shows_neither_body_nor_headers() -> None:
+    from silo_router.control.deadline import Deadline
+    from silo_router.control.pipeline import Arrival
+    from silo_router.providers.slack.parsing import parse_request
+
+    body = interactive_body({**block_actions(), "response_url": "https://hooks.slack.com/SeCrEtUrL"})
+    headers = {"x-slack-signature": "v0=SeCrEtSiGnAtUrE", "content-type": "application/x-www-form-urlencoded"}
+    inbound = parse_request(body=body, headers=headers)
+    arrival = Arrival(
+        provider=None,  # type: ignore[arg-type]
+        inbound=inbound,
+        body=body,
+        headers=headers,
+        deadline=Deadline(arrived=0.0, in_transit=0.0, window=3.0, margin=0.4),
+    )
+    assert "SeCrEt" not in repr(arrival)

@@ -182,3 +182,18 @@ def test_org_wide_authorization_marks_an_enterprise_install() -> None:
 def test_command_of_an_org_wide_install_says_so_as_a_form_value() -> None:
     body = b"command=%2Fx&team_id=T1&enterprise_id=E1&is_enterprise_install=true"
     assert parse(body, FORM_CT).routing.is_enterprise_install is True
+
+
+def test_capabilities_and_the_payload_stay_out_of_the_repr() -> None:
+    """Frame locals and log lines show reprs: no trigger_id, response_url or raw payload in them."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "trigger_id": "1.2.SeCrEtTrIgGeR",
+        "response_url": "https://hooks.slack.com/actions/T1/1/SeCrEtUrL",
+        "token": "SeCrEtToKeN",
+        "actions": [{"action_id": "a"}],
+    }
+    inbound = parse(urlencode({"payload": json.dumps(payload)}).encode(), FORM_CT)
+    assert inbound.trigger_id and inbound.response_url
+    assert "SeCrEt" not in repr(inbound)

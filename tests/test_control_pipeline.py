@@ -454,3 +454,34 @@ def test_an_arrival_repr_shows_neither_body_nor_headers() -> None:
         deadline=Deadline(arrived=0.0, in_transit=0.0, window=3.0, margin=0.4),
     )
     assert "SeCrEt" not in repr(arrival)
+
+
+class BrokenInput:
+    """A ``wsgi.input`` whose client went away after ``sent`` bytes."""
+
+    def __init__(self, sent: bytes) -> None:
+        self.sent = sent
+
+    def read(self, size: int = -1) -> bytes:
+        if self.sent:
+            data, self.sent = self.sent, b""
+            return data
+        raise ConnectionResetError("the client went away")
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+@pytest.mark.parametrize("sent", [0, 10], ids=["before_the_body", "mid_body"])
+def test_a_client_that_goes_away_while_sending_the_body_is_a_400(sent: int) -> None:
+    from django.core.handlers.wsgi import WSGIRequest
+    from django.test import RequestFactory
+
+    from silo_router.control import pipeline
+
+    body = interactive_body(block_actions())
+    environ = RequestFactory().post(SLACK_URL, data=body, content_type="application/x-www-form-urlencoded").environ
+    environ.update({"wsgi.input": BrokenInput(body[:sent]), "CONTENT_LENGTH": str(len(body)), **signed_headers(body)})
+    response = pipeline.handle(WSGIRequest(environ), "slack")
+    assert response.status_code == 400
+    assert reason(response) == "incomplete_body"

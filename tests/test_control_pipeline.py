@@ -485,3 +485,9 @@ def test_a_client_that_goes_away_while_sending_the_body_is_a_400(sent: int) -> N
     response = pipeline.handle(WSGIRequest(environ), "slack")
     assert response.status_code == 400
     assert reason(response) == "incomplete_body"
+
+
+def test_a_resolver_that_cannot_be_imported_is_a_logged_503(client: Client, settings: Any) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER": "no.such.module.Resolver"}
+    response = post_slack(client, interactive_body(block_actions()))
+    assert (response.status_code, reason(response)) == (503, "not_configured")

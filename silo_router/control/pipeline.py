@@ -195,6 +195,10 @@ def route(arrival: Arrival) -> HttpResponse:
             fresh = delivery.store(envelopes, kind_type=inbound.type)
     except DatabaseError as exc:
         return _storage_failed(inbound, exc, answered)
+    except SiloRouterConfigurationError:
+        logger.exception("the resolver cannot be built; asking the provider to retry")
+        control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
+        return _rejection(NotConfigured("The resolver is not configured on this server."))
     targets = [(str(p.pk), p.region) for p in fresh]
     check = str(fresh[0].pk) if fresh and answered is not None and answered.opened else None
 

@@ -35,8 +35,8 @@ MAX_JSON_DEPTH = 64
 #: Longest id accepted (Slack documents 255 characters for action and callback ids).
 MAX_ID_LENGTH = 255
 
-#: Code points no database text column stores: NUL (PostgreSQL) and lone surrogates
-#: (not encodable as UTF-8), which JSON's ``\u`` escapes can smuggle into a string.
+#: Lone surrogates: not encodable as UTF-8, so no database stores them, yet JSON's
+#: ``\u`` escapes can put them in a string. NUL (PostgreSQL refuses it) is refused too.
 _SURROGATES = range(0xD800, 0xE000)
 
 JsonObject = Mapping[str, Any]
@@ -118,7 +118,7 @@ def _parse_json_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> I
 
 def _classify(data: dict[str, Any], *, where: str, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
     """Classify a decoded JSON object by its ``type``, whichever encoding carried it (as Bolt does)."""
-    request_type = _known_type(data.get("type"), where)
+    request_type = _request_type(data.get("type"), where)
     if request_type == "url_verification":
         if not isinstance(data.get("challenge"), str):
             raise _missing("challenge", request_type)
@@ -430,7 +430,7 @@ def _missing(field: str, request_type: str) -> MalformedRequest:
     return MalformedRequest(f"A {request_type} request needs the {field} field.", reason="missing_field")
 
 
-def _known_type(value: Any, where: str) -> str:
+def _request_type(value: Any, where: str) -> str:
     """``value`` if it is a usable request type (known or not), else ``MalformedRequest``."""
     if isinstance(value, str) and value:
         return value

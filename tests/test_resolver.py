@@ -108,3 +108,17 @@ def test_an_integration_naming_an_unregistered_provider_is_explained(installatio
     resolution = ModelResolver().resolve(inbound("T0TYPO001"))
     assert resolution.targets == ()
     assert "slakc" in resolution.reason and "PROVIDERS" in resolution.reason
+
+
+@pytest.mark.parametrize("size", [0, -5, 1.5, "100", True, None])
+def test_a_resolver_cache_size_that_is_not_a_positive_whole_number_is_refused(settings: Any, size: Any) -> None:
+    from silo_router.checks import check_settings
+
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER_CACHE_SIZE": size}
+    assert "silo_router.E031" in {message.id for message in check_settings()}
+
+
+def test_the_default_resolver_cache_size_passes_the_checks() -> None:
+    from silo_router.checks import check_settings
+
+    assert "silo_router.E031" not in {message.id for message in check_settings()}

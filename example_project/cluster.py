@@ -12,7 +12,10 @@ Every service is a subprocess with its own environment, listening on a free port
 
 - ``slack``: the fake Slack (``python -m example_project.fake_slack``);
 - ``us``, ``eu``: region silos under gunicorn;
-- ``control``: the control silo under gunicorn;
+- ``control``: the control silo under gunicorn, on an internal port;
+- ``control-proxy``: control's public port, a buffering proxy
+  (``example_project.buffering_proxy``) that reads each request whole before gunicorn
+  sees it, so slow clients cannot hold gunicorn's threads;
 - ``worker``: the control silo's Celery worker (filesystem broker unless
   ``CELERY_BROKER_URL`` says otherwise);
 - ``beat``: control's Celery beat, which runs the delivery sweeper (it republishes
@@ -253,7 +256,7 @@ class Cluster:
             self.region_transports[region] = transport
         self.python = python
         self.startup_timeout = startup_timeout
-        self.ports: dict[str, int] = {name: free_port() for name in ("slack", "us", "eu", "control")}
+        self.ports: dict[str, int] = {name: free_port() for name in ("slack", "us", "eu", "control", "control-app")}
         self.signing_secret = secrets.token_urlsafe(24)
         self.bot_token = "xoxb-" + secrets.token_hex(12)
         self.operator_password = secrets.token_urlsafe(12)
@@ -275,8 +278,13 @@ class Cluster:
 
     @property
     def control_url(self) -> str:
-        """Base URL of the control silo."""
+        """Base URL of the control silo, as Slack reaches it: through the buffering proxy."""
         return self._url("control")
+
+    @property
+    def control_app_url(self) -> str:
+        """Base URL of control's gunicorn itself, behind the proxy (for tests of gunicorn's own behaviour)."""
+        return self._url("control-app")
 
     @property
     def slack_request_url(self) -> str:
@@ -336,22 +344,37 @@ class Cluster:
         env.update(extra)
         return env
 
-    def _gunicorn(self, name: str, settings_module: str) -> Service:
+    def _gunicorn(self, name: str, settings_module: str, *, port: str | None = None) -> Service:
+        port = port or name
         argv = [
             self.python, "-m", "gunicorn", "example_project.wsgi:application",
-            "--bind", f"{HOST}:{self.ports[name]}",
+            "--bind", f"{HOST}:{self.ports[port]}",
             "--workers", "1", "--threads", "2", "--worker-class", "gthread",
             "--timeout", "60", "--graceful-timeout", "3",
             "--no-control-socket",
             "--access-logfile", "-", "--error-logfile", "-",
         ]  # fmt: skip
-        health = self._url(name) + ("/admin/login/" if name == "control" else "/health/")
+        health = self._url(port) + ("/admin/login/" if name == "control" else "/health/")
         return Service(
             name=name,
             argv=argv,
             env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
             log_path=self.var_dir / f"{name}.log",
             health_url=health,
+        )
+
+    def _buffering_proxy(self) -> Service:
+        """Control's public port: whole requests are buffered before gunicorn sees them (slow clients)."""
+        argv = [
+            self.python, "-m", "example_project.buffering_proxy",
+            f"--listen={HOST}:{self.ports['control']}", f"--upstream={HOST}:{self.ports['control-app']}",
+        ]  # fmt: skip
+        return Service(
+            name="control-proxy",
+            argv=argv,
+            env=dict(self._env),
+            log_path=self.var_dir / "control-proxy.log",
+            health_url=self._url("control") + "/admin/login/",
         )
 
     def _celery_worker(self, name: str, settings_module: str, queue: str, hostname: str) -> Service:
@@ -400,7 +423,8 @@ class Cluster:
             slack,
             self._gunicorn("us", "example_project.settings.region_us"),
             self._gunicorn("eu", "example_project.settings.region_eu"),
-            self._gunicorn("control", "example_project.settings.control"),
+            self._gunicorn("control", "example_project.settings.control", port="control-app"),
+            self._buffering_proxy(),
             worker,
             self._beat(),
             *region_workers,

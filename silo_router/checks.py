@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import DEFAULTS, MODES, RESPONSE_URL_LEDGER_ALIASES, conf
-from .control.routing import Fanout, Strategy
 from .exceptions import SiloRouterConfigurationError
 from .plugins import did_you_mean, import_by_alias
+from .routing import Fanout, Strategy
 from .transports import ALIASES as TRANSPORT_ALIASES
 
 MIDDLEWARE_PATH = "silo_router.control.middleware.SiloRouterMiddleware"
@@ -74,6 +74,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
         return errors
     errors += _check_numbers()
+    errors += _check_resolver_cache()
     errors += _check_signing_keys()
     errors += _check_regions()
     errors += _check_redacted_url_prefixes()
@@ -119,6 +120,19 @@ def _check_numbers() -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_resolver_cache() -> list[CheckMessage]:
+    size = conf.get("RESOLVER_CACHE_SIZE")
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return []
+    return [
+        Error(
+            f"SILO_ROUTER['RESOLVER_CACHE_SIZE'] must be a positive whole number, not {size!r}.",
+            hint=f"It bounds the resolver's per-process memory; the default is {DEFAULTS['RESOLVER_CACHE_SIZE']!r}.",
+            id="silo_router.E031",
+        )
+    ]
 
 
 def _check_signing_keys() -> list[CheckMessage]:

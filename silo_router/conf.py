@@ -3,7 +3,7 @@
 Every property reads ``settings.SILO_ROUTER`` on each access and falls back to a
 default, so ``override_settings`` works in tests with nothing to reset. Objects built
 from dotted paths (providers, the resolver, transports) are cached by
-:mod:`silo_router.registry` and that cache is dropped on Django's
+:mod:`silo_router.plugins` and that cache is dropped on Django's
 ``setting_changed`` signal.
 """
 
@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "FANOUT": {},
     "RESOLVER": "silo_router.control.resolver.ModelResolver",
     "RESOLVER_CACHE_SECONDS": 5.0,
+    "RESOLVER_CACHE_SIZE": 4096,
     "RESPONSE_DEADLINE": 3.0,
     "SYNC_SAFETY_MARGIN": 0.4,
     "MAX_CLOCK_ALLOWANCE": 1.0,
@@ -173,6 +174,11 @@ class SiloRouterSettings:
     @property
     def RESOLVER(self) -> str:
         return str(self.get("RESOLVER"))
+
+    @property
+    def RESOLVER_CACHE_SIZE(self) -> int:
+        """Most installations the resolver remembers per process (least recently used go first)."""
+        return int(self.get("RESOLVER_CACHE_SIZE"))
 
     @property
     def RESPONSE_DEADLINE(self) -> float:

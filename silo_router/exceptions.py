@@ -17,7 +17,9 @@ class SiloRouterConfigurationError(ImproperlyConfigured):
 
 
 class RequestRejected(Exception):
-    """Base for every inbound request that is answered with a 4xx.
+    """Base for every inbound request that is answered with an error status.
+
+    A 4xx blames the request; ``NotConfigured`` (503) is the one server-side case.
 
     ``reason`` is a stable token (``signature_mismatch``, ``malformed_json``...) and
     ``detail`` a human sentence; both are safe to return to the caller.
@@ -61,3 +63,13 @@ class EnvelopeRejected(RequestRejected, SuspiciousOperation):
 
     status = 403
     reason = "envelope_rejected"
+
+
+class NotConfigured(RequestRejected):
+    """This server cannot check or route the request (no signing secret, an unknown provider).
+
+    A 503 that is logged as an error: the caller did nothing wrong, and Slack retries.
+    """
+
+    status = 503
+    reason = "not_configured"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from silo_router.control.models import Payload
+from silo_router.control.models import Integration, OrganizationMapping, Payload
 from silo_router.region.handlers import slack
 from silo_router.region.models import ProcessedEnvelope
 
@@ -61,7 +61,7 @@ def test_ssl_check_is_an_empty_200(client: Client) -> None:
     ("body", "content_type", "status", "why"),
     [
         (b"{not json", "application/json", 400, "malformed_json"),
-        (b'{"type": "brand_new_thing"}', "application/json", 400, "unknown_request_type"),
+        (b'{"type": 7}', "application/json", 400, "unknown_request_type"),
         (form_body({"token": "x", "team_id": "T1"}), "application/x-www-form-urlencoded", 400, "unknown_request_type"),
         (form_body({"payload": "{oops"}), "application/x-www-form-urlencoded", 400, "malformed_payload"),
         (b"\xff\xfe", "application/x-www-form-urlencoded", 400, "not_utf8"),
@@ -112,14 +112,15 @@ def test_block_action_is_stored_and_handled_once_in_its_region(client: Client, i
         seen.append((request.envelope.region, request.organization_id))
 
     body = interactive_body(block_actions(team_id="T0EU00001"))
-    response = post_slack(client, body)
+    sent_at = time.time()
+    response = post_slack(client, body, timestamp=sent_at)
     assert response.status_code == 200
     assert response.content == b""
     payload = Payload.objects.get()
     assert (payload.region, payload.state, payload.kind) == ("eu", "delivered", "block_actions:resolve_dialog")
     assert seen == [("eu", "201")]
-    # The identical request again (a replay) is acknowledged and not handled again.
-    assert post_slack(client, body).status_code == 200
+    # The identical request again (a replay: same body, same timestamp) is acknowledged and not handled again.
+    assert post_slack(client, body, timestamp=sent_at).status_code == 200
     assert seen == [("eu", "201")]
     assert Payload.objects.count() == 1
 
@@ -214,7 +215,8 @@ def test_sync_forward_with_no_time_left_answers_the_fallback(client: Client, ins
         return {"options": []}
 
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SYNC_SAFETY_MARGIN": 2.99, "DELIVERY_BACKOFF": 0.001}
-    response = post_slack(client, interactive_body(block_suggestion()))
+    # Sent 5 s ago: the whole clock allowance (1 s) is spent in transit, so nothing is left.
+    response = post_slack(client, interactive_body(block_suggestion()), timestamp=time.time() - 5)
     assert response.status_code == 200
     assert json.loads(response.content) == {"options": []}
     assert calls == []
@@ -282,3 +284,214 @@ def test_ignore_route_and_type_name_override(client: Client, installations: Any,
     body = json.dumps(event_callback(event_type="app_mention", event_id="Ev10")).encode()
     assert post_slack(client, body, content_type="application/json").status_code == 200
     assert Payload.objects.count() == 1
+
+
+# -- requests the library does not know, and what cannot be routed ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (json.dumps({"type": "brand_new_thing", "team_id": "T0US00001"}).encode(), "application/json"),
+        (interactive_body({"type": "brand_new_surface", "team": {"id": "T0US00001"}}), None),
+    ],
+    ids=["json_body", "interactivity_payload"],
+)
+def test_a_signed_request_of_an_unknown_type_is_acknowledged_and_kept(
+    client: Client, installations: Any, body: bytes, content_type: str | None
+) -> None:
+    """Slack counts 4xx as failures and disables apps: a new payload type must be a 200."""
+    response = post_slack(client, body, **({"content_type": content_type} if content_type else {}))
+    assert response.status_code == 200
+    payload = Payload.objects.get()
+    assert payload.state == "unroutable"
+    assert "no route" in payload.last_error and "ROUTES" in payload.last_error
+    assert json.loads(payload.envelope)["body"] == body.decode()
+
+
+def test_an_unknown_type_with_a_route_is_forwarded(client: Client, installations: Any, settings: Any) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "ROUTES": {"slack.brand_new_thing": "async"}}
+    seen: list[str] = []
+
+    @slack.on("brand_new_thing")
+    def handle(request: Any) -> None:
+        seen.append(request.kind)
+
+    body = json.dumps({"type": "brand_new_thing", "team_id": "T0US00001"}).encode()
+    assert post_slack(client, body, content_type="application/json").status_code == 200
+    assert Payload.objects.get().region == "us"
+    assert seen == ["brand_new_thing"]
+
+
+def test_an_event_without_event_id_is_kept_under_its_body_hash(client: Client, installations: Any) -> None:
+    data = event_callback(team_id="T0US00001")
+    del data["event_id"]
+    body = json.dumps(data).encode()
+    assert post_slack(client, body, content_type="application/json").status_code == 200
+    payload = Payload.objects.get()
+    assert payload.idempotency_key.startswith("slack:body:")
+    assert payload.state == "delivered"
+
+
+def test_no_signing_secret_is_a_logged_503_not_a_401(client: Client, settings: Any, caplog: Any) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SLACK": {**settings.SILO_ROUTER["SLACK"], "SIGNING_SECRETS": []}}
+    with caplog.at_level("ERROR", logger="silo_router.control"):
+        response = post_slack(client, interactive_body(block_actions()))
+    assert response.status_code == 503
+    assert reason(response) == "not_configured"
+    assert any(record.levelname == "ERROR" and "not_configured" in record.getMessage() for record in caplog.records)
+
+
+def test_a_prefix_naming_an_unregistered_provider_is_a_logged_503(client: Client, settings: Any) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "URL_PREFIXES": {"/extensions/slack/": "slakc"}}
+    response = post_slack(client, interactive_body(block_actions()))
+    assert response.status_code == 503
+    assert reason(response) == "not_configured"
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_a_mapping_to_a_region_not_in_regions_is_kept_as_unroutable(
+    client: Client, installations: Any, kind: str
+) -> None:
+    mars = OrganizationMapping.objects.create(organization_id="901", slug="mars-base", region="mars")
+    Integration.objects.create(provider="slack", external_id="T0MARS001").organizations.add(mars)
+    body = interactive_body(
+        block_actions(team_id="T0MARS001") if kind == "async" else block_suggestion(team_id="T0MARS001")
+    )
+    response = post_slack(client, body)
+    assert response.status_code == 200
+    if kind == "sync":
+        assert json.loads(response.content) == {"options": []}
+    payload = Payload.objects.get()
+    assert payload.state == "unroutable"
+    assert "mars" in payload.last_error and "REGIONS" in payload.last_error
+
+
+# -- options loads -------------------------------------------------------------------------------
+
+
+def test_an_options_load_follows_the_organization_hint(client: Client, installations: Any) -> None:
+    @slack.options("pick_issue")
+    def options(request: Any) -> dict[str, Any]:
+        return {"options": [{"text": {"type": "plain_text", "text": f"org {request.organization_id}"}, "value": "1"}]}
+
+    load = block_suggestion(team_id="T0BOTH001")
+    load["view"] = {"id": "V1", "type": "modal", "private_metadata": json.dumps({"organization": "initech"})}
+    response = post_slack(client, interactive_body(load))
+    assert json.loads(response.content)["options"][0]["text"]["text"] == "org 202"
+    assert Payload.objects.get().region == "eu"
+
+
+def test_an_options_load_with_no_handler_gets_the_empty_options_list(client: Client, installations: Any) -> None:
+    """No region, no handler or no time left: Slack gets the same valid, empty answer."""
+    response = post_slack(client, interactive_body(block_suggestion(action_id="nobody_handles_this")))
+    assert response.status_code == 200
+    assert json.loads(response.content) == {"options": []}
+
+
+# -- ids a database cannot store ---------------------------------------------------------------
+
+
+UNSTORABLE = {"surrogate": "\ud800", "nul": "\x00"}
+
+
+@pytest.mark.parametrize("bad", UNSTORABLE.values(), ids=UNSTORABLE.keys())
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda bad: interactive_body(block_actions(team_id=bad)),
+        lambda bad: interactive_body(block_actions(action_id=bad)),
+        lambda bad: interactive_body({**block_actions(), "user": {"id": bad}}),
+        lambda bad: interactive_body({**block_actions(), "channel": {"id": bad}}),
+        lambda bad: interactive_body({**block_actions(), "api_app_id": bad}),
+        lambda bad: interactive_body({**block_actions(), "enterprise": {"id": bad}}),
+        lambda bad: interactive_body({"type": "shortcut", "callback_id": bad, "team": {"id": "T0US00001"}}),
+        lambda bad: interactive_body({"type": bad, "team": {"id": "T0US00001"}}),
+        lambda bad: json.dumps({**event_callback(), "event_id": bad}).encode(),
+        lambda bad: json.dumps({**event_callback(), "team_id": bad}).encode(),
+        lambda bad: json.dumps({**event_callback(), "event": {"type": bad}}).encode(),
+    ],
+    ids=[
+        "team_id",
+        "action_id",
+        "user_id",
+        "channel_id",
+        "app_id",
+        "enterprise_id",
+        "callback_id",
+        "type",
+        "event_id",
+        "event_team_id",
+        "event_type",
+    ],
+)
+def test_an_id_a_database_cannot_store_is_a_400(client: Client, installations: Any, make: Any, bad: str) -> None:
+    body = make(bad)
+    content_type = "application/json" if body.startswith(b"{") else "application/x-www-form-urlencoded"
+    response = post_slack(client, body, content_type=content_type)
+    assert response.status_code == 400
+    assert reason(response) == "invalid_field"
+    assert not Payload.objects.exists()
+
+
+@pytest.mark.parametrize("field", ["command", "team_id", "user_id", "channel_id"])
+def test_a_nul_in_a_slash_command_id_is_a_400(client: Client, installations: Any, field: str) -> None:
+    fields = {"command": "/ticket", "team_id": "T0US00001", "user_id": "U1", "channel_id": "C1", field: "X\x00Y"}
+    response = post_slack(client, form_body(fields))
+    assert (response.status_code, reason(response)) == (400, "invalid_field")
+    assert not Payload.objects.exists()
+
+
+def test_an_arrival_repr_shows_neither_body_nor_headers() -> None:
+    from silo_router.control.deadline import Deadline
+    from silo_router.control.pipeline import Arrival
+    from silo_router.providers.slack.parsing import parse_request
+
+    body = interactive_body({**block_actions(), "response_url": "https://hooks.slack.com/SeCrEtUrL"})
+    headers = {"x-slack-signature": "v0=SeCrEtSiGnAtUrE", "content-type": "application/x-www-form-urlencoded"}
+    inbound = parse_request(body=body, headers=headers)
+    arrival = Arrival(
+        provider=None,  # type: ignore[arg-type]
+        inbound=inbound,
+        body=body,
+        headers=headers,
+        deadline=Deadline(arrived=0.0, in_transit=0.0, window=3.0, margin=0.4),
+    )
+    assert "SeCrEt" not in repr(arrival)
+
+
+class BrokenInput:
+    """A ``wsgi.input`` whose client went away after ``sent`` bytes."""
+
+    def __init__(self, sent: bytes) -> None:
+        self.sent = sent
+
+    def read(self, size: int = -1) -> bytes:
+        if self.sent:
+            data, self.sent = self.sent, b""
+            return data
+        raise ConnectionResetError("the client went away")
+
+    def readline(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+
+@pytest.mark.parametrize("sent", [0, 10], ids=["before_the_body", "mid_body"])
+def test_a_client_that_goes_away_while_sending_the_body_is_a_400(sent: int) -> None:
+    from django.core.handlers.wsgi import WSGIRequest
+    from django.test import RequestFactory
+
+    from silo_router.control import pipeline
+
+    body = interactive_body(block_actions())
+    environ = RequestFactory().post(SLACK_URL, data=body, content_type="application/x-www-form-urlencoded").environ
+    environ.update({"wsgi.input": BrokenInput(body[:sent]), "CONTENT_LENGTH": str(len(body)), **signed_headers(body)})
+    response = pipeline.handle(WSGIRequest(environ), "slack")
+    assert response.status_code == 400
+    assert reason(response) == "incomplete_body"
+
+
+def test_a_resolver_that_cannot_be_imported_is_a_logged_503(client: Client, settings: Any) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER": "no.such.module.Resolver"}
+    response = post_slack(client, interactive_body(block_actions()))
+    assert (response.status_code, reason(response)) == (503, "not_configured")

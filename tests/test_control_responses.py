@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import DataError, OperationalError, connection
 from django.test import Client
 from slack_sdk import WebClient
 
 from example_project.fake_slack import FakeSlack
-from silo_router.control import delivery
+from silo_router.control import control_responses, delivery
 from silo_router.control.models import Option, Payload
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
+from silo_router.control.resolver import Resolution, Resolver
 from silo_router.envelope import Envelope
+from silo_router.providers.base import ControlResponse, ControlResponseStatus
 from silo_router.region.handlers import slack
 from silo_router.transports import DeliveryError
 
@@ -168,6 +171,7 @@ def test_the_check_never_overwrites_the_handlers_view(client: Client, fake: Fake
 def test_unroutable_click_does_not_leave_the_modal_loading(client: Client, fake: FakeSlack, installations: Any) -> None:
     set_options(enabled=True, actions=["resolve_dialog"])
     assert click(client, fake, team_id="T0NOBODY1").status_code == 200
+    assert control_responses.wait_for_background_reports(timeout=10)
     (view,) = fake.views.values()
     assert view["title"]["text"] == "Something went wrong"
     assert Payload.objects.get().state == "unroutable"
@@ -198,9 +202,140 @@ def test_a_late_failure_replaces_the_taking_longer_view(fake: FakeSlack, install
     )
     (payload,) = delivery.store([envelope])
     delivery.check_loading_view(str(payload.pk))
-    assert fake.views[view["id"]]["title"]["text"] == "Something went wrong"  # the "taking longer" text
-    assert "longer than expected" in json.dumps(fake.views[view["id"]]["blocks"])
+    # A slow operation has not gone wrong: its own title, and a promise the library keeps.
+    assert fake.views[view["id"]]["title"]["text"] == "Still working"
+    text = json.dumps(fake.views[view["id"]]["blocks"])
+    assert "longer than expected" in text and "will update" in text
+    assert "notified" not in text
     payload.refresh_from_db()
     delivery.record_failure(payload, DeliveryError("http_503", retryable=False))
     assert "could not be completed" in json.dumps(fake.views[view["id"]]["blocks"])
     assert [c.error for c in fake.calls("views.update")] == [None, None]
+
+
+# -- a control response never costs the request, and never blocks it -------------------------
+
+
+class RaisingControlResponse:
+    """A custom control-response handler with a bug."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, inbound: Any, *, external_id: str, timeout: float) -> Any:
+        raise RuntimeError("bug in a custom control response")
+
+    def report(self, response: Any, *, outcome: str, timeout: float | None = None) -> str | None:
+        raise RuntimeError("bug in a custom control response")
+
+
+class OpenedThenBlockedReport:
+    """Opens nothing real, and holds every report until the test releases it."""
+
+    release = threading.Event()
+    reported: list[tuple[str, str, float | None]] = []
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def run(self, inbound: Any, *, external_id: str, timeout: float) -> ControlResponse:
+        return ControlResponse(handler=self.name, status=ControlResponseStatus.OPENED, view_id="V-held")
+
+    def report(self, response: Any, *, outcome: str, timeout: float | None = None) -> str | None:
+        self.release.wait(timeout=30)
+        self.reported.append((threading.current_thread().name, str(outcome), timeout))
+        return None
+
+
+class UnavailableResolver(Resolver):
+    """A resolver whose database is down."""
+
+    def resolve(self, inbound: Any) -> Resolution:
+        raise OperationalError("could not connect to server")
+
+
+def with_handler(settings: Any, name: str, path: str) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "CONTROL_RESPONSE_HANDLERS": {name: path}}
+    set_options(enabled=True, actions=[f"resolve_dialog={name}"])
+
+
+def test_a_control_response_that_raises_still_stores_and_forwards(
+    client: Client, fake: FakeSlack, installations: Any, settings: Any
+) -> None:
+    with_handler(settings, "custom.raising", f"{__name__}.RaisingControlResponse")
+    seen: list[Any] = []
+
+    @slack.action("resolve_dialog")
+    def resolve(request: Any) -> None:
+        seen.append(dict(request.control_response))
+
+    assert click(client, fake).status_code == 200
+    assert Payload.objects.get().state == "delivered"
+    assert seen == [
+        {
+            "handler": "custom.raising",
+            "status": "failed",
+            "view_id": None,
+            "external_id": None,
+            "hash": None,
+            "error": "handler_error",
+            "elapsed_ms": 0.0,
+        }
+    ]
+
+
+def test_a_resolver_database_error_is_a_503_and_the_modal_is_told_off_thread(
+    client: Client, fake: FakeSlack, installations: Any, settings: Any
+) -> None:
+    set_options(enabled=True, actions=["resolve_dialog"])
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER": f"{__name__}.UnavailableResolver"}
+    response = click(client, fake)
+    assert response.status_code == 503
+    assert json.loads(response.content)["error"] == "storage_unavailable"
+    assert not Payload.objects.exists()
+    assert control_responses.wait_for_background_reports(timeout=10)
+    (view,) = fake.views.values()
+    assert view["title"]["text"] == "Something went wrong"
+
+
+def test_the_failed_report_runs_off_the_request_thread(client: Client, installations: Any, settings: Any) -> None:
+    """The request is answered while the report is still held: it cannot delay Slack's 3 seconds."""
+    with_handler(settings, "custom.held", f"{__name__}.OpenedThenBlockedReport")
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER": f"{__name__}.UnavailableResolver"}
+    OpenedThenBlockedReport.release.clear()
+    OpenedThenBlockedReport.reported.clear()
+    try:
+        response = post_slack(client, interactive_body(block_actions(trigger_id="t-1")))
+        assert response.status_code == 503
+        assert OpenedThenBlockedReport.reported == []  # still held: the answer did not wait for it
+    finally:
+        OpenedThenBlockedReport.release.set()
+    assert control_responses.wait_for_background_reports(timeout=10)
+    ((thread, outcome, timeout),) = OpenedThenBlockedReport.reported
+    assert thread != threading.current_thread().name
+    assert outcome == "failed"
+    assert timeout is not None and timeout <= settings.SILO_ROUTER.get("CONTROL_RESPONSE_TIMEOUT", 1.5)
+
+
+def test_a_background_report_does_not_wait_out_a_rate_limit(
+    client: Client, fake: FakeSlack, installations: Any, settings: Any
+) -> None:
+    set_options(enabled=True, actions=["resolve_dialog"])
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER": f"{__name__}.UnavailableResolver"}
+    fake.fail_next("views.update", status=429, retry_after=30)
+    assert click(client, fake).status_code == 503
+    assert control_responses.wait_for_background_reports(timeout=10)
+    assert [c.error for c in fake.calls("views.update")] == ["ratelimited"]
+
+
+def test_a_storage_outage_is_a_503_but_bad_data_is_a_400(client: Client, installations: Any, settings: Any) -> None:
+    for error, status, reason in ((OperationalError, 503, "storage_unavailable"), (DataError, 400, "invalid_field")):
+
+        def fail(execute: Any, sql: str, params: Any, many: bool, context: Any, error: type = error) -> Any:
+            if sql.lstrip().upper().startswith("INSERT"):
+                raise error("refused")
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(fail):
+            response = post_slack(client, interactive_body(block_actions()))
+        assert (response.status_code, json.loads(response.content)["error"]) == (status, reason)

@@ -22,7 +22,11 @@ CORPUS = load_slack_corpus()
 
 
 def expected_regions(expect: dict[str, Any]) -> list[str]:
-    regions = TEAM_REGIONS.get(expect["team_id"] or "") or ENTERPRISE_REGIONS.get(expect["enterprise_id"] or "") or []
+    """Slack's own answer decides: the org-wide install for an enterprise install, else the workspace's."""
+    team = TEAM_REGIONS.get(expect["team_id"] or "")
+    enterprise = ENTERPRISE_REGIONS.get(expect["enterprise_id"] or "")
+    first, second = (enterprise, team) if expect["is_enterprise_install"] else (team, enterprise)
+    regions = first or second or []
     return regions if expect["type"] == "event_callback" else regions[:1]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -23,7 +24,6 @@ def inbound(
         payload={},
         routing=RoutingKeys(team_id=team, enterprise_id=enterprise, app_id="A0APP0001"),
         idempotency_key="k",
-        encoding="form",
         organization_hint=hint,
     )
 
@@ -57,3 +57,68 @@ def test_cache_can_be_turned_off(installations: Any, settings: Any, django_asser
     resolver.resolve(inbound("T0US00001"))
     with django_assert_num_queries(2):
         resolver.resolve(inbound("T0US00001"))
+
+
+def test_cache_stays_bounded_by_ten_thousand_unknown_team_ids(installations: Any, settings: Any) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER_CACHE_SIZE": 500}
+    resolver = ModelResolver()
+    for number in range(10_000):
+        assert resolver.resolve(inbound(f"T0X{number:07d}")).targets == ()
+    assert resolver.cache_size() <= 500
+    # Known installations still resolve (and are remembered) after the flood.
+    assert resolver.resolve(inbound("T0US00001")).targets == (Target("us", ("101",)),)
+    assert resolver.cache_size() <= 500
+
+
+def test_an_enterprise_install_routes_to_the_org_wide_integration(installations: Any) -> None:
+    """Slack's authorizations[0] says which install an event is for; Bolt authorizes that one."""
+    resolver = ModelResolver()
+    workspace = InboundRequest(
+        provider="slack",
+        type="event_callback",
+        name="app_mention",
+        payload={},
+        routing=RoutingKeys(team_id="T0US00001", enterprise_id="E0ENT0001", app_id="A0APP0001"),
+        idempotency_key="k1",
+    )
+    org_wide = dataclasses.replace(
+        workspace,
+        routing=dataclasses.replace(workspace.routing, is_enterprise_install=True),
+        idempotency_key="k2",
+    )
+    assert resolver.resolve(workspace).targets == (Target("us", ("101",)),)
+    assert resolver.resolve(org_wide).targets == (Target("eu", ("201",)),)
+
+
+def test_organizations_in_a_region_not_in_regions_are_dropped_with_a_reason(installations: Any) -> None:
+    mars = OrganizationMapping.objects.create(organization_id="901", slug="mars-base", region="mars")
+    Integration.objects.create(provider="slack", external_id="T0MARS001").organizations.add(mars)
+    resolution = ModelResolver().resolve(inbound("T0MARS001"))
+    assert resolution.targets == ()
+    assert "mars" in resolution.reason and "REGIONS" in resolution.reason
+
+    both = Integration.objects.create(provider="slack", external_id="T0MIXED01")
+    both.organizations.add(mars, installations["acme"])
+    mixed = ModelResolver().resolve(inbound("T0MIXED01", type="event_callback"))
+    assert mixed.targets == (Target("us", ("101",)),)
+
+
+def test_an_integration_naming_an_unregistered_provider_is_explained(installations: Any) -> None:
+    Integration.objects.create(provider="slakc", external_id="T0TYPO001").organizations.add(installations["acme"])
+    resolution = ModelResolver().resolve(inbound("T0TYPO001"))
+    assert resolution.targets == ()
+    assert "slakc" in resolution.reason and "PROVIDERS" in resolution.reason
+
+
+@pytest.mark.parametrize("size", [0, -5, 1.5, "100", True, None])
+def test_a_resolver_cache_size_that_is_not_a_positive_whole_number_is_refused(settings: Any, size: Any) -> None:
+    from silo_router.checks import check_settings
+
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER_CACHE_SIZE": size}
+    assert "silo_router.E031" in {message.id for message in check_settings()}
+
+
+def test_the_default_resolver_cache_size_passes_the_checks() -> None:
+    from silo_router.checks import check_settings
+
+    assert "silo_router.E031" not in {message.id for message in check_settings()}

@@ -3,56 +3,61 @@
 Handlers are named in ``SILO_ROUTER['CONTROL_RESPONSE_HANDLERS']`` (name -> dotted
 path) and looked up by name; which requests get one is an operator decision held in
 options (``slack.control_responses.enabled`` and ``slack.control_responses.actions``).
+The handlers themselves live with their provider (Slack's Loading modal:
+``providers/slack/control_responses.py``); this module selects, runs and reports,
+and never lets a handler's failure fail the request.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import logging
+import threading
 from collections.abc import Mapping
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from silo_router.conf import conf
 from silo_router.plugins import cached, import_by_alias
-from silo_router.providers.base import InboundRequest
+from silo_router.providers.base import (
+    ControlResponse,
+    ControlResponseHandler,
+    ControlResponseStatus,
+    InboundRequest,
+    ReportOutcome,
+)
 
 from .options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
+
+__all__ = [
+    "ControlResponse",
+    "ControlResponseHandler",
+    "ControlResponseStatus",
+    "ReportOutcome",
+    "handlers",
+    "report",
+    "report_in_background",
+    "run",
+    "select",
+    "wait_for_background_reports",
+]
+
+logger = logging.getLogger("silo_router.control")
 
 DEFAULT_HANDLER = "slack.loading_modal"
 #: Request types whose trigger_id a control response may use.
 ELIGIBLE_TYPES = frozenset({"block_actions", "shortcut", "message_action", "command"})
+#: The error a control response records when its handler raised.
+HANDLER_ERROR = "handler_error"
 
+#: Threads that send reports for requests still being answered, and how many such
+#: reports may wait for one; past that a report is dropped with an error log.
+BACKGROUND_REPORT_THREADS = 2
+BACKGROUND_REPORT_BACKLOG = 64
 
-@dataclasses.dataclass(frozen=True)
-class ControlResponse:
-    """What a control response did; travels to the region inside the envelope."""
-
-    handler: str
-    status: str  # "opened" or "failed"
-    view_id: str | None = None
-    external_id: str | None = None
-    hash: str | None = None
-    error: str | None = None
-    elapsed_ms: float = 0.0
-
-    @property
-    def opened(self) -> bool:
-        return self.status == "opened"
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class ControlResponseHandler(Protocol):
-    """Answers in control, and later reports how the forwarded work ended."""
-
-    name: str
-
-    def run(self, inbound: InboundRequest, *, external_id: str, timeout: float) -> ControlResponse:
-        """Answer now (before any database or region work)."""
-
-    def report(self, response: Mapping[str, Any], *, outcome: str) -> str | None:
-        """Tell the user how it ended (``done``, ``failed``, ``timed_out``); return the view's new hash."""
+_background = ThreadPoolExecutor(max_workers=BACKGROUND_REPORT_THREADS, thread_name_prefix="silo-router-report")
+_pending = 0
+_pending_changed = threading.Condition()
 
 
 @cached
@@ -83,24 +88,91 @@ def external_id_for(inbound: InboundRequest) -> str:
 
 
 def run(name: str, inbound: InboundRequest, *, timeout: float) -> ControlResponse:
-    """Run handler ``name``; an unknown name is reported as a failed control response."""
+    """Run handler ``name``; an unknown name or a handler that raises is a failed control response.
+
+    The request is stored and forwarded either way: a control response is a courtesy
+    to the user, never a reason to lose the work.
+    """
     handler = handlers().get(name)
     if handler is None:
-        return ControlResponse(handler=name, status="failed", error="unknown_handler")
-    result: ControlResponse = handler.run(inbound, external_id=external_id_for(inbound), timeout=timeout)
+        return ControlResponse(handler=name, status=ControlResponseStatus.FAILED, error="unknown_handler")
+    try:
+        result = handler.run(inbound, external_id=external_id_for(inbound), timeout=timeout)
+    except Exception:
+        logger.exception("control response %s raised for %s; forwarding without it", name, inbound.kind)
+        return ControlResponse(handler=name, status=ControlResponseStatus.FAILED, error=HANDLER_ERROR)
+    if not isinstance(result, ControlResponse):
+        logger.error("control response %s returned %s, not a ControlResponse", name, type(result).__name__)
+        return ControlResponse(handler=name, status=ControlResponseStatus.FAILED, error=HANDLER_ERROR)
     return result
 
 
-def report(response: Mapping[str, Any] | None, *, outcome: str) -> Mapping[str, Any] | None:
+def report(
+    response: Mapping[str, Any] | None, *, outcome: ReportOutcome | str, timeout: float | None = None
+) -> Mapping[str, Any] | None:
     """Pass how the work ended to the handler that answered, if it opened something.
 
     Returns the control response with the view's new ``hash`` when the handler replaced
-    the view, so a later report is not mistaken for a stale one; ``None`` otherwise.
+    the view, so a later report is not mistaken for a stale one; ``None`` otherwise
+    (also when the handler raised: the error is logged). ``timeout``: see
+    ``ControlResponseHandler.report``.
     """
-    if not response or response.get("status") != "opened":
+    if not response or response.get("status") != ControlResponseStatus.OPENED:
         return None
-    handler = handlers().get(str(response.get("handler")))
+    name = str(response.get("handler"))
+    handler = handlers().get(name)
     if handler is None:
         return None
-    new_hash = handler.report(response, outcome=outcome)
+    try:
+        if timeout is None:  # handlers written before the timeout argument keep working
+            new_hash = handler.report(response, outcome=outcome)
+        else:
+            new_hash = handler.report(response, outcome=outcome, timeout=timeout)
+    except Exception:
+        logger.exception("control response %s raised while reporting %s", name, outcome)
+        return None
     return {**response, "hash": new_hash} if new_hash else None
+
+
+def report_in_background(response: ControlResponse | None, *, outcome: ReportOutcome) -> bool:
+    """Report ``outcome`` off the request thread, with a short timeout and no rate-limit wait.
+
+    For a request that will not be stored or forwarded (storage down, no region): the
+    provider is still waiting for its answer, so the report must not delay it. Returns
+    whether a report was handed over (``False``: nothing was open, or the backlog is full).
+    """
+    global _pending
+    if response is None or not response.opened:
+        return False
+    with _pending_changed:
+        if _pending >= BACKGROUND_REPORT_BACKLOG:
+            logger.error("dropped the %s report of a %s control response: too many pending", outcome, response.handler)
+            return False
+        _pending += 1
+    data = response.as_dict()
+
+    def send() -> None:
+        try:
+            report(data, outcome=outcome, timeout=conf.CONTROL_RESPONSE_TIMEOUT)
+        finally:
+            _finished()
+
+    try:
+        _background.submit(send)
+    except RuntimeError:  # the interpreter is shutting down
+        _finished()
+        return False
+    return True
+
+
+def _finished() -> None:
+    global _pending
+    with _pending_changed:
+        _pending -= 1
+        _pending_changed.notify_all()
+
+
+def wait_for_background_reports(timeout: float) -> bool:
+    """Wait until every background report has been sent (or given up); ``False`` on timeout."""
+    with _pending_changed:
+        return _pending_changed.wait_for(lambda: _pending == 0, timeout=timeout)

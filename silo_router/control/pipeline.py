@@ -3,7 +3,10 @@
 Order matters and is the point of this module: a control response (the Loading modal)
 runs before any database or region work; a 2xx for a forwarded kind is returned only
 after the payload is committed; a synchronous forward spends only what is left of the
-provider's deadline.
+provider's deadline. Bad input is a 4xx with a reason, bad data in storage (a
+``DataError``) a 400, a storage outage a 503 (the provider retries); nothing that
+talks to Slack on the user's behalf runs on the request thread after the control
+response.
 """
 
 from __future__ import annotations
@@ -14,27 +17,43 @@ import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from silo_router import tracing
 from silo_router.conf import conf
 from silo_router.envelope import Envelope, seal
-from silo_router.exceptions import PayloadTooLarge, RequestRejected
+from silo_router.exceptions import (
+    MalformedRequest,
+    NotConfigured,
+    PayloadTooLarge,
+    RequestRejected,
+    SiloRouterConfigurationError,
+)
 from silo_router.plugins import cached, import_by_alias
-from silo_router.providers.base import InboundRequest, Provider, ProviderResponse
+from silo_router.providers.base import (
+    ControlResponse,
+    InboundRequest,
+    Provider,
+    ProviderResponse,
+    ReportOutcome,
+)
 from silo_router.providers.registry import get_provider
 from silo_router.transports import DeliveryError, DeliveryTimeout, transport_for
 
 from . import control_responses, delivery
-from .control_responses import ControlResponse
 from .deadline import Deadline
 from .models import Payload
 from .publishing import publish_within
 from .resolver import Resolution, Resolver
-from .routing import Strategy, strategy_for
+from .routing import Strategy, has_route, strategy_for
 
 logger = logging.getLogger("silo_router.control")
+
+#: The shortest ``views.open`` timeout worth trying when the deadline is nearly spent.
+MIN_CONTROL_RESPONSE_TIMEOUT = 0.1
+#: How much of a chunked body is read per call.
+CHUNK_SIZE = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,8 +62,8 @@ class Arrival:
 
     provider: Provider
     inbound: InboundRequest
-    body: bytes
-    headers: Mapping[str, str]
+    body: bytes = dataclasses.field(repr=False)
+    headers: Mapping[str, str] = dataclasses.field(repr=False)
     deadline: Deadline
 
 
@@ -62,7 +81,11 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
         )
         response["Allow"] = "POST"
         return response
-    provider = get_provider(provider_name)
+    try:
+        provider = get_provider(provider_name)
+    except SiloRouterConfigurationError:
+        logger.exception("the provider %r of this URL prefix cannot be built", provider_name)
+        return _rejection(NotConfigured(f"The {provider_name} provider is not configured on this server."))
     with tracing.flow("silo_router.control", f"{provider_name} request") as flow:
         headers = {key.lower(): value for key, value in request.headers.items()}
         deadline = Deadline.start(sent_at=provider.sent_at(headers))
@@ -73,7 +96,8 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
             with tracing.span("classify", provider_name):
                 inbound = provider.parse(body=body, headers=headers)
         except RequestRejected as exc:
-            logger.warning("rejected a %s request: %s (%s)", provider_name, exc.reason, exc.status)
+            level = logging.ERROR if exc.status >= 500 else logging.WARNING
+            logger.log(level, "rejected a %s request: %s (%s)", provider_name, exc.reason, exc.status)
             tracing.set_data(flow, rejected=exc.reason)
             return _rejection(exc)
         tracing.set_data(flow, kind=inbound.kind)
@@ -83,17 +107,49 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
 
 
 def read_body(request: HttpRequest, *, limit: int) -> bytes:
-    """Read the raw body once, refusing more than ``limit`` bytes (413)."""
-    declared = request.META.get("CONTENT_LENGTH")
+    """Read the raw body once, refusing more than ``limit`` bytes (413).
+
+    A chunked body (no Content-Length) is read to its end when the server terminates
+    ``wsgi.input`` (gunicorn does), else refused with 411; a body shorter than its
+    Content-Length, or a client that goes away while sending it, is a 400.
+    """
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if not declared:
+        if not request.META.get("HTTP_TRANSFER_ENCODING"):
+            return b""  # no Content-Length and no Transfer-Encoding: HTTP says the body is empty
+        if not request.META.get("wsgi.input_terminated"):
+            raise RequestRejected("Send the body with a Content-Length header.", reason="length_required", status=411)
+        return _read_to_end(request.META["wsgi.input"], limit=limit)
     try:
-        if declared and int(declared) > limit:
-            raise PayloadTooLarge(f"The body is over the {limit}-byte limit.")
+        length = int(declared)
     except ValueError:
         raise RequestRejected("Content-Length is not a number.", reason="bad_content_length") from None
-    body = request.read(limit + 1)
-    if len(body) > limit:
+    if length < 0:
+        raise RequestRejected("Content-Length is negative.", reason="bad_content_length")
+    if length > limit:
         raise PayloadTooLarge(f"The body is over the {limit}-byte limit.")
+    try:
+        body = request.read(limit + 1)
+    except OSError:  # the client went away mid-body (Django's UnreadablePostError, gunicorn's NoMoreData)
+        raise MalformedRequest("The body ended before its Content-Length.", reason="incomplete_body") from None
+    if len(body) < length:
+        raise MalformedRequest("The body ended before its Content-Length.", reason="incomplete_body")
     return body
+
+
+def _read_to_end(stream: Any, *, limit: int) -> bytes:
+    """Read a terminated stream to its end, refusing more than ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while chunk := stream.read(CHUNK_SIZE):
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"The body is over the {limit}-byte limit.")
+    except (OSError, ValueError):  # a broken chunked encoding, or the client went away
+        raise MalformedRequest("The chunked body could not be read to its end.", reason="incomplete_body") from None
+    return b"".join(parts)
 
 
 def route(arrival: Arrival) -> HttpResponse:
@@ -105,30 +161,44 @@ def route(arrival: Arrival) -> HttpResponse:
     if strategy is Strategy.IGNORE:
         logger.info("ignoring %s %s as configured", inbound.provider, inbound.kind)
         return HttpResponse(status=200)
+    try:
+        if not has_route(inbound):
+            # A type this library does not know yet: kept for operators, acknowledged.
+            return unroutable(
+                arrival,
+                strategy,
+                reason=f"no route for {inbound.provider}.{inbound.type}: add it to SILO_ROUTER['ROUTES'] to forward it",
+            )
+    except DatabaseError as exc:
+        return _storage_failed(inbound, exc, None)
 
     answered: ControlResponse | None = None
     if strategy is Strategy.ASYNC:
         handler = control_responses.select(inbound)
         if handler is not None:
-            timeout = max(min(conf.CONTROL_RESPONSE_TIMEOUT, arrival.deadline.remaining()), 0.1)
+            timeout = max(
+                min(conf.CONTROL_RESPONSE_TIMEOUT, arrival.deadline.remaining()), MIN_CONTROL_RESPONSE_TIMEOUT
+            )
             with tracing.span("control_response", handler):
                 answered = control_responses.run(handler, inbound, timeout=timeout)
 
-    with tracing.span("resolve", inbound.kind):
-        resolution = resolver().resolve(inbound)
-    envelopes = build_envelopes(arrival, resolution, strategy=strategy, answered=answered)
     try:
+        with tracing.span("resolve", inbound.kind):
+            resolution = resolver().resolve(inbound)
+        envelopes = build_envelopes(arrival, resolution, strategy=strategy, answered=answered)
         if not envelopes:
-            _report_if_opened(answered)
-            return unroutable(arrival, strategy)
+            control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
+            return unroutable(arrival, strategy, reason=resolution.reason or "no installation matched")
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
         with tracing.span("store", inbound.kind):
             fresh = delivery.store(envelopes, kind_type=inbound.type)
-    except DatabaseError:
-        logger.exception("could not store a %s payload; asking the provider to retry", inbound.kind)
-        _report_if_opened(answered)
-        return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
+    except DatabaseError as exc:
+        return _storage_failed(inbound, exc, answered)
+    except SiloRouterConfigurationError:
+        logger.exception("the resolver cannot be built; asking the provider to retry")
+        control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
+        return _rejection(NotConfigured("The resolver is not configured on this server."))
     targets = [(str(p.pk), p.region) for p in fresh]
     check = str(fresh[0].pk) if fresh and answered is not None and answered.opened else None
 
@@ -183,18 +253,20 @@ def envelope_for(arrival: Arrival, *, region: str, strategy: Strategy, **fields:
     )
 
 
-def unroutable(arrival: Arrival, strategy: Strategy) -> HttpResponse:
-    """No installation matched: keep the request for operators, answer the provider 2xx.
+def unroutable(arrival: Arrival, strategy: Strategy, *, reason: str) -> HttpResponse:
+    """Nowhere to send the request: keep it for operators with ``reason``, answer the provider 2xx.
 
     A 404 would make Slack count a failure (and eventually disable the app); the
-    request is valid, we just have nowhere to send it.
+    request is valid, we just have nowhere to send it (no installation, a region not in
+    ``REGIONS``, a type with no route).
     """
     inbound = arrival.inbound
-    logger.warning("no region for %s %s (routing %s)", inbound.provider, inbound.kind, inbound.routing)
+    logger.warning("kept %s %s as unroutable: %s", inbound.provider, inbound.kind, reason)
     delivery.store(
         [envelope_for(arrival, region="", strategy=strategy)],
+        kind_type=inbound.type,
         state=Payload.State.UNROUTABLE,
-        last_error=f"no installation for {inbound.routing}",
+        last_error=reason,
     )
     if strategy is Strategy.SYNC:
         return _http(arrival.provider.fallback_answer(inbound))
@@ -228,15 +300,33 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
         delivery.record_failure(payload, retryable, retry=not read_only, from_request=True)
         return _http(provider.fallback_answer(inbound))
     delivery.mark_delivered(payload, receipt=receipt)
-    if receipt.response is None:
-        return HttpResponse(status=200)
-    return HttpResponse(json.dumps(receipt.response), content_type="application/json", status=200)
+    return sync_answer(arrival, receipt.response)
 
 
-def _report_if_opened(answered: ControlResponse | None) -> None:
-    """A Loading modal is open but the work will not be forwarded: say so at once."""
-    if answered is not None and answered.opened:
-        control_responses.report(answered.as_dict(), outcome="failed")
+def sync_answer(arrival: Arrival, response: Any) -> HttpResponse:
+    """The provider's answer for a synchronous kind the region answered with ``response``.
+
+    No answer (no handler, or a handler that returned nothing) is the provider's
+    fallback, the same answer as for no region or no time left: ``{"options": []}``
+    for an options load, an empty 200 otherwise.
+    """
+    if response is None:
+        return _http(arrival.provider.fallback_answer(arrival.inbound))
+    return HttpResponse(json.dumps(response), content_type="application/json", status=200)
+
+
+def _storage_failed(inbound: InboundRequest, exc: DatabaseError, answered: ControlResponse | None) -> HttpResponse:
+    """A database error on the request path: bad data is a 400, an outage a 503 (the provider retries).
+
+    Either way nothing was forwarded, so an open Loading modal is told so, off the
+    request thread.
+    """
+    control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
+    if isinstance(exc, DataError):
+        logger.warning("a %s request holds data the database refuses: %s", inbound.kind, type(exc).__name__)
+        return _rejection(MalformedRequest("A field holds a value that cannot be stored.", reason="invalid_field"))
+    logger.exception("could not resolve or store a %s payload; asking the provider to retry", inbound.kind)
+    return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
 
 
 def _schedule_loading_check(payload_id: str) -> None:

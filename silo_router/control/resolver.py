@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from silo_router.conf import conf
 from silo_router.providers.base import InboundRequest
 
 from .routing import Fanout, fanout_for
+
+if TYPE_CHECKING:
+    from django.db.models import Q
+
+logger = logging.getLogger("silo_router.control")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,10 +32,11 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class Resolution:
-    """The resolver's answer. No targets means the request is unroutable."""
+    """The resolver's answer. No targets means the request is unroutable; ``reason`` says why."""
 
     integration_id: str | None
     targets: tuple[Target, ...]
+    reason: str = ""
 
 
 class Resolver(abc.ABC):
@@ -45,52 +55,102 @@ def group_by_region(
     An organization hint in the payload that names one of the rows (by id or slug)
     narrows the targets to it; a hint naming anything else is ignored, so a payload
     cannot route itself into an organization the installation does not belong to.
-    The fan-out policy for the kind then keeps every region or the first one.
+    Rows naming a region that is not in ``REGIONS`` are dropped (with a warning): such
+    a target can never be delivered. The fan-out policy for the kind then keeps every
+    region or the first one.
     """
     rows = list(organizations)
     hint = inbound.organization_hint
     if hint:
         hinted = [row for row in rows if hint in (row[0], row[1])]
         rows = hinted or rows
+    known = conf.REGIONS
+    unknown = sorted({region for _, _, region in rows if region not in known})
+    if unknown:
+        logger.warning("organizations map to regions not in REGIONS (%s); dropping them", ", ".join(unknown))
     by_region: dict[str, list[str]] = {}
     for organization_id, _slug, region in rows:
-        by_region.setdefault(region, []).append(organization_id)
+        if region in known:
+            by_region.setdefault(region, []).append(organization_id)
     targets = tuple(Target(region=r, organization_ids=tuple(ids)) for r, ids in by_region.items())
     if fanout_for(inbound) is Fanout.ONE:
         targets = targets[:1]
-    return Resolution(integration_id=integration_id, targets=targets)
+    reason = ""
+    if not targets:
+        reason = (
+            f"integration {integration_id} maps only to regions not in REGIONS: {', '.join(unknown)}"
+            if unknown
+            else f"integration {integration_id} has no organizations"
+        )
+    return Resolution(integration_id=integration_id, targets=targets, reason=reason)
+
+
+CacheKey = tuple[str, str, str, str, bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lookup:
+    at: float
+    integration_id: str | None
+    rows: tuple[tuple[str, str, str], ...]
+    reason: str
 
 
 class ModelResolver(Resolver):
     """The default: ``Integration`` rows by team (or enterprise) id, then their organizations.
 
-    Answers are kept per process for ``RESOLVER_CACHE_SECONDS`` (5 s), so the control
-    path does no routing query for a busy workspace; a change saved in this process
-    clears the cache at once (signals), other processes see it within that time.
+    Answers are kept per process for ``RESOLVER_CACHE_SECONDS`` (5 s), at most
+    ``RESOLVER_CACHE_SIZE`` installations (least recently used are evicted first, so
+    requests from any number of unknown team ids cannot grow it), so the control path
+    does no routing query for a busy workspace; a change saved in this process clears
+    the cache at once (signals), other processes see it within that time.
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, str, str, str], tuple[float, str | None, list[tuple[str, str, str]]]] = {}
+        self._cache: collections.OrderedDict[CacheKey, _Lookup] = collections.OrderedDict()
+        self._lock = threading.Lock()
         connect_invalidation(self.clear)
 
     def clear(self, **kwargs: object) -> None:
-        self._cache.clear()
+        """Forget every cached answer."""
+        with self._lock:
+            self._cache.clear()
+
+    def cache_size(self) -> int:
+        """How many installations are cached now."""
+        return len(self._cache)
 
     def resolve(self, inbound: InboundRequest) -> Resolution:
         keys = inbound.routing
-        cache_key = (inbound.provider, keys.team_id or "", keys.enterprise_id or "", keys.app_id or "")
+        cache_key = (
+            inbound.provider,
+            keys.team_id or "",
+            keys.enterprise_id or "",
+            keys.app_id or "",
+            keys.is_enterprise_install,
+        )
         now = time.monotonic()
-        hit = self._cache.get(cache_key)
-        if hit is None or now - hit[0] > conf.seconds("RESOLVER_CACHE_SECONDS"):
-            integration_id, rows = self._lookup(inbound)
-            self._cache[cache_key] = hit = (now, integration_id, rows)
-        _, integration_id, rows = hit
-        if integration_id is None:
-            return Resolution(integration_id=None, targets=())
-        return group_by_region(rows, inbound=inbound, integration_id=integration_id)
+        with self._lock:
+            hit = self._cache.get(cache_key)
+            if hit is not None:
+                self._cache.move_to_end(cache_key)
+        if hit is None or now - hit.at > conf.seconds("RESOLVER_CACHE_SECONDS"):
+            hit = self._lookup(inbound, now=now)
+            self._remember(cache_key, hit)
+        if hit.integration_id is None:
+            return Resolution(integration_id=None, targets=(), reason=hit.reason)
+        return group_by_region(hit.rows, inbound=inbound, integration_id=hit.integration_id)
+
+    def _remember(self, cache_key: CacheKey, lookup: _Lookup) -> None:
+        limit = conf.RESOLVER_CACHE_SIZE
+        with self._lock:
+            self._cache[cache_key] = lookup
+            self._cache.move_to_end(cache_key)
+            while len(self._cache) > limit:
+                self._cache.popitem(last=False)
 
     @staticmethod
-    def _lookup(inbound: InboundRequest) -> tuple[str | None, list[tuple[str, str, str]]]:
+    def _lookup(inbound: InboundRequest, *, now: float) -> _Lookup:
         from django.db.models import Q
 
         from .models import Integration
@@ -102,17 +162,36 @@ class ModelResolver(Resolver):
         if keys.enterprise_id:
             match |= Q(external_id=keys.enterprise_id)
         if not match:
-            return None, []
+            return _Lookup(now, None, (), "the request names no team or enterprise")
         candidates = Integration.objects.filter(match, provider=inbound.provider)
         if keys.app_id:
             candidates = candidates.filter(Q(app_id="") | Q(app_id=keys.app_id))
-        # Prefer the workspace install over an org-wide one, and an app-specific row.
-        ranked = sorted(candidates, key=lambda i: (i.external_id != keys.team_id, i.app_id == "", i.pk))
+        # The installation Slack names first: the org-wide one when the request says it is
+        # for an enterprise install (authorizations[0]), else the workspace one; then an
+        # app-specific row over one that matches every app.
+        preferred = keys.enterprise_id if keys.is_enterprise_install else keys.team_id
+        ranked = sorted(candidates, key=lambda i: (i.external_id != preferred, i.app_id == "", i.pk))
         if not ranked:
-            return None, []
+            return _Lookup(now, None, (), _no_installation_reason(inbound, match))
         integration = ranked[0]
         rows = integration.organizations.order_by("id").values_list("organization_id", "slug", "region")
-        return str(integration.pk), list(rows)
+        return _Lookup(now, str(integration.pk), tuple(rows), "")
+
+
+def _no_installation_reason(inbound: InboundRequest, match: Q) -> str:
+    """Why no installation matched, naming a provider typo when that is the cause."""
+    from .models import Integration
+
+    keys = inbound.routing
+    ids = " / ".join(
+        f"{what} {value}" for what, value in (("team", keys.team_id), ("enterprise", keys.enterprise_id)) if value
+    )
+    others = Integration.objects.filter(match).exclude(provider=inbound.provider)
+    unregistered = sorted({name for name in others.values_list("provider", flat=True) if name not in conf.PROVIDERS})
+    missing = f"no {inbound.provider} installation for {ids}"
+    if unregistered:
+        return f"{missing}; integrations name providers not in PROVIDERS: {', '.join(unregistered)}"
+    return missing
 
 
 def connect_invalidation(handler: Callable[..., None]) -> None:

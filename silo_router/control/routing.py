@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 
 from silo_router.conf import conf
 from silo_router.providers.base import InboundRequest
+from silo_router.routing import Fanout, Strategy
 
-
-class Strategy(enum.StrEnum):
-    """How the control silo answers a request."""
-
-    #: Answered in control, never forwarded (url_verification, ssl_check).
-    CONTROL_ONLY = "control_only"
-    #: Stored, acknowledged at once with an empty 200, delivered by a worker. A control
-    #: response (a Loading modal) may run first when the admin options say so.
-    ASYNC = "async"
-    #: Forwarded while Slack waits, within the remaining deadline; the region's answer
-    #: becomes the HTTP body. On timeout: the provider's fallback answer.
-    SYNC = "sync"
-    #: Acknowledged with 200 and recorded, but not forwarded.
-    IGNORE = "ignore"
-
-
-class Fanout(enum.StrEnum):
-    """How many regions a request goes to when its installation spans several."""
-
-    ALL = "all"
-    ONE = "one"
+__all__ = ["Fanout", "Strategy", "fanout_for", "has_route", "strategy_for"]
 
 
 def _lookup(table: Mapping[str, str], inbound: InboundRequest) -> str | None:
@@ -36,6 +16,11 @@ def _lookup(table: Mapping[str, str], inbound: InboundRequest) -> str | None:
         if key in table:
             return table[key]
     return None
+
+
+def has_route(inbound: InboundRequest) -> bool:
+    """Whether the routing table names ``inbound``'s kind or type (every known type has a default)."""
+    return _lookup(conf.ROUTES, inbound) is not None
 
 
 def strategy_for(inbound: InboundRequest) -> Strategy:

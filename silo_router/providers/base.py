@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +21,9 @@ class RoutingKeys:
     enterprise_id: str | None = None
     app_id: str | None = None
     user_id: str | None = None
+    #: The provider says the request is for an organization-wide install (Slack's
+    #: ``authorizations[0].is_enterprise_install``), not for the workspace one.
+    is_enterprise_install: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,20 +32,19 @@ class InboundRequest:
 
     ``type`` is the request family (``block_actions``, ``event_callback``...) and
     ``name`` the sub-key that handlers register on (an action id, an event type, a
-    command, a callback id); ``kind`` joins them as ``type:name``.
+    command, a callback id); ``kind`` joins them as ``type:name``. The payload and
+    the capabilities it carries (``trigger_id``, ``response_url``) stay out of reprs.
     """
 
     provider: str
     type: str
     name: str
-    payload: Mapping[str, Any]
+    payload: Mapping[str, Any] = dataclasses.field(repr=False)
     routing: RoutingKeys
     idempotency_key: str
-    encoding: str  # "json" or "form"
-    trigger_id: str | None = None
-    response_url: str | None = None
+    trigger_id: str | None = dataclasses.field(default=None, repr=False)
+    response_url: str | None = dataclasses.field(default=None, repr=False)
     organization_hint: str | None = None
-    event_id: str | None = None
 
     @property
     def kind(self) -> str:
@@ -93,3 +96,58 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def sent_at(self, headers: Mapping[str, str]) -> float | None:
         """When the provider says it sent the request (for deadline budgeting)."""
+
+
+class ControlResponseStatus(enum.StrEnum):
+    """Whether a control response showed something to the user."""
+
+    OPENED = "opened"
+    FAILED = "failed"
+
+
+class ReportOutcome(enum.StrEnum):
+    """How the forwarded work behind a control response ended, as far as control knows."""
+
+    DONE = "done"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlResponse:
+    """What a control response did; travels to the region inside the envelope."""
+
+    handler: str
+    status: ControlResponseStatus
+    view_id: str | None = None
+    external_id: str | None = None
+    hash: str | None = None
+    error: str | None = None
+    elapsed_ms: float = 0.0
+
+    @property
+    def opened(self) -> bool:
+        """Whether something (a Loading modal) is showing that a later report must replace."""
+        return self.status is ControlResponseStatus.OPENED
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready form carried in the envelope."""
+        return {**dataclasses.asdict(self), "status": str(self.status)}
+
+
+class ControlResponseHandler(Protocol):
+    """Answers in control, and later reports how the forwarded work ended."""
+
+    name: str
+
+    def run(self, inbound: InboundRequest, *, external_id: str, timeout: float) -> ControlResponse:
+        """Answer now (before any database or region work)."""
+
+    def report(
+        self, response: Mapping[str, Any], *, outcome: ReportOutcome | str, timeout: float | None = None
+    ) -> str | None:
+        """Tell the user how it ended; return the view's new hash.
+
+        ``timeout`` given: a short call that must not wait out rate limits (used while
+        a provider request may still be open); ``None``: the handler's own default.
+        """

@@ -49,7 +49,15 @@ def test_corpus_is_broad_enough() -> None:
 def test_corpus_entry_is_well_formed(entry: dict[str, Any]) -> None:
     assert set(entry) == {"description", "content_type", "body", "expect", "file"}
     assert entry["description"] and isinstance(entry["body"], str)
-    assert set(entry["expect"]) == {"type", "name", "team_id", "enterprise_id", "app_id", "organization_hint"}
+    assert set(entry["expect"]) == {
+        "type",
+        "name",
+        "team_id",
+        "enterprise_id",
+        "app_id",
+        "organization_hint",
+        "is_enterprise_install",
+    }
 
 
 @pytest.mark.parametrize("entry", by_file(CORPUS))
@@ -65,11 +73,12 @@ def test_corpus_entry_parses_as_expected(entry: dict[str, Any]) -> None:
         "enterprise_id": inbound.routing.enterprise_id,
         "app_id": inbound.routing.app_id,
         "organization_hint": inbound.organization_hint,
+        "is_enterprise_install": inbound.routing.is_enterprise_install,
     }
     assert actual == expect
     assert inbound.provider == "slack"
     if inbound.type == "event_callback":
-        assert inbound.idempotency_key == f"slack:event:{inbound.event_id}"
+        assert inbound.idempotency_key == f"slack:event:{inbound.payload['event_id']}"
     else:
         assert inbound.idempotency_key.startswith("slack:body:")
 

@@ -8,7 +8,7 @@ import pytest
 from django.http.request import HttpHeaders
 from slack_sdk.signature import SignatureVerifier
 
-from silo_router.exceptions import SignatureError, SiloRouterConfigurationError
+from silo_router.exceptions import NotConfigured, SignatureError, SiloRouterConfigurationError
 from silo_router.providers.slack import SlackProvider
 from silo_router.providers.slack.verification import compute_signature, parse_timestamp, verify_signature
 
@@ -218,11 +218,12 @@ def test_every_secret_is_compared(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("secrets", [(), ("",), ("", "")])
-def test_no_signing_secret_never_accepts(secrets: tuple[str, ...]) -> None:
+def test_no_signing_secret_never_accepts_and_blames_the_server(secrets: tuple[str, ...]) -> None:
     headers = signed(secret="")
-    error = rejection(headers, secrets=secrets)
-    assert error.reason == "no_signing_secret"
-    assert error.status == 401
+    with pytest.raises(NotConfigured) as caught:
+        check(headers, secrets=secrets)
+    assert caught.value.reason == "not_configured"
+    assert caught.value.status == 503
 
 
 def test_details_never_leak_the_secret_or_expected_signature() -> None:
@@ -283,9 +284,9 @@ def test_provider_tolerance_is_configurable() -> None:
 
 def test_provider_with_no_secrets_rejects() -> None:
     provider = SlackProvider(signing_secrets=[])
-    with pytest.raises(SignatureError) as caught:
+    with pytest.raises(NotConfigured) as caught:
         provider.verify(body=BODY, headers=signed(), now=NOW)
-    assert caught.value.reason == "no_signing_secret"
+    assert caught.value.reason == "not_configured"
 
 
 def test_provider_refuses_a_bare_string_or_negative_tolerance() -> None:

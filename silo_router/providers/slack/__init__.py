@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from silo_router.conf import conf
 from silo_router.exceptions import SiloRouterConfigurationError
 from silo_router.providers.base import InboundRequest, Provider, ProviderResponse
 from silo_router.providers.slack import responses
@@ -40,8 +41,6 @@ class SlackProvider(Provider):
     @classmethod
     def from_settings(cls) -> SlackProvider:
         """Build from ``SILO_ROUTER['SLACK']`` (a region needs no secrets: it only parses)."""
-        from silo_router.conf import conf
-
         slack = conf.SLACK
         return cls(signing_secrets=list(slack["SIGNING_SECRETS"]), tolerance=int(slack["TIMESTAMP_TOLERANCE"]))
 

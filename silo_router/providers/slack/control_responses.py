@@ -1,4 +1,13 @@
-"""The built-in Slack control response: open a Loading modal before anything else."""
+"""The Slack Loading modal, its whole provider-side life in one place.
+
+1. ``LoadingModal.run``: ``views.open`` a Loading modal with the request's trigger,
+   before any database or region work; the ``ControlResponse`` it returns (view id,
+   external id, hash) travels to the region inside the envelope.
+2. The region's handler replaces it with ``views.update`` (``request.update_view``).
+3. ``LoadingModal.report``: control replaces it when the handler did not, with the
+   done, failed or "taking longer" view, and only if nobody replaced it since (the
+   view's ``hash``).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +20,62 @@ from typing import Any
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from silo_router.conf import conf
-from silo_router.control.control_responses import ControlResponse
-from silo_router.providers.base import InboundRequest
+from silo_router.providers.base import ControlResponse, ControlResponseStatus, InboundRequest, ReportOutcome
 
 from .client import slack_client
-from .modals import done_view, failed_view, loading_view
 
 logger = logging.getLogger("silo_router.slack")
 
-MESSAGES = {
-    "failed": "The action could not be completed. Please try again; if it keeps failing, tell your admin.",
-    "timed_out": "This is taking longer than expected. You will be notified when it is done.",
-}
+#: Slack refuses modal titles longer than this.
+MAX_TITLE_LENGTH = 24
+
+LOADING_TEXT = "Working on it..."
+FAILED_TEXT = "The action could not be completed. Please try again; if it keeps failing, tell your admin."
+TIMED_OUT_TEXT = "This is taking longer than expected. This window will update when the work is done."
+
+#: Slack API errors that mean the modal was replaced since we last showed it.
+REPLACED_ERRORS = frozenset({"hash_conflict"})
+
+
+def _modal(title: str, text: str, *, external_id: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": title[:MAX_TITLE_LENGTH]},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+    }
+    if external_id:
+        view["external_id"] = external_id
+    return view
+
+
+def loading_view(external_id: str) -> dict[str, Any]:
+    """Shown by the control silo while the region does the work."""
+    return _modal("Loading", f":hourglass_flowing_sand: {LOADING_TEXT}", external_id=external_id)
+
+
+def failed_view(reason: str = FAILED_TEXT) -> dict[str, Any]:
+    """Replaces the Loading modal when the work failed for good (or could not be forwarded)."""
+    return _modal("Something went wrong", f":warning: {reason}")
+
+
+def timed_out_view() -> dict[str, Any]:
+    """Replaces the Loading modal when the work is still running after ``LOADING_VIEW_TIMEOUT``."""
+    return _modal("Still working", f":hourglass: {TIMED_OUT_TEXT}")
+
+
+def done_view() -> dict[str, Any]:
+    """Replaces a Loading modal that the handler left untouched after succeeding."""
+    return _modal("Done", ":white_check_mark: Done.")
+
+
+def view_for(outcome: ReportOutcome | str) -> dict[str, Any]:
+    """The view that tells the user ``outcome`` (an unknown outcome reads as failed)."""
+    if outcome == ReportOutcome.DONE:
+        return done_view()
+    if outcome == ReportOutcome.TIMED_OUT:
+        return timed_out_view()
+    return failed_view()
 
 
 class LoadingModal:
@@ -37,9 +90,10 @@ class LoadingModal:
         self.name = name
 
     def run(self, inbound: InboundRequest, *, external_id: str, timeout: float) -> ControlResponse:
+        """Open the Loading modal now; never raises for a Slack failure."""
         started = time.monotonic()
         if not inbound.trigger_id:
-            return ControlResponse(handler=self.name, status="failed", error="no_trigger_id")
+            return ControlResponse(handler=self.name, status=ControlResponseStatus.FAILED, error="no_trigger_id")
         client = slack_client(timeout=timeout, rate_limit_retries=0)
         try:
             result = client.views_open(trigger_id=inbound.trigger_id, view=loading_view(external_id))
@@ -51,7 +105,7 @@ class LoadingModal:
             view = result.get("view") or {}
             return ControlResponse(
                 handler=self.name,
-                status="opened",
+                status=ControlResponseStatus.OPENED,
                 view_id=view.get("id"),
                 external_id=view.get("external_id") or external_id,
                 hash=view.get("hash"),
@@ -59,22 +113,32 @@ class LoadingModal:
             )
         logger.warning("views.open for %s failed: %s", inbound.kind, error)
         return ControlResponse(
-            handler=self.name, status="failed", error=error, elapsed_ms=(time.monotonic() - started) * 1000
+            handler=self.name,
+            status=ControlResponseStatus.FAILED,
+            error=error,
+            elapsed_ms=(time.monotonic() - started) * 1000,
         )
 
-    def report(self, response: Mapping[str, Any], *, outcome: str) -> str | None:
-        """Replace the modal if it is still the one we last showed; return its new hash."""
-        view = done_view() if outcome == "done" else failed_view(MESSAGES.get(outcome, MESSAGES["failed"]))
+    def report(
+        self, response: Mapping[str, Any], *, outcome: ReportOutcome | str, timeout: float | None = None
+    ) -> str | None:
+        """Replace the modal if it is still the one we last showed; return its new hash.
+
+        With ``timeout``, one short call that does not wait out a 429; without, the
+        worker's ``DELIVERY_TIMEOUT`` and the configured rate-limit retries.
+        """
+        if timeout is None:
+            client = slack_client(timeout=conf.DELIVERY_TIMEOUT)
+        else:
+            client = slack_client(timeout=timeout, rate_limit_retries=0)
         try:
-            result = slack_client(timeout=conf.DELIVERY_TIMEOUT).views_update(
-                view_id=response["view_id"], hash=response.get("hash"), view=view
-            )
+            result = client.views_update(view_id=response["view_id"], hash=response.get("hash"), view=view_for(outcome))
         except SlackApiError as exc:
             error = exc.response.get("error")
-            if error != "hash_conflict":  # hash_conflict: the region replaced it since
+            if error not in REPLACED_ERRORS:
                 logger.warning("could not report %s in the modal: %s", outcome, error)
             return None
         except (SlackClientError, urllib.error.URLError, OSError) as exc:
-            logger.warning("could not report %s in the modal: %s", outcome, exc)
+            logger.warning("could not report %s in the modal: %s", outcome, type(exc).__name__)
             return None
         return (result.get("view") or {}).get("hash")

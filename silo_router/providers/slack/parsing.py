@@ -4,6 +4,11 @@ Slack posts every kind of request to the same few URLs, as JSON (Events API) or 
 an urlencoded form (slash commands, ``ssl_check``, and interactivity, whose JSON sits
 in the ``payload`` form field). Classification looks at exact field names only, never
 at substrings of the body: a slash command whose text says "payload" is a command.
+
+Control and region parse with this one module, so they accept the same bodies: the
+same JSON depth limit and the same rules for the fields that are stored or queried.
+A type this module does not know (Slack adds new ones) is classified under its own
+name, not refused: whether it is forwarded is the routing table's decision.
 """
 
 from __future__ import annotations
@@ -22,7 +27,17 @@ PROVIDER = "slack"
 #: More form fields than any Slack request carries; a guard against abuse.
 MAX_FORM_FIELDS = 1000
 
-_TYPE_DETAIL_LIMIT = 64
+#: Deepest JSON nesting accepted (Slack's own payloads stay under 20). Far below
+#: Python's recursion limit, so a region re-parsing inside Django, Celery and Sentry
+#: frames parses every body that control accepted.
+MAX_JSON_DEPTH = 64
+
+#: Longest id accepted (Slack documents 255 characters for action and callback ids).
+MAX_ID_LENGTH = 255
+
+#: Lone surrogates: not encodable as UTF-8, so no database stores them, yet JSON's
+#: ``\u`` escapes can put them in a string. NUL (PostgreSQL refuses it) is refused too.
+_SURROGATES = range(0xD800, 0xE000)
 
 JsonObject = Mapping[str, Any]
 
@@ -31,7 +46,9 @@ def parse_request(*, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
     """Parse, classify and extract routing keys from a Slack request body.
 
     ``headers`` has lower-case keys. Raises ``MalformedRequest`` (with a specific
-    ``reason``) for anything that is not a well-formed Slack request of a known kind.
+    ``reason``) for anything that is not a well-formed Slack request: ``too_deep``
+    for JSON nested past ``MAX_JSON_DEPTH``, ``invalid_field`` for an id a database
+    cannot store.
     """
     try:
         text = body.decode("utf-8")
@@ -46,56 +63,82 @@ def parse_request(*, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
 
 
 def _is_json(content_type: str | None, body: bytes) -> bool:
-    """Decide the body encoding from the content type, sniffing only when it is unknown."""
+    """JSON when the content type says so or the body is a JSON object, as Bolt decides.
+
+    A form body never starts with ``{`` (Slack's fields are ``payload=``, ``command=``...).
+    """
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type == "application/json":
-        return True
-    if media_type == "application/x-www-form-urlencoded":
-        return False
-    return body.lstrip().startswith(b"{")
+    return media_type == "application/json" or body.lstrip().startswith(b"{")
 
 
 def _load_json_object(text: str, *, reason: str, what: str) -> dict[str, Any]:
     """Decode ``text`` as a JSON object or raise ``MalformedRequest`` with ``reason``."""
     try:
         value = json.loads(text)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise _too_deep(what) from None
+    except ValueError:
         raise MalformedRequest(f"The {what} is not valid JSON.", reason=reason) from None
     if not isinstance(value, dict):
         raise MalformedRequest(f"The {what} is not a JSON object.", reason=reason)
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise _too_deep(what)
     return value
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (a scalar is 0), without recursion."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _too_deep(what: str) -> MalformedRequest:
+    return MalformedRequest(f"The {what} nests JSON deeper than {MAX_JSON_DEPTH} levels.", reason="too_deep")
 
 
 # -- JSON bodies (Events API) ------------------------------------------------------
 
 
 def _parse_json_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
-    """Classify an Events API JSON body."""
+    """Classify a JSON body (the Events API)."""
     data = _load_json_object(text, reason="malformed_json", what="request body")
-    request_type = data.get("type")
+    return _classify(data, where="JSON body", body=body, headers=headers)
+
+
+def _classify(data: dict[str, Any], *, where: str, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
+    """Classify a decoded JSON object by its ``type``, whichever encoding carried it (as Bolt does)."""
+    request_type = _request_type(data.get("type"), where)
     if request_type == "url_verification":
         if not isinstance(data.get("challenge"), str):
             raise _missing("challenge", request_type)
-        return _build(data, request_type="url_verification", name="", encoding="json", body=body, headers=headers)
+        return _build(data, request_type="url_verification", name="", body=body, headers=headers)
     if request_type == "event_callback":
         event = data.get("event")
         if not isinstance(event, dict) or not _str(event.get("type")):
             raise _missing("event.type", request_type)
-        event_id = _str(data.get("event_id"))
-        if event_id is None:
-            raise _missing("event_id", request_type)
+        # Slack always sends event_id; without one, the body hash is the idempotency key.
         return _build(
             data,
             request_type="event_callback",
             name=event["type"],
-            encoding="json",
             body=body,
             headers=headers,
-            event_id=event_id,
+            event_id=_str(data.get("event_id")),
         )
-    if request_type == "app_rate_limited":
-        return _build(data, request_type="app_rate_limited", name="", encoding="json", body=body, headers=headers)
-    raise _unknown_type(request_type, "JSON body")
+    namer = _INTERACTIVE_NAMERS.get(request_type)
+    name = namer(data) if namer is not None else ""
+    return _build(data, request_type=request_type, name=name, body=body, headers=headers)
 
 
 # -- form bodies (commands, ssl_check, interactivity) --------------------------------
@@ -112,11 +155,12 @@ def _parse_form_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> I
     form = {key: values[0] for key, values in fields.items()}
     if "payload" in form:
         payload = _load_json_object(form["payload"], reason="malformed_payload", what="payload form field")
-        return _parse_interactive(payload, body=body, headers=headers)
-    if "command" in form:
-        return _build(form, request_type="command", name=form["command"], encoding="form", body=body, headers=headers)
+        return _classify(payload, where="interactivity payload", body=body, headers=headers)
+    # ssl_check first, as Bolt answers it: a command body with ssl_check=1 is answered, not run.
     if form.get("ssl_check") == "1":
-        return _build(form, request_type="ssl_check", name="", encoding="form", body=body, headers=headers)
+        return _build(form, request_type="ssl_check", name="", body=body, headers=headers)
+    if "command" in form:
+        return _build(form, request_type="command", name=form["command"], body=body, headers=headers)
     raise MalformedRequest("The form body has neither payload, command nor ssl_check.", reason="unknown_request_type")
 
 
@@ -161,17 +205,8 @@ _INTERACTIVE_NAMERS: dict[str, Callable[[JsonObject], str]] = {
     "workflow_step_edit": _callback_id,
 }
 
-#: Kinds whose organization hint is never read (their answer cannot wait for one).
-_NO_HINT_TYPES = frozenset({"block_suggestion", "command", "ssl_check"})
-
-
-def _parse_interactive(payload: dict[str, Any], *, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
-    """Classify the JSON object carried in an interactivity ``payload`` field."""
-    request_type = payload.get("type")
-    if not isinstance(request_type, str) or request_type not in _INTERACTIVE_NAMERS:
-        raise _unknown_type(request_type, "interactivity payload")
-    name = _INTERACTIVE_NAMERS[request_type](payload)
-    return _build(payload, request_type=request_type, name=name, encoding="form", body=body, headers=headers)
+#: Kinds that carry no organization hint (no ``view`` and no ``actions``).
+_NO_HINT_TYPES = frozenset({"command", "ssl_check"})
 
 
 # -- assembling the result -----------------------------------------------------------
@@ -182,12 +217,26 @@ def _build(
     *,
     request_type: str,
     name: str,
-    encoding: str,
     body: bytes,
     headers: Mapping[str, str],
     event_id: str | None = None,
 ) -> InboundRequest:
-    """Assemble an ``InboundRequest`` from a classified payload."""
+    """Assemble an ``InboundRequest`` from a classified payload, refusing ids a database cannot store."""
+    routing = routing_keys(payload)
+    hint = None if request_type in _NO_HINT_TYPES else organization_hint(payload)
+    for field, value in (
+        ("type", request_type),
+        ("name", name),
+        ("event_id", event_id),
+        ("team_id", routing.team_id),
+        ("enterprise_id", routing.enterprise_id),
+        ("api_app_id", routing.app_id),
+        ("user_id", routing.user_id),
+        ("channel_id", _channel_id(payload)),
+        ("organization hint", hint),
+        *_raw_ids(payload),
+    ):
+        _check_storable(field, value)
     if event_id is not None:
         idempotency_key = f"slack:event:{event_id}"
     else:
@@ -199,50 +248,116 @@ def _build(
         type=request_type,
         name=name,
         payload=payload,
-        routing=routing_keys(payload),
+        routing=routing,
         idempotency_key=idempotency_key,
-        encoding=encoding,
         trigger_id=_str(payload.get("trigger_id")),
         response_url=_response_url(payload),
-        organization_hint=None if request_type in _NO_HINT_TYPES else organization_hint(payload),
-        event_id=event_id,
+        organization_hint=hint,
     )
 
 
-def routing_keys(payload: JsonObject) -> RoutingKeys:
-    """Extract the installation keys with the precedence Slack's own SDKs use.
+def _check_storable(field: str, value: str | None) -> None:
+    """Refuse an id with NUL, a lone surrogate, or more than ``MAX_ID_LENGTH`` characters."""
+    if value is None:
+        return
+    if len(value) > MAX_ID_LENGTH or "\x00" in value or any(ord(char) in _SURROGATES for char in value):
+        raise MalformedRequest(
+            f"The {field} is longer than {MAX_ID_LENGTH} characters or holds characters that cannot be stored.",
+            reason="invalid_field",
+        )
 
-    enterprise: ``enterprise`` (string or ``.id``), ``authorizations[0].enterprise_id``,
-    ``enterprise_id``, then ``team.enterprise_id`` (legacy payloads carry only that).
-    team: ``view.app_installed_team_id``, ``team`` (string or ``.id``),
-    ``authorizations[0].team_id``, ``team_id``, ``user.team_id``, ``view.team_id``
-    (``team`` is null in interactivity payloads of org-wide installs).
-    Null and empty values count as absent.
+
+def _raw_ids(payload: JsonObject) -> list[tuple[str, str | None]]:
+    """Every id field as sent, including the ones that lose to a higher-precedence one."""
+    event, user, view = _obj(payload.get("event")), _obj(payload.get("user")), _obj(payload.get("view"))
+    authorizations = payload.get("authorizations")
+    authorization = _obj(authorizations[0]) if isinstance(authorizations, list) and authorizations else {}
+    return [
+        ("team_id", _str(payload.get("team_id"))),
+        ("team.id", _id_of(payload.get("team"))),
+        ("enterprise_id", _str(payload.get("enterprise_id"))),
+        ("enterprise.id", _id_of(payload.get("enterprise"))),
+        ("user.team_id", _str(user.get("team_id"))),
+        ("event.team", _id_of(event.get("team"))),
+        ("event.user", _id_of(event.get("user"))),
+        ("view.id", _str(view.get("id"))),
+        ("view.team_id", _str(view.get("team_id"))),
+        ("authorizations[0].team_id", _str(authorization.get("team_id"))),
+        ("authorizations[0].enterprise_id", _str(authorization.get("enterprise_id"))),
+    ]
+
+
+def _channel_id(payload: JsonObject) -> str | None:
+    """The channel id as interactivity (``channel.id``), commands and events carry it."""
+    event = _obj(payload.get("event"))
+    return _first(_id_of(payload.get("channel")), _str(payload.get("channel_id")), _id_of(event.get("channel")))
+
+
+def routing_keys(payload: JsonObject) -> RoutingKeys:
+    """Extract the installation keys with the precedence Bolt for Python uses.
+
+    ``authorizations[0]`` is Slack's answer to "which installation is this for"; in
+    shared channels it differs from the ids of the event's own workspace and org, so
+    when it names an installation it decides the enterprise and the team.
+    enterprise: ``enterprise`` (string or ``.id``), then ``authorizations[0].enterprise_id``
+    when ``authorizations[0]`` is present, else ``enterprise_id``, ``team.enterprise_id``,
+    ``event.enterprise_id``.
+    team: ``view.app_installed_team_id``, ``team`` (string or ``.id``), then
+    ``authorizations[0].team_id`` when ``authorizations[0]`` is present (none for an
+    org-wide install), else ``team_id``, ``event.team`` (or ``.team_id``),
+    ``user.team_id``, ``view.team_id`` (``team`` is null in interactivity payloads of
+    org-wide installs). An ``authorizations[0]`` with neither id is ignored. Null and
+    empty values count as absent.
     """
     view = _obj(payload.get("view"))
     team = payload.get("team")
     user = payload.get("user")
     event = _obj(payload.get("event"))
-    authorizations = payload.get("authorizations")
-    authorization = _obj(authorizations[0]) if isinstance(authorizations, list) and authorizations else {}
-    enterprise_id = _first(
-        _id_of(payload.get("enterprise")),
-        _str(authorization.get("enterprise_id")),
-        _str(payload.get("enterprise_id")),
-        _str(_obj(team).get("enterprise_id")),
-    )
-    team_id = _first(
-        _str(view.get("app_installed_team_id")),
-        _id_of(team),
-        _str(authorization.get("team_id")),
-        _str(payload.get("team_id")),
-        _str(_obj(user).get("team_id")),
-        _str(view.get("team_id")),
-    )
+    authorization = _authorization(payload)
+    if authorization:
+        enterprise_fallback: str | None = _str(authorization.get("enterprise_id"))
+    else:
+        enterprise_fallback = _first(
+            _str(payload.get("enterprise_id")), _str(_obj(team).get("enterprise_id")), _str(event.get("enterprise_id"))
+        )
+    enterprise_id = _first(_id_of(payload.get("enterprise")), enterprise_fallback)
+    if authorization:
+        team_fallback: str | None = _str(authorization.get("team_id"))
+    else:
+        team_fallback = _first(
+            _str(payload.get("team_id")),
+            _id_of(event.get("team")),
+            _str(event.get("team_id")),
+            _str(_obj(user).get("team_id")),
+            _str(view.get("team_id")),
+        )
+    team_id = _first(_str(view.get("app_installed_team_id")), _id_of(team), team_fallback)
     user_id = _first(_id_of(user), _str(payload.get("user_id")), _id_of(event.get("user")))
     return RoutingKeys(
-        team_id=team_id, enterprise_id=enterprise_id, app_id=_str(payload.get("api_app_id")), user_id=user_id
+        team_id=team_id,
+        enterprise_id=enterprise_id,
+        app_id=_str(payload.get("api_app_id")),
+        user_id=user_id,
+        is_enterprise_install=_is_enterprise_install(payload, authorization),
     )
+
+
+def _authorization(payload: JsonObject) -> JsonObject:
+    """``authorizations[0]`` when it names an installation (a team or an enterprise id), else ``{}``."""
+    authorizations = payload.get("authorizations")
+    first = _obj(authorizations[0]) if isinstance(authorizations, list) and authorizations else {}
+    return first if _str(first.get("team_id")) or _str(first.get("enterprise_id")) else {}
+
+
+def _is_enterprise_install(payload: JsonObject, authorization: JsonObject) -> bool:
+    """Slack's flag for an org-wide install: ``authorizations[0]`` first, as Bolt reads it.
+
+    In an Events API body the top-level flag describes the event's workspace, while
+    ``authorizations[0]`` names the installation the event was delivered for (shared
+    channels); commands send the flag as the form value ``"true"``.
+    """
+    flag = (authorization or payload).get("is_enterprise_install")
+    return flag is True or flag == "true"
 
 
 def organization_hint(payload: JsonObject) -> str | None:
@@ -315,12 +430,12 @@ def _missing(field: str, request_type: str) -> MalformedRequest:
     return MalformedRequest(f"A {request_type} request needs the {field} field.", reason="missing_field")
 
 
-def _unknown_type(value: Any, where: str) -> MalformedRequest:
-    """The error for a missing or unrecognised ``type``, naming the value (truncated)."""
+def _request_type(value: Any, where: str) -> str:
+    """``value`` if it is a usable request type (known or not), else ``MalformedRequest``."""
+    if isinstance(value, str) and value:
+        return value
     if value is None:
         detail = f"The {where} has no type field."
-    elif isinstance(value, str):
-        detail = f"Unknown Slack request type {value[:_TYPE_DETAIL_LIMIT]!r} in the {where}."
     else:
-        detail = f"The type field of the {where} is a {type(value).__name__}, not a string."
-    return MalformedRequest(detail, reason="unknown_request_type")
+        detail = f"The type field of the {where} is a {type(value).__name__}, not a non-empty string."
+    raise MalformedRequest(detail, reason="unknown_request_type")

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Sequence
 
-from silo_router.exceptions import SignatureError
+from silo_router.exceptions import NotConfigured, SignatureError
 
 #: Slack sends whole Unix seconds; a fractional part is tolerated, nothing else is.
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
@@ -46,13 +46,15 @@ def verify_signature(
 ) -> None:
     """Raise ``SignatureError`` unless ``signature`` is a fresh, valid signature of ``body``.
 
+    With no secret configured, ``NotConfigured``: the server is at fault, not the caller.
+
     Every configured secret is tried (rotation), each with a constant-time comparison
     and without stopping at the first match. Error details never contain a secret or
     the expected signature.
     """
     usable_secrets = [secret for secret in secrets if secret]
     if not usable_secrets:
-        raise SignatureError("No Slack signing secret is configured.", reason="no_signing_secret")
+        raise NotConfigured("No Slack signing secret is configured on this server.")
     if not timestamp:
         raise SignatureError("The X-Slack-Request-Timestamp header is missing.", reason="missing_timestamp")
     sent_at = parse_timestamp(timestamp)

@@ -324,6 +324,10 @@ def test_an_unknown_type_with_a_route_is_forwarded(client: Client, installations
 
 
 def test_an_event_without_event_id_is_kept_under_its_body_hash(client: Client, installations: Any) -> None:
+    @slack.event("app_mention")
+    def mention(request: Any) -> None:
+        pass
+
     data = event_callback(team_id="T0US00001")
     del data["event_id"]
     body = json.dumps(data).encode()

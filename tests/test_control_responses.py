@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.db import DataError, OperationalError, connection
 from django.test import Client
+from django.utils import timezone
 from slack_sdk import WebClient
 
 from example_project.fake_slack import FakeSlack
@@ -141,6 +142,13 @@ def test_region_failure_replaces_the_loading_modal_with_an_error(
     assert Payload.objects.get().state == "failed"
 
 
+def run_due_loading_checks() -> None:
+    """Make every scheduled Loading-modal check due and let the sweeper run it."""
+    assert Payload.objects.exclude(loading_check_at=None).exists()
+    Payload.objects.update(loading_check_at=timezone.now())
+    assert delivery.sweep()["loading_checks"] >= 1
+
+
 def test_loading_modal_left_alone_by_the_handler_is_closed_out(
     client: Client, fake: FakeSlack, installations: Any
 ) -> None:
@@ -151,6 +159,7 @@ def test_loading_modal_left_alone_by_the_handler_is_closed_out(
         """Does its work but never touches the modal."""
 
     assert click(client, fake).status_code == 200
+    run_due_loading_checks()
     (view,) = fake.views.values()
     assert view["title"]["text"] == "Done"
 
@@ -163,6 +172,7 @@ def test_the_check_never_overwrites_the_handlers_view(client: Client, fake: Fake
         request.update_view(RESOLVED_VIEW)
 
     assert click(client, fake).status_code == 200
+    run_due_loading_checks()
     (view,) = fake.views.values()
     assert view["title"]["text"] == "Resolved"
     assert "hash_conflict" in [c.error for c in fake.calls("views.update")]

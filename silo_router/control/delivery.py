@@ -523,17 +523,9 @@ def mark_delivered(payload: Payload, *, receipt: Receipt, caller: Caller = WORKE
         caller.publish([(str(pk), region) for pk, region in following])
 
 
-def record_failure(
-    payload: Payload, exc: DeliveryError, *, retry: bool = True, from_request: bool = False
-) -> AttemptOutcome:
-    """Schedule another attempt, or move the payload to failed (kept) and tell the user.
-
-    ``from_request``: called while the provider waits, so the retry's message is
-    published without letting a slow broker hold the answer (prefer :func:`deliver_sync`,
-    which also clamps that wait to the provider's deadline).
-    """
-    caller = Caller(deadline=time.monotonic() + conf.PUBLISH_TIMEOUT) if from_request else WORKER
-    return _record_failure(payload, exc, retry=retry, caller=caller)
+def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True) -> AttemptOutcome:
+    """Schedule another attempt of a worker's claimed ``payload``, or move it to failed (kept)."""
+    return _record_failure(payload, exc, retry=retry, caller=WORKER)
 
 
 def _record_failure(payload: Payload, exc: DeliveryError, *, retry: bool, caller: Caller) -> AttemptOutcome:

@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from silo_router import tracing
 from silo_router.conf import conf
-from silo_router.envelope import Envelope, seal
+from silo_router.envelope import Envelope
 from silo_router.exceptions import (
     MalformedRequest,
     NotConfigured,
@@ -39,12 +39,10 @@ from silo_router.providers.base import (
     ReportOutcome,
 )
 from silo_router.providers.registry import get_provider
-from silo_router.transports import DeliveryError, DeliveryTimeout, transport_for
 
 from . import control_responses, delivery
 from .deadline import Deadline
 from .models import Payload
-from .publishing import publish_within
 from .resolver import Resolution, Resolver
 from .routing import Strategy, has_route, strategy_for
 
@@ -199,20 +197,9 @@ def route(arrival: Arrival) -> HttpResponse:
         logger.exception("the resolver cannot be built; asking the provider to retry")
         control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
         return _rejection(NotConfigured("The resolver is not configured on this server."))
-    targets = [(str(p.pk), p.region) for p in fresh]
-    check = str(fresh[0].pk) if fresh and answered is not None and answered.opened else None
-
-    def publish() -> None:
-        delivery.enqueue(targets, mark=False, retry=False)
-        if check is not None:
-            _schedule_loading_check(check)
-
-    # One bounded wait for everything the broker must take, however slow it is.
-    publish_within(
-        publish,
-        wait=max(min(conf.seconds("PUBLISH_TIMEOUT"), arrival.deadline.remaining()), 0.0),
-        what=f"{len(targets)} payloads",
-    )
+    # One bounded wait for everything the broker must take, however slow it is; the rows
+    # are committed, so a lost wake-up costs only the sweeper's delay.
+    delivery.publish_new(fresh, wait=min(conf.PUBLISH_TIMEOUT, arrival.deadline.remaining()))
     if not fresh:
         logger.info("%s %s was already stored (a retry); acknowledged", inbound.provider, inbound.kind)
     return HttpResponse(status=200)
@@ -274,32 +261,22 @@ def unroutable(arrival: Arrival, strategy: Strategy, *, reason: str) -> HttpResp
 
 
 def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
-    """Forward while the provider waits; fall back when the region is slow or down.
+    """Forward while the provider waits, through the same attempt logic as the workers.
 
-    The payload is committed first. After a timeout the region may still finish, so a
-    kind that changes state is redelivered asynchronously; the region's idempotency
-    record makes that a no-op if the first attempt got through. Read-only kinds (options
-    loads) are marked failed instead: their answer is useless after the deadline.
+    The payload is committed first. When the region is slow, down or behind an open
+    circuit, the provider gets its fallback answer; a kind that changes state stays
+    stored for asynchronous delivery (the region's idempotency record makes a second
+    delivery a no-op), and a read-only kind (an options load) is closed as failed.
     """
-    provider, inbound = arrival.provider, arrival.inbound
-    with tracing.span("store", inbound.kind):
-        delivery.store([envelope], kind_type=inbound.type)
-    payload = delivery.claim(envelope.id) or Payload.objects.get(pk=envelope.id)
-    budget = arrival.deadline.remaining()
-    try:
-        if budget <= 0:
-            raise DeliveryTimeout("no time left before the provider's deadline")
-        with tracing.span("forward_sync", f"{inbound.kind} -> {envelope.region}"):
-            receipt = transport_for(envelope.region).deliver(seal(envelope), timeout=budget, wait=True)
-    except DeliveryError as exc:
-        logger.warning(
-            "synchronous %s to %s: %s; answering with the fallback", inbound.kind, envelope.region, exc.reason
+    inbound = arrival.inbound
+    with tracing.span("forward_sync", f"{inbound.kind} -> {envelope.region}"):
+        receipt = delivery.deliver_sync(
+            envelope,
+            budget=arrival.deadline.remaining(),
+            read_only=inbound.type in arrival.provider.read_only_types,
         )
-        read_only = inbound.type in provider.read_only_types
-        retryable = DeliveryError(exc.reason, retryable=True) if isinstance(exc, DeliveryTimeout) else exc
-        delivery.record_failure(payload, retryable, retry=not read_only, from_request=True)
-        return _http(provider.fallback_answer(inbound))
-    delivery.mark_delivered(payload, receipt=receipt)
+    if receipt is None:
+        return _http(arrival.provider.fallback_answer(inbound))
     return sync_answer(arrival, receipt.response)
 
 
@@ -327,15 +304,6 @@ def _storage_failed(inbound: InboundRequest, exc: DatabaseError, answered: Contr
         return _rejection(MalformedRequest("A field holds a value that cannot be stored.", reason="invalid_field"))
     logger.exception("could not resolve or store a %s payload; asking the provider to retry", inbound.kind)
     return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
-
-
-def _schedule_loading_check(payload_id: str) -> None:
-    from .tasks import check_loading_view
-
-    try:
-        check_loading_view.apply_async((payload_id,), countdown=conf.LOADING_VIEW_TIMEOUT, retry=False)
-    except Exception:  # a broker error must not fail an acknowledged request
-        logger.exception("could not schedule the loading-view check for %s", payload_id)
 
 
 def _http(answer: ProviderResponse) -> HttpResponse:

@@ -14,8 +14,11 @@ class RegionConfig(AppConfig):
 
     def ready(self) -> None:
         from silo_router import checks as silo_checks
+        from silo_router.transports import local
 
+        from . import receiver
         from .handlers import load_handler_modules
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
+        local.register_receiver(receiver.local_receiver)
         load_handler_modules()

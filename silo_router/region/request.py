@@ -6,10 +6,10 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.db import transaction
-
 from silo_router.envelope import Envelope
 from silo_router.providers.base import InboundRequest
+
+from . import after_receipt
 
 
 @dataclasses.dataclass
@@ -18,6 +18,8 @@ class HandlerRequest:
 
     envelope: Envelope
     inbound: InboundRequest
+    #: True while the handler's database transaction is open (set by the receiver).
+    in_transaction: bool = dataclasses.field(default=False, init=False)
 
     @property
     def payload(self) -> Mapping[str, Any]:
@@ -42,9 +44,10 @@ class HandlerRequest:
         """Run ``func`` once the handler's transaction commits (at once outside one).
 
         Reply helpers use this so a user is never told about work that rolled back,
-        and no transaction is held open across a network call.
+        and no transaction is held open across a network call. During a delivery the
+        work waits until the receipt has been sent back to control.
         """
-        transaction.on_commit(func, robust=True)
+        after_receipt.schedule(func)
 
     def on_failure(self, exc: BaseException) -> None:
         """Called when the handler raised; providers tell the user here."""

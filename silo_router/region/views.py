@@ -2,8 +2,8 @@
 
 Refusals (signature, region, malformed fields or body) are plain JSON 4xx answers. An
 accepted envelope is answered 200 at once with a single space, the *accepted* marker,
-so control knows the region is up before the handler starts; the receipt JSON follows
-when the handler is done. Work the handler left for after commit runs once the whole
+so control knows the region is up before the handler starts; the receipt follows as
+one line of JSON when the handler is done. Work the handler left for after commit runs once the whole
 response has been written.
 """
 
@@ -31,6 +31,9 @@ logger = logging.getLogger("silo_router.region")
 
 #: Sent as soon as an envelope is verified; JSON parsers skip it.
 ACCEPTED_MARKER = b" "
+#: The receipt is one line of JSON: a client has all of it at the newline, whatever the
+#: server's framing (HTTP/1.0 servers end a streamed body only by closing the connection).
+RECEIPT_END = b"\n"
 
 
 def _error(status: int, reason: str, detail: str) -> JsonResponse:
@@ -64,7 +67,7 @@ class ReceiptResponse(StreamingHttpResponse):
 
     def _stream(self, accepted: Accepted) -> Iterator[bytes]:
         yield ACCEPTED_MARKER
-        yield json.dumps(self._outcome(accepted)).encode()
+        yield json.dumps(self._outcome(accepted)).encode() + RECEIPT_END
 
     def _outcome(self, accepted: Accepted) -> dict[str, Any]:
         with after_receipt.holding() as held:

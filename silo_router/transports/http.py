@@ -139,6 +139,7 @@ class HttpTransport(Transport):
         watchdog = _Watchdog(conn.sock)
         watchdog.arm(accept_by - time.monotonic())
         accepted = False
+        response: http.client.HTTPResponse | None = None
         try:
             try:
                 response = self._send(conn, sealed, watchdog, accept_by)
@@ -155,9 +156,10 @@ class HttpTransport(Transport):
                 raise TimeoutError("the region did not accept the envelope in time")
             accepted = True
             watchdog.arm(deadline - time.monotonic())
-            raw = first + self._read(response, MAX_RECEIPT_SIZE)
+            raw = first + self._read(response, MAX_RECEIPT_SIZE, line=True)
             if watchdog.fired:
                 raise TimeoutError("the region did not finish in time")
+            complete = response.isclosed()
         except DeliveryError:
             self._discard()
             raise
@@ -170,8 +172,10 @@ class HttpTransport(Transport):
             raise DeliveryError(f"connection_error: {type(exc).__name__}", retryable=True) from exc
         finally:
             watchdog.disarm()
-        if response.will_close:
-            self._discard()
+            if response is not None and not response.isclosed():
+                response.close()
+        if response.will_close or not complete:
+            self._discard()  # the region may still be sending (its after-commit work runs first)
         return self._receipt(raw)
 
     def _send(
@@ -194,13 +198,22 @@ class HttpTransport(Transport):
         return conn.getresponse()
 
     @staticmethod
-    def _read(response: http.client.HTTPResponse, limit: int, *, truncate: bool = False) -> bytes:
-        """The rest of the body, at most ``limit`` bytes (more is an error, or cut with ``truncate``)."""
+    def _read(
+        response: http.client.HTTPResponse, limit: int, *, truncate: bool = False, line: bool = False
+    ) -> bytes:
+        """The rest of the body, at most ``limit`` bytes (more is an error, or cut with ``truncate``).
+
+        With ``line``, stop at the first newline: a receipt is one line of JSON, so it is
+        complete without waiting for the end of the response.
+        """
         chunks: list[bytes] = []
         size = 0
         while True:
             chunk = response.read1(_READ_CHUNK)
             if not chunk:
+                return b"".join(chunks)
+            if line and b"\n" in chunk:
+                chunks.append(chunk[: chunk.index(b"\n") + 1])
                 return b"".join(chunks)
             size += len(chunk)
             if size > limit:

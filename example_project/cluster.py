@@ -292,6 +292,11 @@ class Cluster:
         """Base URL of region silo ``region`` (``us`` or ``eu``)."""
         return self._url(region)
 
+    def hop_key(self, region: str) -> tuple[str, str]:
+        """``(key id, key)`` that control signs region ``region``'s envelopes with."""
+        prefix = f"SILO_ROUTER_{region.upper()}_SIGNING_KEY"
+        return self._env[f"{prefix}_ID"], self._env[prefix]
+
     def region_db(self, region: str) -> Path:
         """Path of region ``region``'s SQLite database."""
         return self.var_dir / f"region_{region}.sqlite3"

@@ -16,6 +16,7 @@ from silo_router.exceptions import EnvelopeRejected
 from silo_router.region.handlers import slack
 from silo_router.region.models import ProcessedEnvelope
 
+from .envelope_corpus import MALFORMED_FIELDS, NOT_OBJECTS
 from .slack_signing import block_actions, event_callback, interactive_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -202,46 +203,7 @@ def test_an_envelope_with_no_handler_is_not_recorded_and_runs_once_one_exists(cl
     assert runs == ["EvLate"]
 
 
-DEEP: dict[str, Any] = {"a": None}
-for _ in range(200):  # deeper than a control response ever is, shallow enough to serialize
-    DEEP = {"a": DEEP}
-
-
-@pytest.mark.parametrize(
-    ("change", "reason"),
-    [
-        ({"id": 5}, "malformed_envelope"),
-        ({"id": "not-a-uuid"}, "malformed_envelope"),
-        ({"idempotency_key": ["k"]}, "malformed_envelope"),
-        ({"idempotency_key": "k\x00"}, "malformed_envelope"),
-        ({"kind": "event_callback:\x00"}, "malformed_envelope"),
-        ({"provider": {"x": 1}}, "malformed_envelope"),
-        ({"provider": "github"}, "unknown_provider"),
-        ({"kind": None}, "malformed_envelope"),
-        ({"body": {"type": "event_callback"}}, "malformed_envelope"),
-        ({"body": "\ud800"}, "malformed_envelope"),
-        ({"body": "not json at all"}, "malformed_body"),
-        ({"body": "[" * 100000 + "]" * 100000}, "malformed_body"),
-        ({"headers": "content-type: application/json"}, "malformed_envelope"),
-        ({"headers": {"content-type": 7}}, "malformed_envelope"),
-        ({"strategy": 1}, "malformed_envelope"),
-        ({"organization_ids": "101"}, "malformed_envelope"),
-        ({"organization_ids": [101]}, "malformed_envelope"),
-        ({"integration_id": 3}, "malformed_envelope"),
-        ({"control_response": "opened"}, "malformed_envelope"),
-        ({"control_response": [1]}, "malformed_envelope"),
-        ({"control_response": DEEP}, "malformed_envelope"),
-        ({"trace": "sentry-trace"}, "malformed_envelope"),
-        ({"trace": {"sentry-trace": 1}}, "malformed_envelope"),
-        ({"created_at": "yesterday"}, "malformed_envelope"),
-        ({"created_at": True}, "malformed_envelope"),
-        ({"version": True}, "unsupported_version"),
-        ({"version": "1"}, "unsupported_version"),
-        ({"version": 1.0}, "unsupported_version"),
-        ({"version": 2}, "unsupported_version"),
-        ({"region": 1}, "malformed_envelope"),
-    ],
-)
+@pytest.mark.parametrize(("change", "reason"), MALFORMED_FIELDS)
 def test_malformed_but_signed_envelopes_are_refused_with_a_reason(
     client: Client, change: dict[str, Any], reason: str
 ) -> None:
@@ -255,10 +217,7 @@ def test_malformed_but_signed_envelopes_are_refused_with_a_reason(
     assert not ProcessedEnvelope.objects.exists()
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [b"[" * 100000 + b"]" * 100000, b'{"a":' * 50000 + b"1" + b"}" * 50000, b"\xff\xfe", b'"just a string"', b"null"],
-)
+@pytest.mark.parametrize("raw", NOT_OBJECTS)
 def test_envelopes_that_are_not_json_objects_are_400(client: Client, raw: bytes) -> None:
     response = post(client, raw, signing.sign(raw, key_id="k1", key=KEY))
     assert response.status_code == 400

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
@@ -194,7 +194,7 @@ def _check_region_keys() -> list[CheckMessage]:
                     )
                 )
                 continue
-            if conf.signing_key_id_for(name) not in region_keys:
+            if conf.signing_key_id_for(name) not in cast("Mapping[str, str]", region_keys):
                 errors.append(
                     Error(
                         f"SILO_ROUTER['REGIONS'][{name!r}]['SIGNING_KEY_ID'] does not name one of its SIGNING_KEYS.",

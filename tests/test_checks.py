@@ -94,7 +94,10 @@ def test_a_key_per_region_needs_no_shared_key() -> None:
     [
         ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": ""}}}, "silo_router.E030"),
         ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40, "eu-2": "f" * 40}}}, "silo_router.E030"),
-        ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40}, "SIGNING_KEY_ID": "eu-9"}}, "silo_router.E030"),
+        (
+            {"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40}, "SIGNING_KEY_ID": "eu-9"}},
+            "silo_router.E030",
+        ),
         ({"eu": {"TRANSPORT": "celery", "SIGNING_KEYS": {"eu-1": "u" * 40}}}, "silo_router.W030"),
         ({"eu": {"TRANSPORT": "local"}}, "silo_router.E005"),
     ],

@@ -199,9 +199,7 @@ def test_unhandled_valid_request_gets_200_and_runs_once_a_handler_exists(client:
         runs.append(request.kind)
 
     payload = Payload.objects.get()
-    receipt = transport_for(payload.region).deliver(
-        seal(Envelope.from_json(payload.envelope)), timeout=5.0, wait=False
-    )
+    receipt = transport_for(payload.region).deliver(seal(Envelope.from_json(payload.envelope)), timeout=5.0, wait=False)
     assert receipt.outcome == "handled"
     assert runs == ["block_actions:nobody_listens"]
 

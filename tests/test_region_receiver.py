@@ -225,9 +225,7 @@ def test_envelopes_that_are_not_json_objects_are_400(client: Client, raw: bytes)
 
 
 @pytest.mark.parametrize("region", ["", "mars", "eu"])
-def test_a_monolith_refuses_envelopes_for_regions_it_does_not_serve(
-    client: Client, settings: Any, region: str
-) -> None:
+def test_a_monolith_refuses_envelopes_for_regions_it_does_not_serve(client: Client, settings: Any, region: str) -> None:
     """This monolith is ``us`` and reaches ``eu`` over http: only ``us`` envelopes run here."""
     settings.SILO_ROUTER = {
         **settings.SILO_ROUTER,
@@ -246,9 +244,7 @@ US_KEY = "us-region-hop-key-0123456789abcdefghijklmnop"
 EU_KEY = "eu-region-hop-key-0123456789abcdefghijklmnop"
 
 
-def test_a_region_holds_only_its_own_key_so_another_regions_key_mints_nothing(
-    client: Client, settings: Any
-) -> None:
+def test_a_region_holds_only_its_own_key_so_another_regions_key_mints_nothing(client: Client, settings: Any) -> None:
     """A compromised eu silo holds eu's key: envelopes it mints for us are refused by us."""
     settings.SILO_ROUTER = {"MODE": "region", "REGION": "us", "SIGNING_KEYS": {"us-1": US_KEY}}
     runs: list[Any] = []
@@ -272,7 +268,11 @@ def test_control_signs_each_region_with_that_regions_key(settings: Any) -> None:
         "SIGNING_KEY_ID": None,
         "REGIONS": {
             "us": {"TRANSPORT": "local", "SIGNING_KEYS": {"us-1": US_KEY}},
-            "eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-old": "o" * 40, "eu-2": EU_KEY}, "SIGNING_KEY_ID": "eu-2"},
+            "eu": {
+                "TRANSPORT": "local",
+                "SIGNING_KEYS": {"eu-old": "o" * 40, "eu-2": EU_KEY},
+                "SIGNING_KEY_ID": "eu-2",
+            },
         },
     }
     for region, key_id, key in (("us", "us-1", US_KEY), ("eu", "eu-2", EU_KEY)):

@@ -66,9 +66,7 @@ def accept(body: bytes, signature: str | None, *, region: str | None = None, max
             f"The envelope is addressed to region {envelope.region!r}, not {region!r}.", reason="wrong_region"
         )
     if envelope.region not in conf.served_regions:
-        raise EnvelopeRejected(
-            f"This silo does not serve region {envelope.region!r}.", reason="wrong_region"
-        )
+        raise EnvelopeRejected(f"This silo does not serve region {envelope.region!r}.", reason="wrong_region")
     if envelope.provider not in conf.PROVIDERS:
         raise EnvelopeRejected(
             f"The envelope names an unknown provider {envelope.provider!r}.", reason="unknown_provider", status=400
@@ -113,7 +111,9 @@ def _dispatch(envelope: Envelope, inbound: InboundRequest) -> Receipt:
     registry = registry_for(envelope.provider)
     registration = registry.find(inbound.type, inbound.name) if registry is not None else None
     if registry is None or registration is None:
-        logger.info("no handler for %s %s in region %s; nothing recorded", envelope.provider, envelope.kind, envelope.region)
+        logger.info(
+            "no handler for %s %s in region %s; nothing recorded", envelope.provider, envelope.kind, envelope.region
+        )
         return Receipt(outcome=Outcome.UNHANDLED)
     request = registry.request_class(envelope=envelope, inbound=inbound)
     try:

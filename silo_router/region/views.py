@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -91,7 +92,7 @@ class ReceiptResponse(StreamingHttpResponse):
 @csrf_exempt
 @require_POST
 @transaction.non_atomic_requests
-def envelopes(request: HttpRequest) -> HttpResponse:
+def envelopes(request: HttpRequest) -> HttpResponseBase:
     """POST a sealed envelope; the HMAC signature is the authentication."""
     body = _read_body(request)
     if isinstance(body, JsonResponse):

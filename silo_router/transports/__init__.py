@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from silo_router.conf import conf
 from silo_router.plugins import import_by_alias, lookup, on_clear
 

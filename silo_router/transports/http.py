@@ -166,9 +166,7 @@ class HttpTransport(Transport):
         except (OSError, http.client.HTTPException, ValueError) as exc:
             self._discard()
             if watchdog.fired or isinstance(exc, TimeoutError):
-                raise DeliveryTimeout(
-                    "timeout" if accepted else "accept_timeout", region_fault=not accepted
-                ) from exc
+                raise DeliveryTimeout("timeout" if accepted else "accept_timeout", region_fault=not accepted) from exc
             raise DeliveryError(f"connection_error: {type(exc).__name__}", retryable=True) from exc
         finally:
             watchdog.disarm()
@@ -198,9 +196,7 @@ class HttpTransport(Transport):
         return conn.getresponse()
 
     @staticmethod
-    def _read(
-        response: http.client.HTTPResponse, limit: int, *, truncate: bool = False, line: bool = False
-    ) -> bytes:
+    def _read(response: http.client.HTTPResponse, limit: int, *, truncate: bool = False, line: bool = False) -> bytes:
         """The rest of the body, at most ``limit`` bytes (more is an error, or cut with ``truncate``).
 
         With ``line``, stop at the first newline: a receipt is one line of JSON, so it is
@@ -248,9 +244,7 @@ class HttpTransport(Transport):
             data = None
         if isinstance(data, dict) and data.get("outcome") in _KNOWN_OUTCOMES:
             response = data.get("response")
-            return Receipt(
-                outcome=Outcome(data["outcome"]), response=response if isinstance(response, dict) else None
-            )
+            return Receipt(outcome=Outcome(data["outcome"]), response=response if isinstance(response, dict) else None)
         reason = data.get("error") if isinstance(data, dict) and isinstance(data.get("error"), str) else None
         if reason == "handler_failed":
             raise DeliveryError("handler_failed", retryable=True, region_fault=False)

@@ -11,11 +11,11 @@ import pytest
 
 import silo_router.transports.local as local_module
 from silo_router.envelope import seal
+from silo_router.plugins import clear_caches
 from silo_router.region.handlers import slack
 from silo_router.region.models import ProcessedEnvelope
 from silo_router.transports import DeliveryError, DeliveryTimeout, transport_for
 from silo_router.transports.base import Transport
-from silo_router.plugins import clear_caches
 
 from .conftest import make_envelope
 
@@ -87,16 +87,18 @@ def test_a_body_at_max_body_size_of_wide_characters_is_handled_in_process(settin
         seen.append(len(request.payload["event"]["text"].encode()))
 
     text = wide_text(settings)
-    receipt = transport_for("us").deliver(seal(make_envelope(event_id="EvWideLocal", text=text)), timeout=30.0, wait=False)
+    receipt = transport_for("us").deliver(
+        seal(make_envelope(event_id="EvWideLocal", text=text)), timeout=30.0, wait=False
+    )
     assert receipt.outcome == "handled"
     assert seen == [len(text.encode())]
 
 
 def test_the_local_transport_does_not_import_the_region() -> None:
     tree = ast.parse(Path(local_module.__file__).read_text())
-    imported = {
-        node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-    } | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
     assert not [name for name in imported if name.startswith("silo_router.region")]
 
 

@@ -13,6 +13,7 @@ class RegionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, not at module level: they import models, which need the app registry.
         from silo_router import checks as silo_checks
         from silo_router.transports import local
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from silo_router import signing
@@ -54,20 +55,23 @@ def test_a_region_can_only_confirm_its_own_payloads(per_region_keys: None) -> No
 
 @pytest.fixture
 def region_worker(settings: Any) -> Iterator[None]:
-    """A real Celery worker thread consuming region us's queue, with an in-memory result backend."""
-    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REGIONS": {"us": {"TRANSPORT": "celery"}}}
-    old = app.conf.result_backend, app.conf.task_always_eager
-    app.conf.result_backend, app.conf.task_always_eager = "cache+memory://", False
-    import silo_router.region.tasks  # noqa: F401 - the region task the worker runs
+    """A real Celery worker thread consuming region us's queue, with an in-memory result backend.
 
+    It has a Celery app of its own (made current for the test), so the suite's eager app
+    and whatever backend it already built are left alone.
+    """
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REGIONS": {"us": {"TRANSPORT": "celery"}}}
+    import silo_router.region.tasks  # noqa: F401 - the region task the worker runs (a shared task)
+
+    worker_app = Celery("region-worker-tests", broker="memory://", backend="cache+memory://")
+    worker_app.set_current()
     try:
-        with start_worker(app, pool="solo", perform_ping_check=False, queues=["silo_router.region.us"]):
+        with start_worker(worker_app, pool="solo", perform_ping_check=False, queues=["silo_router.region.us"]):
             yield
     finally:
-        app.conf.result_backend, app.conf.task_always_eager = old
+        app.set_current()
 
 
-@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")
 def test_a_synchronous_answer_comes_back_through_the_result_backend(region_worker: None) -> None:
     @slack.event("app_mention")
     def mention(request: Any) -> dict[str, Any]:
@@ -77,7 +81,6 @@ def test_a_synchronous_answer_comes_back_through_the_result_backend(region_worke
     assert (receipt.outcome, receipt.response) == ("handled", {"seen": "EvCel"})
 
 
-@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")
 def test_a_region_worker_refusing_the_key_holds(region_worker: None) -> None:
     sealed = seal(make_envelope(event_id="EvCelKey"))
     forged = SealedEnvelope(body=sealed.body, signature=signing.sign(sealed.body, key_id="k1", key="x" * 40))

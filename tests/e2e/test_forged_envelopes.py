@@ -26,14 +26,19 @@ ENVELOPES = "/silo-router/envelopes/"
 REGIONS = ("us", "eu")
 
 
+#: An event the example project has no handler for: a genuine envelope runs nothing and
+#: records nothing, so the shared cluster keeps only records of payloads control stored.
+UNHANDLED_EVENT = "reaction_added"
+
+
 def good_fields(region: str, event_id: str) -> dict[str, Any]:
     key = f"slack:event:{event_id}"
-    event = {"type": "event_callback", "team_id": US_TEAM, "event_id": event_id, "event": {"type": "app_mention"}}
+    event = {"type": "event_callback", "team_id": US_TEAM, "event_id": event_id, "event": {"type": UNHANDLED_EVENT}}
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{key}|{region}")),
         "idempotency_key": key,
         "provider": "slack",
-        "kind": "event_callback:app_mention",
+        "kind": f"event_callback:{UNHANDLED_EVENT}",
         "region": region,
         "body": json.dumps(event),
         "headers": {"content-type": "application/json"},
@@ -108,7 +113,7 @@ def test_a_correctly_signed_envelope_is_still_accepted(cluster: Cluster, region:
     response = post(cluster, region, body, signing.sign(body, key_id=key_id, key=key))
     assert response.status_code == 200
     assert response.content[:1] == b" "  # accepted before the handler ran
-    assert json.loads(response.content)["outcome"] in ("handled", "unhandled")
+    assert json.loads(response.content)["outcome"] == "unhandled"
 
 
 def test_an_envelope_too_large_for_any_body_is_413(cluster: Cluster) -> None:

@@ -300,6 +300,11 @@ class Cluster:
         """Base URL of region silo ``region`` (``us`` or ``eu``)."""
         return self._url(region)
 
+    def hop_key(self, region: str) -> tuple[str, str]:
+        """``(key id, key)`` that control signs region ``region``'s envelopes with."""
+        prefix = f"SILO_ROUTER_{region.upper()}_SIGNING_KEY"
+        return self._env[f"{prefix}_ID"], self._env[prefix]
+
     def region_db(self, region: str) -> Path:
         """Path of region ``region``'s SQLite database."""
         return self.var_dir / f"region_{region}.sqlite3"
@@ -327,8 +332,14 @@ class Cluster:
                 "PYTHONUNBUFFERED": "1",
                 "SILO_DEMO_VAR": str(self.var_dir),
                 "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-                "SILO_ROUTER_SIGNING_KEY_ID": "demo-" + secrets.token_hex(3),
-                "SILO_ROUTER_SIGNING_KEY": secrets.token_urlsafe(40),
+                **{
+                    name: value
+                    for region in REGIONS
+                    for name, value in (
+                        (f"SILO_ROUTER_{region.upper()}_SIGNING_KEY_ID", f"{region}-" + secrets.token_hex(3)),
+                        (f"SILO_ROUTER_{region.upper()}_SIGNING_KEY", secrets.token_urlsafe(40)),
+                    )
+                },
                 "SLACK_SIGNING_SECRET": self.signing_secret,
                 "SLACK_BOT_TOKEN": self.bot_token,
                 "SLACK_API_URL": self._url("slack") + "/api/",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
@@ -135,22 +135,36 @@ def _check_resolver_cache() -> list[CheckMessage]:
     ]
 
 
+def _valid_keys(keys: Any) -> bool:
+    return (
+        isinstance(keys, Mapping)
+        and bool(keys)
+        and all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items())
+    )
+
+
+def _regions_on_shared_keys() -> list[str]:
+    """Regions that control signs for with the top-level ``SIGNING_KEYS`` (no keys of their own)."""
+    regions = conf.REGIONS if isinstance(conf.REGIONS, Mapping) else {}
+    return [
+        name for name, options in regions.items() if not (isinstance(options, Mapping) and options.get("SIGNING_KEYS"))
+    ]
+
+
 def _check_signing_keys() -> list[CheckMessage]:
     keys = conf.SIGNING_KEYS
-    if (
-        not isinstance(keys, Mapping)
-        or not keys
-        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in keys.items())
-    ):
+    needs_top_level = conf.MODE == "region" or (conf.is_control and bool(_regions_on_shared_keys()))
+    if (needs_top_level or keys) and not _valid_keys(keys):
         return [
             Error(
                 "SILO_ROUTER['SIGNING_KEYS'] must map key ids to non-empty secrets.",
-                hint="Control and every region share these keys; e.g. {'2026-11': os.environ['SILO_ROUTER_KEY']}.",
+                hint="A region silo lists its own hop keys here, e.g. {'us-2026-11': os.environ['SILO_ROUTER_KEY']}; "
+                "control gives each region REGIONS[name]['SIGNING_KEYS'] (this is the fallback).",
                 id="silo_router.E005",
             )
         ]
     errors: list[CheckMessage] = []
-    if conf.is_control and conf.SIGNING_KEY_ID not in keys:
+    if conf.is_control and _regions_on_shared_keys() and conf.SIGNING_KEY_ID not in keys:
         errors.append(
             Error(
                 "SILO_ROUTER['SIGNING_KEY_ID'] does not name a key in SIGNING_KEYS.",
@@ -158,13 +172,66 @@ def _check_signing_keys() -> list[CheckMessage]:
                 id="silo_router.E006",
             )
         )
-    short = [k for k, v in keys.items() if len(v) < 32]
+    if conf.is_control:
+        errors += _check_region_keys()
+    all_keys = dict(keys) if _valid_keys(keys) else {}
+    if conf.is_control and isinstance(conf.REGIONS, Mapping):
+        for options in conf.REGIONS.values():
+            if isinstance(options, Mapping) and _valid_keys(options.get("SIGNING_KEYS")):
+                all_keys.update(options["SIGNING_KEYS"])
+    short = [k for k, v in all_keys.items() if len(v) < 32]
     if short:
         errors.append(
             Warning(
                 f"Signing keys {', '.join(sorted(short))} are shorter than 32 characters.",
                 hint="Use at least 32 random characters, e.g. secrets.token_urlsafe(32).",
                 id="silo_router.W001",
+            )
+        )
+    return errors
+
+
+def _check_region_keys() -> list[CheckMessage]:
+    """Each region's own hop keys (E030), and regions that could forge for each other (W030)."""
+    errors: list[CheckMessage] = []
+    if not isinstance(conf.REGIONS, Mapping):
+        return errors
+    holders: dict[str, list[str]] = {}
+    for name, options in conf.REGIONS.items():
+        if not isinstance(options, Mapping):
+            continue
+        if "SIGNING_KEYS" in options or "SIGNING_KEY_ID" in options:
+            region_keys = options.get("SIGNING_KEYS")
+            if not _valid_keys(region_keys):
+                errors.append(
+                    Error(
+                        f"SILO_ROUTER['REGIONS'][{name!r}]['SIGNING_KEYS'] must map key ids to non-empty secrets.",
+                        hint="List the keys region silo accepts, the same as its own SIGNING_KEYS.",
+                        id="silo_router.E030",
+                    )
+                )
+                continue
+            if conf.signing_key_id_for(name) not in cast("Mapping[str, str]", region_keys):
+                errors.append(
+                    Error(
+                        f"SILO_ROUTER['REGIONS'][{name!r}]['SIGNING_KEY_ID'] does not name one of its SIGNING_KEYS.",
+                        hint="Name the key control signs this region's envelopes with (needed with more than one key).",
+                        id="silo_router.E030",
+                    )
+                )
+        if options.get("TRANSPORT", "http") == "local":
+            continue  # served in this very process: nothing to isolate
+        for secret in conf.signing_keys_for(name).values():
+            holders.setdefault(secret, []).append(name)
+    shared = sorted({region for names in holders.values() if len(set(names)) > 1 for region in names})
+    if shared:
+        errors.append(
+            Warning(
+                f"Regions {', '.join(shared)} share a hop signing key: any of them can mint envelopes "
+                "the others accept, and confirm their payloads.",
+                hint="Give each region its own key: REGIONS[name]['SIGNING_KEYS'] in control, and only that "
+                "region's keys in its own SIGNING_KEYS.",
+                id="silo_router.W030",
             )
         )
     return errors

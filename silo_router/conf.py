@@ -143,6 +143,42 @@ class SiloRouterSettings:
             return next(iter(self.SIGNING_KEYS))
         return cast("str | None", key_id)
 
+    def signing_keys_for(self, region: str) -> Mapping[str, str]:
+        """The hop keys for ``region``.
+
+        A region silo holds only its own keys (top-level ``SIGNING_KEYS``). Control and
+        a monolith use ``REGIONS[region]['SIGNING_KEYS']``, falling back to the shared
+        top-level ``SIGNING_KEYS`` (a system check warns about that).
+        """
+        options = self.REGIONS.get(region) if self.MODE != "region" and isinstance(self.REGIONS, Mapping) else None
+        if isinstance(options, Mapping) and options.get("SIGNING_KEYS"):
+            return cast("Mapping[str, str]", options["SIGNING_KEYS"])
+        return self.SIGNING_KEYS
+
+    def signing_key_id_for(self, region: str) -> str | None:
+        """The id of the key that signs for ``region`` (the only key when there is one)."""
+        options = self.REGIONS.get(region) if self.MODE != "region" and isinstance(self.REGIONS, Mapping) else None
+        if isinstance(options, Mapping) and options.get("SIGNING_KEYS"):
+            keys = options["SIGNING_KEYS"]
+            key_id = options.get("SIGNING_KEY_ID")
+            if key_id is None and isinstance(keys, Mapping) and len(keys) == 1:
+                return str(next(iter(keys)))
+            return cast("str | None", key_id)
+        return self.SIGNING_KEY_ID
+
+    @property
+    def served_regions(self) -> frozenset[str]:
+        """Regions whose envelopes this silo handles: its ``REGION``, and in a monolith
+        every region it delivers to in-process (``local`` transport)."""
+        served = {self.REGION} if self.REGION else set()
+        if self.MODE == "monolith" and isinstance(self.REGIONS, Mapping):
+            served |= {
+                name
+                for name, options in self.REGIONS.items()
+                if isinstance(options, Mapping) and options.get("TRANSPORT", "http") == "local"
+            }
+        return frozenset(served)
+
     @property
     def SIGNATURE_MAX_AGE(self) -> int:
         return int(self.get("SIGNATURE_MAX_AGE"))

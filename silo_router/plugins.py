@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from django.core.signals import setting_changed
@@ -21,6 +21,7 @@ from .exceptions import SiloRouterConfigurationError
 
 T = TypeVar("T")
 _caches: list[Any] = []
+_clear_hooks: list[Callable[[], None]] = []
 
 
 def cached(func: Any) -> Any:
@@ -36,10 +37,18 @@ def _clear_on_setting_change(*, setting: str, **kwargs: Any) -> None:
         clear_caches()
 
 
+def on_clear(hook: Callable[[], None]) -> Callable[[], None]:
+    """Also run ``hook`` whenever the caches are cleared (to close what a cache held)."""
+    _clear_hooks.append(hook)
+    return hook
+
+
 def clear_caches() -> None:
     """Forget every object built from settings."""
     for func in _caches:
         func.cache_clear()
+    for hook in _clear_hooks:
+        hook()
 
 
 def import_by_alias(value: str, *, aliases: Mapping[str, str], setting: str) -> Any:

@@ -34,6 +34,16 @@ def sign(body: bytes, *, key_id: str, key: str, timestamp: float | None = None) 
     return f"t={ts},kid={key_id},v1={_mac(key, ts, key_id, body)}"
 
 
+def parse_header(header: str | None) -> tuple[str, str, str]:
+    """``(timestamp, key id, mac)`` of a signature header; ``missing_signature`` or ``malformed_signature``."""
+    if not header:
+        raise EnvelopeRejected("The envelope has no signature header.", reason="missing_signature")
+    match = _HEADER_RE.match(header.strip())
+    if match is None:
+        raise EnvelopeRejected("The envelope signature header is malformed.", reason="malformed_signature")
+    return match["t"], match["kid"], match["mac"]
+
+
 def verify(
     body: bytes,
     header: str | None,
@@ -48,12 +58,7 @@ def verify(
     ``malformed_signature``, ``unknown_key``, ``stale_signature`` or
     ``signature_mismatch``.
     """
-    if not header:
-        raise EnvelopeRejected("The envelope has no signature header.", reason="missing_signature")
-    match = _HEADER_RE.match(header.strip())
-    if match is None:
-        raise EnvelopeRejected("The envelope signature header is malformed.", reason="malformed_signature")
-    timestamp, key_id, mac = match["t"], match["kid"], match["mac"]
+    timestamp, key_id, mac = parse_header(header)
     key = keys.get(key_id)
     if key is None:
         raise EnvelopeRejected(f"The envelope is signed with an unknown key id {key_id!r}.", reason="unknown_key")
@@ -66,6 +71,21 @@ def verify(
     if not hmac.compare_digest(_mac(key, timestamp, key_id, body), mac):
         raise EnvelopeRejected("The envelope signature does not match its body.", reason="signature_mismatch")
     return key_id
+
+
+#: Reasons a region gives when the hop itself is misconfigured (keys, clocks, addressing),
+#: not the one envelope: control holds the region's traffic instead of failing it.
+FLEET_FAULT_REASONS = frozenset(
+    {
+        "missing_signature",
+        "malformed_signature",
+        "unknown_key",
+        "stale_signature",
+        "signature_mismatch",
+        "wrong_region",
+        "unsupported_version",
+    }
+)
 
 
 def confirmation_message(envelope_id: str, outcome: str, reason: str) -> bytes:

@@ -21,10 +21,9 @@ def _fresh_state() -> Iterator[None]:
     """Each test starts with no cached plugins, fresh options and no leftover handlers."""
     clear_caches()
     options.invalidate()
-    before = dict(slack._handlers)
+    before = slack.registered()
     yield
-    slack._handlers.clear()
-    slack._handlers.update(before)
+    slack.restore(before)
     options.invalidate()
 
 

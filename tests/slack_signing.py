@@ -14,6 +14,8 @@ from django.http import HttpResponse
 from django.test import Client
 from slack_sdk.signature import SignatureVerifier
 
+from silo_router.transports import local
+
 SLACK_URL = "/extensions/slack/"
 
 
@@ -47,7 +49,10 @@ def post_slack(
 ) -> HttpResponse:
     headers = signed_headers(body, timestamp=timestamp)
     headers.update(extra or {})
-    return client.post(SLACK_URL, data=body, content_type=content_type, **headers)
+    response = client.post(SLACK_URL, data=body, content_type=content_type, **headers)
+    # In-process deliveries send their replies after the receipt: let them finish.
+    assert local.wait_until_idle(timeout=30), "an in-process delivery did not finish"
+    return response
 
 
 def block_actions(

@@ -67,3 +67,48 @@ def test_did_you_mean_in_transport_error() -> None:
     with override_settings(SILO_ROUTER={**BASE, "REGIONS": {"us": {"TRANSPORT": "htpp", "URL": "x"}}}):
         (message,) = [m for m in check_settings() if m.id == "silo_router.E008"]
     assert "Did you mean 'http'?" in message.msg
+
+
+PER_REGION: dict[str, Any] = {
+    **BASE,
+    "SIGNING_KEYS": {},
+    "SIGNING_KEY_ID": None,
+    "REGIONS": {
+        "us": {"TRANSPORT": "http", "URL": "http://127.0.0.1:1/", "SIGNING_KEYS": {"us-1": "u" * 40}},
+        "eu": {
+            "TRANSPORT": "http",
+            "URL": "http://127.0.0.1:2/",
+            "SIGNING_KEYS": {"eu-1": "e" * 40, "eu-2": "f" * 40},
+            "SIGNING_KEY_ID": "eu-2",
+        },
+    },
+}
+
+
+def test_a_key_per_region_needs_no_shared_key() -> None:
+    assert ids(PER_REGION) == set()
+
+
+@pytest.mark.parametrize(
+    ("regions", "expected"),
+    [
+        ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": ""}}}, "silo_router.E030"),
+        ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40, "eu-2": "f" * 40}}}, "silo_router.E030"),
+        (
+            {"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40}, "SIGNING_KEY_ID": "eu-9"}},
+            "silo_router.E030",
+        ),
+        ({"eu": {"TRANSPORT": "celery", "SIGNING_KEYS": {"eu-1": "u" * 40}}}, "silo_router.W030"),
+        ({"eu": {"TRANSPORT": "local"}}, "silo_router.E005"),
+    ],
+)
+def test_per_region_key_problems_have_their_ids(regions: dict[str, Any], expected: str) -> None:
+    config = {**PER_REGION, "REGIONS": {"us": PER_REGION["REGIONS"]["us"], **regions}}
+    assert expected in ids(config)
+
+
+def test_regions_on_the_shared_fallback_key_are_warned_about() -> None:
+    config = {**BASE, "REGIONS": {**BASE["REGIONS"], "eu": {"TRANSPORT": "celery"}}}
+    assert ids(config) == {"silo_router.W030"}
+    in_process = {**BASE, "REGIONS": {"us": {"TRANSPORT": "local"}, "eu": {"TRANSPORT": "local"}}}
+    assert ids(in_process) == set()

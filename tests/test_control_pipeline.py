@@ -10,8 +10,10 @@ import pytest
 from django.test import Client
 
 from silo_router.control.models import Integration, OrganizationMapping, Payload
+from silo_router.envelope import Envelope, seal
 from silo_router.region.handlers import slack
 from silo_router.region.models import ProcessedEnvelope
+from silo_router.transports import transport_for
 
 from .slack_signing import (
     SLACK_URL,
@@ -184,7 +186,9 @@ def test_options_load_is_answered_synchronously_by_the_region(client: Client, in
     assert json.loads(response.content)["options"][0]["text"]["text"] == "org 101"
 
 
-def test_unhandled_valid_request_gets_200(client: Client, installations: Any) -> None:
+def test_unhandled_valid_request_gets_200_and_runs_once_a_handler_exists(client: Client, installations: Any) -> None:
+    """Deploy skew: the region has no handler yet. Nothing is recorded there, so the same
+    envelope, sent again once the handler is deployed, runs it."""
     body = interactive_body(block_actions(action_id="nobody_listens"))
     response = post_slack(client, body)
     assert response.status_code == 200
@@ -193,7 +197,16 @@ def test_unhandled_valid_request_gets_200(client: Client, installations: Any) ->
         "pending",
         "no handler for block_actions:nobody_listens in region us",
     )
-    assert ProcessedEnvelope.objects.get().outcome == "unhandled"
+    assert not ProcessedEnvelope.objects.exists()
+    runs: list[str] = []
+
+    @slack.action("nobody_listens")
+    def late(request: Any) -> None:
+        runs.append(request.kind)
+
+    receipt = transport_for(payload.region).deliver(seal(Envelope.from_json(payload.envelope)), timeout=5.0, wait=False)
+    assert receipt.outcome == "handled"
+    assert runs == ["block_actions:nobody_listens"]
 
 
 def test_unknown_workspace_is_kept_as_unroutable_and_answered(client: Client, installations: Any) -> None:

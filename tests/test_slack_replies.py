@@ -18,7 +18,7 @@ from slack_sdk import WebClient
 from example_project.cluster import free_port
 from example_project.fake_slack import FakeSlack
 from silo_router.checks import check_settings
-from silo_router.envelope import Envelope
+from silo_router.envelope import Envelope, seal
 from silo_router.providers.registry import get_provider
 from silo_router.providers.slack.client import slack_client
 from silo_router.providers.slack.request import RESPONSE_URL_USES, SlackCallInTransaction, SlackHandlerRequest
@@ -28,6 +28,13 @@ from silo_router.region.models import ResponseUrlUse
 from silo_router.region.response_urls import RETENTION, DatabaseLedger, url_hash
 
 from .slack_signing import block_actions, event_callback, interactive_body, post_slack
+
+
+def dispatch(envelope: Envelope) -> Any:
+    """Hand ``envelope`` to the region as a transport does: sealed, verified, dispatched."""
+    sealed = seal(envelope)
+    return receiver.dispatch(receiver.accept(sealed.body, sealed.signature, region=envelope.region))
+
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,7 +137,7 @@ def test_stale_response_url_is_not_used_and_the_reply_stays_ephemeral(fake: Fake
         request.respond("finally done")
 
     url = fake.issue_response_url(channel_id=CHANNEL)
-    receiver.dispatch(click_envelope(url, created_at=time.time() - 31 * 60))
+    dispatch(click_envelope(url, created_at=time.time() - 31 * 60))
     assert fake.calls("response_url") == []
     assert ephemeral_posts(fake) == [(CHANNEL, USER, "finally done")]
     assert fake.calls("chat.postMessage") == []
@@ -143,7 +150,7 @@ def test_unreachable_response_url_falls_back_to_an_ephemeral_message(fake: FakeS
     def reply(request: Any) -> None:
         request.respond("done")
 
-    receiver.dispatch(click_envelope(f"http://127.0.0.1:{free_port()}/response/gone", created_at=time.time()))
+    dispatch(click_envelope(f"http://127.0.0.1:{free_port()}/response/gone", created_at=time.time()))
     assert ephemeral_posts(fake) == [(CHANNEL, USER, "done")]
     assert fake.calls("chat.postMessage") == []
 
@@ -159,7 +166,7 @@ def test_refused_response_url_falls_back_to_an_ephemeral_message(settings: Any, 
         def reply(request: Any) -> None:
             request.respond("done", replace_original=True)
 
-        receiver.dispatch(click_envelope(fake.issue_response_url(channel_id=CHANNEL), created_at=time.time()))
+        dispatch(click_envelope(fake.issue_response_url(channel_id=CHANNEL), created_at=time.time()))
         assert [c.error for c in fake.calls("response_url")] == ["expired_url"]
         assert ephemeral_posts(fake) == [(CHANNEL, USER, "done")]
         assert fake.calls("chat.postMessage") == []
@@ -190,7 +197,7 @@ def test_a_reply_that_cannot_be_sent_is_logged_at_error_without_the_url(
     fake.fail_next("response_url", status=500)
     fake.fail_next("chat.postEphemeral", status=500)
     with caplog.at_level(logging.DEBUG):
-        receiver.dispatch(click_envelope(url, created_at=time.time()))
+        dispatch(click_envelope(url, created_at=time.time()))
     assert [r for r in caplog.records if r.levelno >= logging.ERROR and "chat.postEphemeral" in r.getMessage()]
     token = url.rsplit("/", 1)[1]
     assert not [r for r in caplog.records if token in r.getMessage()]
@@ -281,7 +288,7 @@ def test_a_handler_failure_does_not_tell_the_user_failed_while_retries_remain(
         }
     )
     with pytest.raises(receiver.HandlerFailed):
-        receiver.dispatch(envelope)
+        dispatch(envelope)
     assert fake.calls("views.update") == []
     assert fake.views[view["id"]]["title"]["text"] == "Loading"
 

@@ -114,8 +114,20 @@ LOGGING: dict[str, Any] = {
 
 # -- the control-to-region hop and Slack ----------------------------------------------
 
-SIGNING_KEY_ID = os.environ.get("SILO_ROUTER_SIGNING_KEY_ID", "demo-1")
-SIGNING_KEY = os.environ.get("SILO_ROUTER_SIGNING_KEY", "demo-only-control-to-region-key-0123456789abcdef")
+#: Each region has its own hop key (``SILO_ROUTER_<REGION>_SIGNING_KEY[_ID]``): control holds
+#: every region's, a region silo only its own, so one region cannot speak for another.
+REGION_NAMES = ("us", "eu")
+
+
+def region_signing_key(region: str) -> tuple[str, str]:
+    """``(key id, key)`` of ``region``'s control-to-region hop."""
+    prefix = f"SILO_ROUTER_{region.upper()}_SIGNING_KEY"
+    return (
+        os.environ.get(f"{prefix}_ID", f"{region}-demo-1"),
+        os.environ.get(prefix, f"demo-only-{region}-control-to-region-key-0123456789abcdef"),
+    )
+
+
 SLACK_SIGNING_SECRET = os.environ.get("SLACK_SIGNING_SECRET", "demo-only-slack-signing-secret-0123456789")
 SLACK_BOT_TOKEN = os.environ.get("SLACK_BOT_TOKEN", "xoxb-demo-only-bot-token")
 SLACK_API_URL = os.environ.get("SLACK_API_URL", "http://127.0.0.1:8010/api/")
@@ -126,8 +138,6 @@ FAKE_RESPONSE_URL_PREFIX = SLACK_API_URL.removesuffix("/").removesuffix("/api") 
 
 #: What every silo shares; control.py and region_*.py add their parts.
 SILO_ROUTER_BASE: dict[str, Any] = {
-    "SIGNING_KEYS": {SIGNING_KEY_ID: SIGNING_KEY},
-    "SIGNING_KEY_ID": SIGNING_KEY_ID,
     "SLACK": {"BOT_TOKEN": SLACK_BOT_TOKEN, "API_URL": SLACK_API_URL},
     "REDACTED_URL_PREFIXES": [FAKE_RESPONSE_URL_PREFIX],
     "TRACES_SAMPLE_RATE": float(os.environ.get("SILO_ROUTER_TRACES_SAMPLE_RATE") or 0.01),

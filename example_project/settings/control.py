@@ -14,6 +14,7 @@ from .base import (
     SILO_ROUTER_BASE,
     SLACK_SIGNING_SECRET,
     database_from_url,
+    region_signing_key,
     sqlite_database,
 )
 
@@ -54,9 +55,12 @@ def region(name: str, default_url: str) -> dict[str, Any]:
     which a Celery worker of that region consumes; the URL is then unused.
     """
     prefix = f"SILO_REGION_{name.upper()}"
+    key_id, key = region_signing_key(name)
     return {
         "TRANSPORT": os.environ.get(f"{prefix}_TRANSPORT") or "http",
         "URL": os.environ.get(f"{prefix}_URL", default_url),
+        "SIGNING_KEYS": {key_id: key},
+        "SIGNING_KEY_ID": key_id,
     }
 
 

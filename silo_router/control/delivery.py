@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from silo_router import tracing
 from silo_router.conf import conf
-from silo_router.envelope import Envelope, seal
+from silo_router.envelope import Envelope, Outcome, seal
 from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, transport_for
 
 from . import circuits, followups
@@ -441,7 +441,7 @@ def confirm(payload_id: str, *, outcome: str, reason: str = "") -> AttemptOutcom
         if payload.state == State.DELIVERED:
             return AttemptOutcome.DELIVERED
         note = "handled after it had been marked failed" if payload.state == State.FAILED else ""
-        mark_delivered(payload, receipt=Receipt(outcome=outcome), note=note)
+        mark_delivered(payload, receipt=Receipt(outcome=Outcome(outcome)), note=note)
         return AttemptOutcome.DELIVERED
     if payload.state != State.IN_FLIGHT or payload.lease_owner != queued_lease_owner(payload.region):
         logger.info("ignoring a %s confirmation for %s: it waits for no copy now", outcome, payload_id)

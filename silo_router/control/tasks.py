@@ -15,6 +15,7 @@ from silo_router.transports.celery import CONFIRM_TASK
 
 from . import delivery
 from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_TASK, SWEEP_TASK
+from .models import Payload
 
 
 # acks_late: a message is acknowledged only once its attempt ended, so a broker
@@ -44,7 +45,19 @@ def check_loading_view(payload_id: str) -> None:
 
 @shared_task(name=CONFIRM_TASK, ignore_result=True)
 def confirm_delivery(payload_id: str, outcome: str, reason: str, signature: str) -> str:
-    """A region worker (``celery`` transport) reports how a queued envelope ended."""
+    """A region worker (``celery`` transport) reports how a queued envelope ended.
+
+    The confirmation must be signed with a key of the payload's own region, so one
+    region cannot confirm (or fail) another region's payloads.
+    """
+    region = Payload.objects.filter(pk=payload_id).values_list("region", flat=True).first()
+    if not region:
+        return "missing"
     message = signing.confirmation_message(payload_id, outcome, reason)
-    signing.verify(message, signature, keys=conf.SIGNING_KEYS, max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE")))
+    signing.verify(
+        message,
+        signature,
+        keys=conf.signing_keys_for(region),
+        max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE")),
+    )
     return str(delivery.confirm(payload_id, outcome=outcome, reason=reason))

@@ -11,8 +11,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from django.db import transaction
-
+from silo_router import after_receipt
 from silo_router.envelope import Envelope
 from silo_router.providers.base import InboundRequest
 
@@ -72,7 +71,8 @@ class HandlerRequest:
 
         Reply helpers use this so a user is never told about work that rolled back,
         and no transaction is held open across a network call. ``func`` runs with
-        ``in_transaction`` False, so it may call Slack.
+        ``in_transaction`` False, so it may call Slack. During a delivery it waits until
+        the receipt has gone back to control (:mod:`silo_router.after_receipt`).
         """
 
         def committed() -> None:
@@ -83,7 +83,7 @@ class HandlerRequest:
             finally:
                 self.in_transaction = held
 
-        transaction.on_commit(committed, robust=True)
+        after_receipt.schedule(committed)
 
     def on_failure(self, exc: BaseException) -> None:
         """Called when the handler raised.

@@ -13,11 +13,15 @@ class RegionConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, not at module level: they import models, which need the app registry.
         from silo_router import checks as silo_checks
         from silo_router.redaction import install_log_redaction
+        from silo_router.transports import local
 
+        from . import receiver
         from .handlers import load_handler_modules
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
         install_log_redaction()
+        local.register_receiver(receiver.local_receiver)
         load_handler_modules()

@@ -7,6 +7,9 @@ Handlers are registered with decorators on a provider's registry::
     @slack.action("resolve_dialog")
     def resolve(request: SlackHandlerRequest) -> None: ...
 
+    @slack.action("sync_ticket", atomic=False)   # runs outside a transaction; at least once
+    def sync(request: SlackHandlerRequest) -> None: ...
+
 The modules that hold handlers are listed in ``SILO_ROUTER['HANDLER_MODULES']`` and
 imported when the region app is ready, so what is registered never depends on what
 happened to be imported first.
@@ -14,6 +17,7 @@ happened to be imported first.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -29,6 +33,24 @@ H = TypeVar("H", bound=Handler)
 ANY = "*"
 
 
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    """A handler and how it runs.
+
+    ``atomic`` (the default): the handler runs inside ``transaction.atomic()`` with the
+    envelope's idempotency record, so it runs effectively once. ``atomic=False``: it runs
+    outside any transaction (it may call Slack directly) and the record is written after
+    it returns, so a crash between the two runs it again (at least once).
+    """
+
+    handler: Handler
+    atomic: bool = True
+
+    @property
+    def name(self) -> str:
+        return f"{self.handler.__module__}.{self.handler.__qualname__}"
+
+
 class HandlerRegistry:
     """Handlers for one provider, keyed by request type and name (``*`` for any name)."""
 
@@ -37,34 +59,39 @@ class HandlerRegistry:
 
     def __init__(self, provider: str) -> None:
         self.provider = provider
-        self._handlers: dict[tuple[str, str], Handler] = {}
+        self._handlers: dict[tuple[str, str], Registration] = {}
 
-    def on(self, type: str, name: str = ANY) -> Callable[[H], H]:
+    def on(self, type: str, name: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
         """Register the decorated function for requests of ``type`` (and ``name``)."""
 
         def decorator(func: H) -> H:
             key = (type, name)
             existing = self._handlers.get(key)
-            if existing is not None and existing is not func:
+            if existing is not None and existing.handler is not func:
                 raise SiloRouterConfigurationError(
                     f"Two {self.provider} handlers for {type}:{name}: "
-                    f"{existing.__module__}.{existing.__qualname__} and {func.__module__}.{func.__qualname__}."
+                    f"{existing.name} and {func.__module__}.{func.__qualname__}."
                 )
-            self._handlers[key] = func
+            self._handlers[key] = Registration(handler=func, atomic=atomic)
             return func
 
         return decorator
 
-    def find(self, type: str, name: str) -> Handler | None:
-        """The handler for ``type:name``, else the ``type:*`` one, else ``None``."""
+    def find(self, type: str, name: str) -> Registration | None:
+        """The registration for ``type:name``, else the ``type:*`` one, else ``None``."""
         return self._handlers.get((type, name)) or self._handlers.get((type, ANY))
 
     def unregister(self, type: str, name: str = ANY) -> None:
-        """Remove a registration (tests)."""
+        """Remove a registration."""
         self._handlers.pop((type, name), None)
 
-    def registered(self) -> Mapping[tuple[str, str], Handler]:
+    def registered(self) -> Mapping[tuple[str, str], Registration]:
+        """A copy of every registration, e.g. to restore later with ``restore``."""
         return dict(self._handlers)
+
+    def restore(self, registrations: Mapping[tuple[str, str], Registration]) -> None:
+        """Replace every registration with ``registrations`` (from ``registered()``)."""
+        self._handlers = dict(registrations)
 
 
 class SlackHandlers(HandlerRegistry):
@@ -72,32 +99,34 @@ class SlackHandlers(HandlerRegistry):
 
     request_class = SlackHandlerRequest
 
-    def action(self, action_id: str = ANY) -> Callable[[H], H]:
+    def action(self, action_id: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
         """``block_actions`` whose first action has ``action_id``."""
-        return self.on("block_actions", action_id)
+        return self.on("block_actions", action_id, atomic=atomic)
 
-    def event(self, event_type: str = ANY) -> Callable[[H], H]:
+    def event(self, event_type: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
         """``event_callback`` events of ``event_type`` (``app_mention``, ``message``...)."""
-        return self.on("event_callback", event_type)
+        return self.on("event_callback", event_type, atomic=atomic)
 
-    def command(self, command: str = ANY) -> Callable[[H], H]:
+    def command(self, command: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
         """Slash commands, by command including the slash (``/ticket``)."""
-        return self.on("command", command)
+        return self.on("command", command, atomic=atomic)
 
-    def view(self, callback_id: str = ANY) -> Callable[[H], H]:
+    def view(self, callback_id: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
         """``view_submission`` by the view's ``callback_id``; may return a ``response_action`` dict."""
-        return self.on("view_submission", callback_id)
+        return self.on("view_submission", callback_id, atomic=atomic)
 
-    def view_closed(self, callback_id: str = ANY) -> Callable[[H], H]:
-        return self.on("view_closed", callback_id)
+    def view_closed(self, callback_id: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
+        return self.on("view_closed", callback_id, atomic=atomic)
 
-    def options(self, action_id: str = ANY) -> Callable[[H], H]:
+    def options(self, action_id: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
         """``block_suggestion`` by ``action_id``; returns ``{"options": [...]}``."""
-        return self.on("block_suggestion", action_id)
+        return self.on("block_suggestion", action_id, atomic=atomic)
 
-    def shortcut(self, callback_id: str = ANY) -> Callable[[H], H]:
+    def shortcut(self, callback_id: str = ANY, *, atomic: bool = True) -> Callable[[H], H]:
         """Global shortcuts and message actions, by ``callback_id``."""
-        return _both(self.on("shortcut", callback_id), self.on("message_action", callback_id))
+        return _both(
+            self.on("shortcut", callback_id, atomic=atomic), self.on("message_action", callback_id, atomic=atomic)
+        )
 
 
 def _both(first: Callable[[H], H], second: Callable[[H], H]) -> Callable[[H], H]:
@@ -108,11 +137,21 @@ def _both(first: Callable[[H], H], second: Callable[[H], H]) -> Callable[[H], H]
 
 
 slack = SlackHandlers("slack")
-REGISTRIES: dict[str, HandlerRegistry] = {"slack": slack}
+_registries: dict[str, HandlerRegistry] = {}
+
+
+def register_registry(registry: HandlerRegistry) -> HandlerRegistry:
+    """Make ``registry`` the one that handles its provider's envelopes."""
+    _registries[registry.provider] = registry
+    return registry
+
+
+register_registry(slack)
 
 
 def registry_for(provider: str) -> HandlerRegistry | None:
-    return REGISTRIES.get(provider)
+    """The handler registry of ``provider``, if one is registered."""
+    return _registries.get(provider)
 
 
 def load_handler_modules() -> None:

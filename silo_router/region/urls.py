@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import EnvelopeView
+from .views import envelopes
 
 app_name = "silo_router_region"
-urlpatterns = [path("envelopes/", EnvelopeView.as_view(), name="envelopes")]
+urlpatterns = [path("envelopes/", envelopes, name="envelopes")]

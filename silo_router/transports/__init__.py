@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import cast
+import logging
 
 from silo_router.conf import conf
-from silo_router.plugins import cached, import_by_alias, lookup
+from silo_router.plugins import import_by_alias, lookup, on_clear
 
-from .base import DeliveryError, DeliveryTimeout, Receipt, Transport
+from .base import DeliveryError, DeliveryTimeout, Outcome, Receipt, Transport
 
 ALIASES = {
     "local": "silo_router.transports.local.LocalTransport",
@@ -15,14 +15,39 @@ ALIASES = {
     "celery": "silo_router.transports.celery.CeleryTransport",
 }
 
-__all__ = ["ALIASES", "DeliveryError", "DeliveryTimeout", "Receipt", "Transport", "transport_for"]
+__all__ = [
+    "ALIASES",
+    "DeliveryError",
+    "DeliveryTimeout",
+    "Outcome",
+    "Receipt",
+    "Transport",
+    "drop_transports",
+    "transport_for",
+]
+
+logger = logging.getLogger("silo_router.transports")
+_transports: dict[str, Transport] = {}
 
 
-@cached
 def transport_for(region: str) -> Transport:
     """The transport instance for ``region``, built once from ``SILO_ROUTER['REGIONS']``."""
-    options = lookup(conf.REGIONS, region, setting="REGIONS", what="Region")
-    cls = import_by_alias(
-        str(options.get("TRANSPORT", "http")), aliases=ALIASES, setting=f"REGIONS][{region!r}][TRANSPORT"
-    )
-    return cast(Transport, cls(region, options))
+    transport = _transports.get(region)
+    if transport is None:
+        options = lookup(conf.REGIONS, region, setting="REGIONS", what="Region")
+        cls = import_by_alias(
+            str(options.get("TRANSPORT", "http")), aliases=ALIASES, setting=f"REGIONS][{region!r}][TRANSPORT"
+        )
+        transport = _transports.setdefault(region, cls(region, options))
+    return transport
+
+
+@on_clear
+def drop_transports() -> None:
+    """Close and forget every cached transport (settings changed, or shutting down)."""
+    for transport in list(_transports.values()):
+        try:
+            transport.close()
+        except Exception:  # closing is best-effort; the next call builds a fresh one
+            logger.exception("closing the %s transport failed", transport.region)
+    _transports.clear()

@@ -1,27 +1,30 @@
 """Celery transport: publish the sealed envelope on the region's queue.
 
 The region's worker runs ``silo_router.region.receive`` on it. Without ``wait`` the
-envelope counts as delivered once the broker has it (the region task retries handler
-failures itself); with ``wait`` (synchronous kinds) the result backend carries the
-handler's answer back, so a result backend is required for those.
+envelope counts as queued once the broker has it (the region confirms the outcome
+later); with ``wait`` (synchronous kinds) the result backend carries the handler's
+answer back, so a result backend is required for those. ``timeout`` bounds the wait for
+that answer; publishing does not retry, so a broker that is down fails at once.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from celery import current_app
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from kombu.exceptions import OperationalError
 
-from silo_router.envelope import SealedEnvelope
+from silo_router import signing
+from silo_router.envelope import Outcome, Receipt, SealedEnvelope
 
-from .base import DeliveryError, DeliveryTimeout, Receipt, Transport
+from .base import DeliveryError, DeliveryTimeout, Transport
 
 RECEIVE_TASK = "silo_router.region.receive"
 #: The control task a region worker calls back with the outcome (see ``region.tasks``).
 CONFIRM_TASK = "silo_router.control.confirm"
+_ANSWERS = frozenset({Outcome.HANDLED, Outcome.DUPLICATE, Outcome.UNHANDLED})
 
 
 class CeleryTransport(Transport):
@@ -32,26 +35,50 @@ class CeleryTransport(Transport):
         self.queue = str(options.get("QUEUE") or f"silo_router.region.{region}")
 
     def deliver(self, sealed: SealedEnvelope, *, timeout: float, wait: bool) -> Receipt:
+        deadline = time.monotonic() + timeout
         app = current_app
+        if wait and app.conf.result_backend in (None, "", "disabled"):
+            raise DeliveryError("celery transport needs a result backend to answer synchronously", retryable=False)
         try:
             result = app.send_task(
                 RECEIVE_TASK,
                 args=(sealed.body.decode(), sealed.signature, self.region),
                 queue=self.queue,
                 ignore_result=not wait,
+                retry=False,
             )
-        except OperationalError as exc:
-            raise DeliveryError(f"broker_error: {exc}", retryable=True) from exc
+        except Exception as exc:  # every broker library raises its own errors
+            raise DeliveryError(f"broker_error: {type(exc).__name__}", retryable=True) from exc
         if not wait:
-            return Receipt(outcome="queued")
-        if app.conf.result_backend in (None, "", "disabled"):
-            raise DeliveryError("celery transport needs a result backend to answer synchronously", retryable=False)
+            return Receipt(outcome=Outcome.QUEUED)
         try:
-            data = result.get(timeout=timeout, propagate=False)
+            data = result.get(timeout=max(deadline - time.monotonic(), 0.0), propagate=False)
         except CeleryTimeoutError as exc:
-            raise DeliveryTimeout() from exc
-        if isinstance(data, dict) and "outcome" in data:
-            if data["outcome"] == "rejected":
-                raise DeliveryError(str(data.get("reason")), retryable=False)
-            return Receipt(outcome=str(data["outcome"]), response=data.get("response"))
-        raise DeliveryError(f"region task failed: {type(data).__name__}", retryable=True)
+            raise DeliveryTimeout("timeout", region_fault=_never_started(result)) from exc
+        except Exception as exc:  # the result backend's own errors
+            raise DeliveryError(f"result_backend_error: {type(exc).__name__}", retryable=True) from exc
+        return _receipt(data)
+
+
+def _never_started(result: Any) -> bool:
+    """Whether no region worker has picked the task up (``STARTED`` needs ``task_track_started``)."""
+    try:
+        return bool(result.state == "PENDING")
+    except Exception:  # the backend cannot say: count it against the region
+        return True
+
+
+def _receipt(data: Any) -> Receipt:
+    """What the region task returned, as a receipt or the ``DeliveryError`` it means."""
+    if not isinstance(data, dict) or "outcome" not in data:
+        raise DeliveryError(f"region task failed: {type(data).__name__}", retryable=True, region_fault=False)
+    outcome = data["outcome"]
+    if outcome == Outcome.REJECTED:
+        reason = str(data.get("reason"))
+        if reason in signing.FLEET_FAULT_REASONS:
+            raise DeliveryError(reason, retryable=True, region_fault=True, hold=True)
+        raise DeliveryError(reason, retryable=False)
+    if outcome not in _ANSWERS:
+        raise DeliveryError(f"region task answered {str(outcome)[:40]!r}", retryable=True)
+    response = data.get("response")
+    return Receipt(outcome=Outcome(outcome), response=response if isinstance(response, dict) else None)

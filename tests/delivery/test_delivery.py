@@ -109,10 +109,10 @@ def test_no_transaction_is_open_while_the_region_is_called(
 
 def test_terminal_answer_goes_straight_to_failed(http_regions: RegionServer, published: list[Any]) -> None:
     (pid,) = make()
-    http_regions.script[pid] = [(403, {"error": "signature_mismatch"}, {})]
+    http_regions.script[pid] = [(400, {"error": "malformed_envelope"}, {})]
     assert delivery.deliver(pid) == "failed"
     row = state(pid)
-    assert (row.state, row.attempts, row.last_error) == ("failed", 1, "http_403: signature_mismatch")
+    assert (row.state, row.attempts, row.last_error) == ("failed", 1, "http_400: malformed_envelope")
     assert RegionCircuit.objects.filter(region="us", state="open").count() == 0
 
 

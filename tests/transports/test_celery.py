@@ -1,0 +1,89 @@
+"""The celery transport and confirmations: a real worker on an in-memory broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from silo_router import signing
+from silo_router.control import delivery
+from silo_router.control.models import Payload
+from silo_router.control.tasks import confirm_delivery
+from silo_router.envelope import SealedEnvelope, seal
+from silo_router.exceptions import EnvelopeRejected
+from silo_router.region.handlers import slack
+from silo_router.transports import DeliveryError, transport_for
+
+from ..celery_app import app
+from .conftest import make_envelope
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+US_KEY = "us-region-hop-key-0123456789abcdefghijklmnop"
+EU_KEY = "eu-region-hop-key-0123456789abcdefghijklmnop"
+
+
+@pytest.fixture
+def per_region_keys(settings: Any) -> None:
+    settings.SILO_ROUTER = {
+        **settings.SILO_ROUTER,
+        "SIGNING_KEYS": {},
+        "SIGNING_KEY_ID": None,
+        "REGIONS": {
+            "us": {"TRANSPORT": "celery", "SIGNING_KEYS": {"us-1": US_KEY}},
+            "eu": {"TRANSPORT": "celery", "SIGNING_KEYS": {"eu-1": EU_KEY}},
+        },
+    }
+
+
+def test_a_region_can_only_confirm_its_own_payloads(per_region_keys: None) -> None:
+    """eu holds eu's key: a confirmation it signs for a us payload is refused."""
+    (payload,) = delivery.store([make_envelope(event_id="EvConfirm", region="us")])
+    pid = str(payload.pk)
+    assert delivery.claim(pid) is not None
+    message = signing.confirmation_message(pid, "failed", "forged")
+    with pytest.raises(EnvelopeRejected):
+        confirm_delivery(pid, "failed", "forged", signing.sign(message, key_id="eu-1", key=EU_KEY))
+    assert Payload.objects.get(pk=pid).state == Payload.State.IN_FLIGHT
+    good = signing.sign(signing.confirmation_message(pid, "handled", ""), key_id="us-1", key=US_KEY)
+    assert confirm_delivery(pid, "handled", "", good) == Payload.State.DELIVERED
+
+
+@pytest.fixture
+def region_worker(settings: Any) -> Iterator[None]:
+    """A real Celery worker thread consuming region us's queue, with an in-memory result backend.
+
+    It has a Celery app of its own (made current for the test), so the suite's eager app
+    and whatever backend it already built are left alone.
+    """
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REGIONS": {"us": {"TRANSPORT": "celery"}}}
+    import silo_router.region.tasks  # noqa: F401 - the region task the worker runs (a shared task)
+
+    worker_app = Celery("region-worker-tests", broker="memory://", backend="cache+memory://")
+    worker_app.set_current()
+    try:
+        with start_worker(worker_app, pool="solo", perform_ping_check=False, queues=["silo_router.region.us"]):
+            yield
+    finally:
+        app.set_current()
+
+
+def test_a_synchronous_answer_comes_back_through_the_result_backend(region_worker: None) -> None:
+    @slack.event("app_mention")
+    def mention(request: Any) -> dict[str, Any]:
+        return {"seen": request.payload["event_id"]}
+
+    receipt = transport_for("us").deliver(seal(make_envelope(event_id="EvCel")), timeout=10.0, wait=True)
+    assert (receipt.outcome, receipt.response) == ("handled", {"seen": "EvCel"})
+
+
+def test_a_region_worker_refusing_the_key_holds(region_worker: None) -> None:
+    sealed = seal(make_envelope(event_id="EvCelKey"))
+    forged = SealedEnvelope(body=sealed.body, signature=signing.sign(sealed.body, key_id="k1", key="x" * 40))
+    with pytest.raises(DeliveryError) as info:
+        transport_for("us").deliver(forged, timeout=10.0, wait=True)
+    assert (info.value.reason, info.value.hold) == ("signature_mismatch", True)

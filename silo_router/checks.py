@@ -8,11 +8,10 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import DEFAULTS, MODES, RESPONSE_URL_LEDGER_ALIASES, conf
+from .conf import DEFAULTS, MODES, RESPONSE_URL_LEDGER_ALIASES, TRANSPORT_ALIASES, conf
 from .exceptions import SiloRouterConfigurationError
 from .plugins import did_you_mean, import_by_alias
 from .routing import Fanout, Strategy
-from .transports import ALIASES as TRANSPORT_ALIASES
 
 MIDDLEWARE_PATH = "silo_router.control.middleware.SiloRouterMiddleware"
 POSITIVE_NUMBERS = (
@@ -103,7 +102,7 @@ def _check_numbers() -> list[CheckMessage]:
                     id="silo_router.E004",
                 )
             )
-    if not errors and (conf.seconds("RETRY_JITTER") >= 1 or conf.seconds("TRACES_SAMPLE_RATE") > 1):
+    if not errors and (conf.RETRY_JITTER >= 1 or conf.TRACES_SAMPLE_RATE > 1):
         errors.append(
             Error(
                 "RETRY_JITTER must be below 1 and TRACES_SAMPLE_RATE at most 1.",

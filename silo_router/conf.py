@@ -92,6 +92,12 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: ``SLACK["RESPONSE_URL_LEDGER"]`` aliases.
+#: Transport aliases for ``REGIONS[name]["TRANSPORT"]``.
+TRANSPORT_ALIASES: dict[str, str] = {
+    "local": "silo_router.transports.local.LocalTransport",
+    "http": "silo_router.transports.http.HttpTransport",
+    "celery": "silo_router.transports.celery.CeleryTransport",
+}
 RESPONSE_URL_LEDGER_ALIASES: dict[str, str] = {"database": "silo_router.region.response_urls.DatabaseLedger"}
 
 SLACK_DEFAULTS: dict[str, Any] = {
@@ -292,13 +298,17 @@ class SiloRouterSettings:
     def QUEUED_SIGNATURE_MAX_AGE(self) -> int:
         return int(self.get("QUEUED_SIGNATURE_MAX_AGE"))
 
-    def seconds(self, name: str) -> float:
-        """A duration setting, in seconds."""
-        return float(self.get(name))
+    @property
+    def TRACES_SAMPLE_RATE(self) -> float:
+        return float(self.get("TRACES_SAMPLE_RATE"))
 
-    def count(self, name: str) -> int:
-        """A whole-number setting."""
-        return int(self.get(name))
+    @property
+    def RESOLVER_CACHE_SECONDS(self) -> float:
+        return float(self.get("RESOLVER_CACHE_SECONDS"))
+
+    @property
+    def CONTROL_QUEUE(self) -> str:
+        return str(self.get("CONTROL_QUEUE"))
 
     @property
     def ORDERING(self) -> Mapping[str, str]:

@@ -3,7 +3,7 @@
 Everything here is a thin layer over sentry-sdk and is a no-op when sentry-sdk is not
 initialized. The control silo starts (or joins) a transaction per provider request;
 the envelope carries ``sentry-trace`` and ``baggage``; the control worker and the region
-continue that trace, so the whole flow is one waterfall.
+continue that trace, so the flow shares one trace id.
 """
 
 from __future__ import annotations
@@ -34,16 +34,17 @@ def traces_sampler(sampling_context: Mapping[str, Any]) -> float:
     context = sampling_context.get("transaction_context") or {}
     if str(context.get("op") or "").startswith(OP_PREFIX):
         return 1.0
-    return float(conf.get("TRACES_SAMPLE_RATE"))
+    return conf.TRACES_SAMPLE_RATE
 
 
 @contextlib.contextmanager
 def flow(op: str, name: str, *, headers: Mapping[str, str] | None = None) -> Iterator[Any]:
     """A transaction for one stage of a flow, continuing ``headers`` when given.
 
-    Inside an existing transaction (Django's, Celery's) it opens a child span instead,
-    so a flow never splits into two traces. Without an active sentry-sdk client it costs
-    nothing.
+    With ``headers`` it starts a transaction that continues that trace (the control
+    worker, the region, after-receipt work). Without them it opens a child span inside an
+    existing transaction (Django's, Celery's), or a transaction of its own. Without an
+    active sentry-sdk client it costs nothing.
     """
     if not sentry_sdk.get_client().is_active():
         yield None

@@ -134,7 +134,7 @@ class ModelResolver(Resolver):
             hit = self._cache.get(cache_key)
             if hit is not None:
                 self._cache.move_to_end(cache_key)
-        if hit is None or now - hit.at > conf.seconds("RESOLVER_CACHE_SECONDS"):
+        if hit is None or now - hit.at > conf.RESOLVER_CACHE_SECONDS:
             hit = self._lookup(inbound, now=now)
             self._remember(cache_key, hit)
         if hit.integration_id is None:

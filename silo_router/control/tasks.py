@@ -58,6 +58,6 @@ def confirm_delivery(payload_id: str, outcome: str, reason: str, signature: str)
         message,
         signature,
         keys=conf.signing_keys_for(region),
-        max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE")),
+        max_age=conf.QUEUED_SIGNATURE_MAX_AGE,
     )
     return str(delivery.confirm(payload_id, outcome=outcome, reason=reason))

@@ -37,9 +37,7 @@ def receive_envelope(self: Task[Any, Any], body: str, signature: str, region: st
     """Verify and dispatch one envelope; retry handler failures with backoff; confirm to control."""
     with after_receipt.holding() as held:
         try:
-            receipt = receive(
-                body.encode(), signature, region=region, max_age=int(conf.get("QUEUED_SIGNATURE_MAX_AGE"))
-            )
+            receipt = receive(body.encode(), signature, region=region, max_age=conf.QUEUED_SIGNATURE_MAX_AGE)
         except EnvelopeRejected as exc:
             logger.warning("rejected a queued envelope: %s", exc.reason)
             confirm(body, region, Outcome.REJECTED, exc.reason)
@@ -67,6 +65,4 @@ def confirm(body: str, region: str, outcome: str, reason: str) -> None:
     except SiloRouterConfigurationError as exc:
         logger.error("cannot sign a confirmation: %s", exc)
         return
-    current_app.send_task(
-        CONFIRM_TASK, args=(payload_id, str(outcome), reason, signature), queue=str(conf.get("CONTROL_QUEUE"))
-    )
+    current_app.send_task(CONFIRM_TASK, args=(payload_id, str(outcome), reason, signature), queue=conf.CONTROL_QUEUE)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from silo_router.conf import conf
+from silo_router.conf import TRANSPORT_ALIASES, conf
 from silo_router.plugins import import_by_alias, lookup, on_clear
 
 from .base import DeliveryError, DeliveryTimeout, Outcome, Receipt, Transport
 
-ALIASES = {
-    "local": "silo_router.transports.local.LocalTransport",
-    "http": "silo_router.transports.http.HttpTransport",
-    "celery": "silo_router.transports.celery.CeleryTransport",
-}
+ALIASES = TRANSPORT_ALIASES
 
 __all__ = [
     "ALIASES",

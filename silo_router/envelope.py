@@ -10,6 +10,7 @@ have the wrong types is refused with a reason, never half-read.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
 import json
@@ -18,6 +19,10 @@ import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import signing
 from .conf import conf
@@ -253,3 +258,40 @@ def unseal(body: bytes, signature: str | None, *, now: float | None = None, max_
         now=now,
     )
     return Envelope.from_data(data)
+
+
+#: Context string of the key that encrypts envelopes on a broker (derived from the hop key).
+_QUEUE_KEY_INFO = b"silo-router queued envelope v1"
+#: Prefix of an encrypted envelope in a broker message (a plaintext one starts with "{").
+QUEUE_TOKEN_PREFIX = "f1:"
+
+
+def _queue_cipher(region: str, key_id: str) -> Fernet:
+    keys = conf.signing_keys_for(region)
+    if key_id not in keys:
+        raise EnvelopeRejected(f"The envelope is sealed with an unknown key id {key_id!r}.", reason="unknown_key")
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_QUEUE_KEY_INFO).derive(
+        keys[key_id].encode()
+    )
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def encrypt_for_queue(sealed: SealedEnvelope, *, region: str) -> str:
+    """The sealed body encrypted with a key derived from ``region``'s hop key, for a broker.
+
+    A broker (and a result backend) is shared infrastructure: the envelope's body holds
+    capabilities (``response_url``, ``trigger_id``) that must not sit there in clear.
+    """
+    _, key_id, _ = signing.parse_header(sealed.signature)
+    return QUEUE_TOKEN_PREFIX + _queue_cipher(region, key_id).encrypt(sealed.body).decode("ascii")
+
+
+def decrypt_from_queue(token: str, signature: str | None, *, region: str) -> bytes:
+    """The sealed body of a broker message; ``EnvelopeRejected`` when it cannot be opened."""
+    if not token.startswith(QUEUE_TOKEN_PREFIX):
+        raise EnvelopeRejected("The queued envelope is not encrypted.", reason="malformed_envelope", status=400)
+    _, key_id, _ = signing.parse_header(signature)
+    try:
+        return _queue_cipher(region, key_id).decrypt(token[len(QUEUE_TOKEN_PREFIX) :].encode("ascii"))
+    except (InvalidToken, UnicodeEncodeError) as exc:
+        raise EnvelopeRejected("The queued envelope does not decrypt.", reason="signature_mismatch") from exc

@@ -17,7 +17,7 @@ from celery.exceptions import MaxRetriesExceededError
 
 from silo_router import after_receipt, signing
 from silo_router.conf import conf
-from silo_router.envelope import Outcome, sign_for_region
+from silo_router.envelope import Outcome, decrypt_from_queue, sign_for_region
 from silo_router.exceptions import EnvelopeRejected, SiloRouterConfigurationError
 from silo_router.transports.celery import CONFIRM_TASK, RECEIVE_TASK
 
@@ -33,8 +33,14 @@ MAX_RETRY_DELAY = 60
 
 
 @shared_task(bind=True, name=RECEIVE_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def receive_envelope(self: Task[Any, Any], body: str, signature: str, region: str) -> dict[str, Any]:
-    """Verify and dispatch one envelope; retry handler failures with backoff; confirm to control."""
+def receive_envelope(self: Task[Any, Any], token: str, signature: str, region: str) -> dict[str, Any]:
+    """Decrypt, verify and dispatch one envelope; retry handler failures with backoff; confirm to control."""
+    try:
+        body = decrypt_from_queue(token, signature, region=region).decode("utf-8")
+    except (EnvelopeRejected, UnicodeDecodeError) as exc:
+        reason = exc.reason if isinstance(exc, EnvelopeRejected) else "malformed_envelope"
+        logger.warning("refused a queued envelope that cannot be opened: %s", reason)
+        return {"outcome": str(Outcome.REJECTED), "reason": reason}
     with after_receipt.holding() as held:
         try:
             receipt = receive(body.encode(), signature, region=region, max_age=conf.QUEUED_SIGNATURE_MAX_AGE)

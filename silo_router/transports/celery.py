@@ -17,7 +17,7 @@ from celery import current_app
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from silo_router import signing
-from silo_router.envelope import Outcome, Receipt, SealedEnvelope
+from silo_router.envelope import Outcome, Receipt, SealedEnvelope, encrypt_for_queue
 
 from .base import DeliveryError, DeliveryTimeout, Transport
 
@@ -42,7 +42,7 @@ class CeleryTransport(Transport):
         try:
             result = app.send_task(
                 RECEIVE_TASK,
-                args=(sealed.body.decode(), sealed.signature, self.region),
+                args=(encrypt_for_queue(sealed, region=self.region), sealed.signature, self.region),
                 queue=self.queue,
                 ignore_result=not wait,
                 retry=False,

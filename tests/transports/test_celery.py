@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.signals import before_task_publish
 
 from silo_router import signing
 from silo_router.control import delivery
 from silo_router.control.models import Payload
 from silo_router.control.tasks import confirm_delivery
-from silo_router.envelope import SealedEnvelope, seal
+from silo_router.envelope import SealedEnvelope, decrypt_from_queue, encrypt_for_queue, seal
 from silo_router.exceptions import EnvelopeRejected
 from silo_router.region.handlers import slack
 from silo_router.transports import DeliveryError, transport_for
@@ -87,3 +88,38 @@ def test_a_region_worker_refusing_the_key_holds(region_worker: None) -> None:
     with pytest.raises(DeliveryError) as info:
         transport_for("us").deliver(forged, timeout=10.0, wait=True)
     assert (info.value.reason, info.value.hold) == ("signature_mismatch", True)
+
+
+def test_the_broker_message_holds_no_capability_in_clear(region_worker: None) -> None:
+    """The envelope body (response_url, trigger_id) crosses the broker encrypted, and still runs."""
+    capability = "https://hooks.slack.com/actions/T0US00001/1/SeCrEtCaPaBiLiTy"
+    published: list[Any] = []
+
+    def capture(body: Any = None, **kwargs: Any) -> None:
+        published.append(repr(body))
+
+    ran: list[str] = []
+
+    @slack.event("app_mention")
+    def mention(request: Any) -> None:
+        ran.append(request.payload["event"]["text"])
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        receipt = transport_for("us").deliver(
+            seal(make_envelope(event_id="EvEnc", text=capability)), timeout=10.0, wait=True
+        )
+    finally:
+        before_task_publish.disconnect(capture)
+    assert receipt.outcome == "handled"
+    assert ran == [capability]
+    assert published, "no message was published"
+    assert all("SeCrEtCaPaBiLiTy" not in message and "hooks.slack.com" not in message for message in published)
+
+
+def test_a_queued_envelope_sealed_for_another_region_does_not_open(per_region_keys: None) -> None:
+    sealed = seal(make_envelope(event_id="EvOther", region="eu"))
+    token = encrypt_for_queue(sealed, region="eu")
+    with pytest.raises(EnvelopeRejected):
+        decrypt_from_queue(token, sealed.signature.replace("kid=eu-1", "kid=us-1"), region="us")
+    assert decrypt_from_queue(token, sealed.signature, region="eu") == sealed.body

@@ -270,9 +270,7 @@ def _queue_cipher(region: str, key_id: str) -> Fernet:
     keys = conf.signing_keys_for(region)
     if key_id not in keys:
         raise EnvelopeRejected(f"The envelope is sealed with an unknown key id {key_id!r}.", reason="unknown_key")
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_QUEUE_KEY_INFO).derive(
-        keys[key_id].encode()
-    )
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_QUEUE_KEY_INFO).derive(keys[key_id].encode())
     return Fernet(base64.urlsafe_b64encode(derived))
 
 

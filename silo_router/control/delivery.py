@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, TextField, Value, When
+from django.db.models import Case, Exists, F, Q, QuerySet, TextField, Value, When
 from django.utils import timezone
 
 from silo_router import tracing
@@ -475,27 +475,35 @@ def claim(payload_id: str) -> Payload | None:
         return None
     owner = worker_id()
     lease_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.LEASE_MARGIN)
-    claimed = (
-        Payload.objects.filter(pk=payload_id, state=State.PENDING)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + EARLY_CLAIM_ALLOWANCE))
-        .update(
-            state=State.IN_FLIGHT,
-            lease_owner=owner,
-            lease_until=lease_until,
-            last_attempt_at=now,
-            attempts=F("attempts") + 1,
-        )
+    claimable = Payload.objects.filter(pk=payload_id, state=State.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + EARLY_CLAIM_ALLOWANCE)
+    )
+    if row["ordering_key"]:
+        # The predecessor check again, inside the claiming statement: a predecessor that
+        # became active since the check above cannot be overtaken.
+        claimable = claimable.exclude(Exists(_predecessors(payload_id, row["ordering_key"], row["created_at"])))
+    claimed = claimable.update(
+        state=State.IN_FLIGHT,
+        lease_owner=owner,
+        lease_until=lease_until,
+        last_attempt_at=now,
+        attempts=F("attempts") + 1,
     )
     if not claimed:
         return None
     return Payload.objects.filter(pk=payload_id, lease_owner=owner).first()
 
 
-def _has_predecessor(payload_id: str, key: str, created_at: datetime.datetime) -> bool:
-    """Whether an older payload of the same strict-order key is not delivered yet."""
+def _predecessors(payload_id: str, key: str, created_at: datetime.datetime) -> QuerySet[Payload]:
+    """Older payloads of the same strict-order key that are not delivered yet."""
     earlier = Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=payload_id)
     blocking = (State.PENDING, State.IN_FLIGHT, State.FAILED)
-    return Payload.objects.filter(earlier, ordering_key=key, state__in=blocking).exists()
+    return Payload.objects.filter(earlier, ordering_key=key, state__in=blocking)
+
+
+def _has_predecessor(payload_id: str, key: str, created_at: datetime.datetime) -> bool:
+    """Whether an older payload of the same strict-order key is not delivered yet."""
+    return _predecessors(payload_id, key, created_at).exists()
 
 
 def mark_delivered(payload: Payload, *, receipt: Receipt, caller: Caller = WORKER, note: str = "") -> None:

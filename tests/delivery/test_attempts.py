@@ -486,3 +486,26 @@ def test_the_first_options_read_of_a_process_waits_for_the_first_load() -> None:
     store._lock.release()
     reader.join()
     assert seen == [True]  # not the default (False)
+
+
+def test_a_predecessor_that_becomes_active_after_the_check_is_not_overtaken(settings: Any) -> None:
+    """The strict-order check is part of the claiming statement, not only a query before it."""
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "ORDERING": {"slack.event_callback": "strict"}}
+    first, second = make(2, key="ord", integration="7")
+    Payload.objects.filter(pk=first).update(state=Payload.State.DELIVERED)
+    checked: list[bool] = []
+    original = delivery._has_predecessor
+
+    def check_then_reopen(*args: Any) -> bool:
+        # Between the check and the claim, the first payload is replayed (active again).
+        checked.append(original(*args))
+        Payload.objects.filter(pk=first).update(state=Payload.State.PENDING)
+        return checked[-1]
+
+    delivery._has_predecessor = check_then_reopen  # type: ignore[assignment]
+    try:
+        assert delivery.claim(second) is None
+    finally:
+        delivery._has_predecessor = original  # type: ignore[assignment]
+    assert checked == [False]
+    assert Payload.objects.get(pk=second).state == Payload.State.PENDING

@@ -129,7 +129,7 @@ def _check_resolver_cache() -> list[CheckMessage]:
         Error(
             f"SILO_ROUTER['RESOLVER_CACHE_SIZE'] must be a positive whole number, not {size!r}.",
             hint=f"It bounds the resolver's per-process memory; the default is {DEFAULTS['RESOLVER_CACHE_SIZE']!r}.",
-            id="silo_router.E031",
+            id="silo_router.E022",
         )
     ]
 
@@ -191,7 +191,7 @@ def _check_signing_keys() -> list[CheckMessage]:
 
 
 def _check_region_keys() -> list[CheckMessage]:
-    """Each region's own hop keys (E030), and regions that could forge for each other (W030)."""
+    """Each region's own hop keys (E021), and regions that could forge for each other (W004)."""
     errors: list[CheckMessage] = []
     if not isinstance(conf.REGIONS, Mapping):
         return errors
@@ -206,7 +206,7 @@ def _check_region_keys() -> list[CheckMessage]:
                     Error(
                         f"SILO_ROUTER['REGIONS'][{name!r}]['SIGNING_KEYS'] must map key ids to non-empty secrets.",
                         hint="List the keys region silo accepts, the same as its own SIGNING_KEYS.",
-                        id="silo_router.E030",
+                        id="silo_router.E021",
                     )
                 )
                 continue
@@ -215,7 +215,7 @@ def _check_region_keys() -> list[CheckMessage]:
                     Error(
                         f"SILO_ROUTER['REGIONS'][{name!r}]['SIGNING_KEY_ID'] does not name one of its SIGNING_KEYS.",
                         hint="Name the key control signs this region's envelopes with (needed with more than one key).",
-                        id="silo_router.E030",
+                        id="silo_router.E021",
                     )
                 )
         if options.get("TRANSPORT", "http") == "local":
@@ -230,7 +230,7 @@ def _check_region_keys() -> list[CheckMessage]:
                 "the others accept, and confirm their payloads.",
                 hint="Give each region its own key: REGIONS[name]['SIGNING_KEYS'] in control, and only that "
                 "region's keys in its own SIGNING_KEYS.",
-                id="silo_router.W030",
+                id="silo_router.W004",
             )
         )
     return errors
@@ -402,7 +402,7 @@ def _check_sync_fanout() -> list[CheckMessage]:
                     f"{key!r} is routed 'sync' but fans out to 'all' regions: only one region can answer "
                     "while the provider waits, so the other regions would never get it.",
                     hint=f"Set SILO_ROUTER['FANOUT'][{key!r}] = 'one', or route it 'async'.",
-                    id="silo_router.E025",
+                    id="silo_router.E020",
                 )
             )
     return errors
@@ -440,7 +440,7 @@ def _check_redacted_url_prefixes() -> list[CheckMessage]:
         Error(
             "SILO_ROUTER['REDACTED_URL_PREFIXES'] must be a list of URL prefixes with a path.",
             hint="List prefixes such as 'https://proxy.example.com/response/'; what follows one is redacted.",
-            id="silo_router.E040",
+            id="silo_router.E023",
         )
     ]
 
@@ -456,6 +456,6 @@ def _check_response_url_ledger() -> list[CheckMessage]:
         )
     except SiloRouterConfigurationError as exc:
         return [
-            Error(str(exc), hint="Use 'database' or a dotted path to a ResponseUrlLedger class.", id="silo_router.E041")
+            Error(str(exc), hint="Use 'database' or a dotted path to a ResponseUrlLedger class.", id="silo_router.E024")
         ]
     return []

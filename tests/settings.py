@@ -15,7 +15,6 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "rest_framework",
     "silo_router.control",
     "silo_router.region",
 ]

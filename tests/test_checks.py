@@ -92,13 +92,13 @@ def test_a_key_per_region_needs_no_shared_key() -> None:
 @pytest.mark.parametrize(
     ("regions", "expected"),
     [
-        ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": ""}}}, "silo_router.E030"),
-        ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40, "eu-2": "f" * 40}}}, "silo_router.E030"),
+        ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": ""}}}, "silo_router.E021"),
+        ({"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40, "eu-2": "f" * 40}}}, "silo_router.E021"),
         (
             {"eu": {"TRANSPORT": "local", "SIGNING_KEYS": {"eu-1": "e" * 40}, "SIGNING_KEY_ID": "eu-9"}},
-            "silo_router.E030",
+            "silo_router.E021",
         ),
-        ({"eu": {"TRANSPORT": "celery", "SIGNING_KEYS": {"eu-1": "u" * 40}}}, "silo_router.W030"),
+        ({"eu": {"TRANSPORT": "celery", "SIGNING_KEYS": {"eu-1": "u" * 40}}}, "silo_router.W004"),
         ({"eu": {"TRANSPORT": "local"}}, "silo_router.E005"),
     ],
 )
@@ -109,6 +109,6 @@ def test_per_region_key_problems_have_their_ids(regions: dict[str, Any], expecte
 
 def test_regions_on_the_shared_fallback_key_are_warned_about() -> None:
     config = {**BASE, "REGIONS": {**BASE["REGIONS"], "eu": {"TRANSPORT": "celery"}}}
-    assert ids(config) == {"silo_router.W030"}
+    assert ids(config) == {"silo_router.W004"}
     in_process = {**BASE, "REGIONS": {"us": {"TRANSPORT": "local"}, "eu": {"TRANSPORT": "local"}}}
     assert ids(in_process) == set()

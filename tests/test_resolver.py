@@ -115,10 +115,10 @@ def test_a_resolver_cache_size_that_is_not_a_positive_whole_number_is_refused(se
     from silo_router.checks import check_settings
 
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER_CACHE_SIZE": size}
-    assert "silo_router.E031" in {message.id for message in check_settings()}
+    assert "silo_router.E022" in {message.id for message in check_settings()}
 
 
 def test_the_default_resolver_cache_size_passes_the_checks() -> None:
     from silo_router.checks import check_settings
 
-    assert "silo_router.E031" not in {message.id for message in check_settings()}
+    assert "silo_router.E022" not in {message.id for message in check_settings()}

@@ -296,5 +296,5 @@ def test_a_handler_failure_does_not_tell_the_user_failed_while_retries_remain(
 def test_a_response_url_ledger_that_cannot_be_imported_is_e041(settings: Any) -> None:
     slack_settings = {**settings.SILO_ROUTER["SLACK"], "RESPONSE_URL_LEDGER": "databse"}
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SLACK": slack_settings}
-    (message,) = [m for m in check_settings() if m.id == "silo_router.E041"]
+    (message,) = [m for m in check_settings() if m.id == "silo_router.E024"]
     assert "database" in message.msg  # did you mean

@@ -34,7 +34,7 @@ def ids(config: Any) -> set[str]:
     ],
 )
 def test_a_sync_kind_cannot_fan_out_to_all_regions(routes: dict[str, str], fanout: dict[str, str]) -> None:
-    assert "silo_router.E025" in ids({**BASE, "ROUTES": routes, "FANOUT": fanout})
+    assert "silo_router.E020" in ids({**BASE, "ROUTES": routes, "FANOUT": fanout})
 
 
 def test_a_sync_kind_fanned_out_to_one_region_is_fine() -> None:

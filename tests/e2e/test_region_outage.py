@@ -79,7 +79,11 @@ def test_every_region_down_then_back_every_payload_delivered_and_handled_once(cl
         cluster.start_service("us")
         cluster.start_service("eu")
 
-    wait_delivered(cluster, [p.id for p in queued], timeout=RECOVERY_TIMEOUT)
+    # The example project has no handler for the shortcut and view_closed kinds: they are
+    # kept and retried (a handler deployed later runs them), never recorded as processed.
+    unhandled = [p for p in queued if p.kind.startswith(("shortcut", "view_closed"))]
+    handled = [p for p in queued if p not in unhandled]
+    wait_delivered(cluster, [p.id for p in handled], timeout=RECOVERY_TIMEOUT)
 
     # Each effect happened exactly once.
     assert cluster.issue_status("us", US_ORG, 3) == "resolved"
@@ -90,9 +94,12 @@ def test_every_region_down_then_back_every_payload_delivered_and_handled_once(cl
         f"Hello from region eu (organization {EU_ORG}).",
         f"Hello from region us (organization {US_ORG}).",
     ]
-    outcomes = {p.kind: "unhandled" if p.kind.startswith(("shortcut", "view_closed")) else "handled" for p in queued}
-    for payload in queued:
-        assert processed(cluster, payload.region, [payload.id]) == {payload.id: outcomes[payload.kind]}
+    for payload in handled:
+        assert processed(cluster, payload.region, [payload.id]) == {payload.id: "handled"}
+    for payload in unhandled:
+        assert processed(cluster, payload.region, [payload.id]) == {}
+        [row] = payloads(cluster, [payload.id])
+        assert row.state in UNDELIVERED and row.last_error.startswith("no handler for "), row
     # The options load's answer was useless after Slack's deadline: kept as failed, never redelivered.
     [options_payload] = payloads(cluster, [p.id for p in stored if p.kind == "block_suggestion:pick_issue"])
     assert options_payload.state == "failed"

@@ -12,14 +12,16 @@ from example_project.cluster import Cluster
 from example_project.fake_slack import Sent
 
 from .helpers import (
+    ASYNC_TIMEOUT,
     FORM,
     JSON,
     US_TEAM,
     issue_button,
     new_payloads,
     payload_ids,
+    payloads,
     processed,
-    wait_delivered,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -105,8 +107,8 @@ def test_oversized_body_is_413(cluster: Cluster, nothing_stored: None) -> None:
     assert error_of(sent) == "payload_too_large"
 
 
-def test_valid_request_no_handler_wants_is_200_and_acknowledged_by_the_region(cluster: Cluster) -> None:
-    """Unknown action id: 200 (a 404 would count as a failure at Slack), delivered, recorded as unhandled."""
+def test_valid_request_no_handler_wants_is_200_and_kept_for_a_later_handler(cluster: Cluster) -> None:
+    """Unknown action id: 200 (a 4xx would count as a failure at Slack), kept and retried, not recorded."""
     before = payload_ids(cluster)
 
     sent = cluster.sender().click_button(team_id=US_TEAM, action_id="e2e_nobody_listens", value=issue_button("acme", 1))
@@ -114,6 +116,10 @@ def test_valid_request_no_handler_wants_is_200_and_acknowledged_by_the_region(cl
     assert (sent.status, sent.body) == (200, b"")
     [payload] = new_payloads(cluster, before)
     assert (payload.kind, payload.region) == ("block_actions:e2e_nobody_listens", "us")
-    [delivered] = wait_delivered(cluster, [payload.id])
-    assert delivered.last_error == "no handler in the region"
-    assert processed(cluster, "us", [payload.id]) == {payload.id: "unhandled"}
+    retried = wait_until(
+        lambda: next((p for p in payloads(cluster, [payload.id]) if p.attempts >= 1 and p.state == "pending"), None),
+        timeout=ASYNC_TIMEOUT,
+        what="the unhandled payload to be scheduled for another attempt",
+    )
+    assert retried.last_error == "no handler for block_actions:e2e_nobody_listens in region us"
+    assert processed(cluster, "us", [payload.id]) == {}

@@ -13,7 +13,6 @@ reports each step even when the sweeper and a worker look at the same payload.
 from __future__ import annotations
 
 import datetime
-import enum
 import json
 import logging
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any
 from django.utils import timezone
 
 from silo_router.conf import conf
+from silo_router.providers.base import ControlResponseStatus, ReportOutcome
 
 from . import control_responses
 from .models import Payload
@@ -32,17 +32,13 @@ LoadingView = Payload.LoadingView
 State = Payload.State
 
 
-class Report(enum.StrEnum):
-    """What the user is told in the modal."""
-
-    DONE = "done"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
+#: What the user is told in the modal (the provider's own enum, under the name used here).
+Report = ReportOutcome
 
 
 def opened_view(control_response: Mapping[str, Any] | None) -> bool:
     """Whether a control response left a modal open that needs a follow-up."""
-    return control_response is not None and control_response.get("status") == "opened"
+    return control_response is not None and control_response.get("status") == ControlResponseStatus.OPENED
 
 
 def fields_for_new_payload(control_response: Mapping[str, Any] | None, *, now: datetime.datetime) -> dict[str, Any]:

@@ -24,9 +24,21 @@ import pytest
 
 from example_project.cluster import Cluster
 
+from .conftest import started
 from .helpers import FORM, JSON, US_TEAM, query
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster of this module's own: the corpus stores hundreds of payloads that find no
+    handler and are retried, which must not slow the other end-to-end tests' deliveries."""
+    running = started(tmp_path_factory.mktemp("bad-input-cluster") / "var")
+    try:
+        yield running
+    finally:
+        running.stop()
 
 SLACK_PATH = "/extensions/slack/"
 #: Seconds a normal request may take to be answered while slow clients hold connections.

@@ -9,6 +9,7 @@ import pytest
 from example_project.cluster import Cluster
 
 from .helpers import (
+    ASYNC_TIMEOUT,
     BOTH_TEAM,
     EU_ORG,
     SLACK_WINDOW_MS,
@@ -19,6 +20,7 @@ from .helpers import (
     posts_in,
     processed_for_event,
     wait_delivered,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +55,8 @@ def test_the_same_event_id_sent_four_times_is_handled_once_per_region(cluster: C
     for region, payload_id in by_region.items():
         # The region's own idempotency records for this event: one, for this payload.
         assert processed_for_event(cluster, region, event_id) == [(payload_id, "handled")]
+    # Replies go out after the receipt: wait for both regions' posts.
+    wait_until(lambda: len(posts_in(cluster, channel)) >= 2 or None, timeout=ASYNC_TIMEOUT, what="both replies")
     texts = sorted(call["params"]["text"] for call in posts_in(cluster, channel))
     assert texts == [
         f"Hello from region eu (organization {EU_ORG}).",

@@ -25,6 +25,7 @@ from .helpers import (
     view_closed_body,
     views_opened_with,
     wait_delivered,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -88,6 +89,19 @@ def test_every_region_down_then_back_every_payload_delivered_and_handled_once(cl
     # Each effect happened exactly once.
     assert cluster.issue_status("us", US_ORG, 3) == "resolved"
     assert len(views_opened_with(cluster, click.trigger_id)) == 1  # the handler's (late) modal, tried once
+    # Replies go out after the receipt: wait for them before counting.
+    wait_until(
+        lambda: (
+            (
+                replies_to(cluster, command.response_url)
+                and len(posts_in(cluster, channel)) >= 2
+                and views_opened_with(cluster, click.trigger_id)
+            )
+            or None
+        ),
+        timeout=RECOVERY_TIMEOUT,
+        what="the regions' replies",
+    )
     [reply] = replies_to(cluster, command.response_url)
     assert reply["params"]["text"] == f"Organization {EU_ORG} has {open_in_eu} open issues (region eu)."
     assert sorted(call["params"]["text"] for call in posts_in(cluster, channel)) == [

@@ -9,6 +9,7 @@ import pytest
 from example_project.cluster import Cluster
 
 from .helpers import (
+    ASYNC_TIMEOUT,
     BOTH_TEAM,
     EU_ORG,
     EU_TEAM,
@@ -24,6 +25,7 @@ from .helpers import (
     posts_in,
     processed,
     wait_delivered,
+    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +78,13 @@ def test_app_mention_in_a_workspace_of_both_regions_reaches_both(cluster: Cluste
         ("event_callback:app_mention", "eu"),
         ("event_callback:app_mention", "us"),
     ]
-    wait_delivered(cluster, [p.id for p in stored])  # each region posted before it answered control
+    wait_delivered(cluster, [p.id for p in stored])
+    # Each region posts after it answered control (replies run after the receipt).
+    wait_until(
+        lambda: len([c for c in posts_in(cluster, channel) if c["ok"]]) >= 2 or None,
+        timeout=ASYNC_TIMEOUT,
+        what="both regions' posts",
+    )
     texts = sorted(call["params"]["text"] for call in posts_in(cluster, channel) if call["ok"])
     assert texts == [
         f"Hello from region eu (organization {EU_ORG}).",

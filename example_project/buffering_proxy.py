@@ -99,8 +99,9 @@ async def read_chunked(reader: asyncio.StreamReader) -> bytes:
         if chunk_size < 0:
             raise ClientError(400, "Bad Request")
         if chunk_size == 0:
+            # Trailer lines, if any, end at an empty line; they are read and dropped.
             while await reader.readuntil(b"\r\n") != b"\r\n":
-                pass  # trailers
+                continue
             return b"".join(parts)
         size += chunk_size
         if size > MAX_BODY_SIZE:

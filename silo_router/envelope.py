@@ -34,7 +34,7 @@ VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
 #: How deep ``control_response`` may nest: it is a small dict written by control.
 MAX_CONTROL_RESPONSE_DEPTH = 16
-#: JSON escapes a character as at most ``\\uXXXX``: six bytes for one byte of body.
+#: JSON escapes a character as at most ``\\u`` and four hex digits: six bytes for one byte of body.
 MAX_ESCAPE_FACTOR = 6
 #: Room for everything in an envelope besides the body (ids, headers, trace, control response).
 ENVELOPE_OVERHEAD = 64 * 1024

@@ -12,18 +12,17 @@ import pytest
 from django.db import DataError, OperationalError, connection
 from django.test import Client
 from django.utils import timezone
-from slack_sdk import WebClient
 
 from example_project.fake_slack import FakeSlack
 from silo_router.control import control_responses, delivery
 from silo_router.control.models import Option, Payload
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
 from silo_router.control.resolver import Resolution, Resolver
-from silo_router.envelope import Envelope
 from silo_router.providers.base import ControlResponse, ControlResponseStatus
 from silo_router.region.handlers import slack
 from silo_router.transports import DeliveryError
 
+from .loading_modal import stored_with_loading_modal
 from .slack_signing import block_actions, interactive_body, post_slack
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -190,27 +189,8 @@ def test_unroutable_click_does_not_leave_the_modal_loading(client: Client, fake:
 def test_a_late_failure_replaces_the_taking_longer_view(fake: FakeSlack, installations: Any, settings: Any) -> None:
     """The check shows "taking longer"; a later final failure must still reach the user."""
     set_options(enabled=True, actions=["resolve_dialog"])
-    view = WebClient(token="xoxb-tests", base_url=fake.api_url).views_open(
-        trigger_id=fake.issue_trigger(),
-        view={"type": "modal", "title": {"type": "plain_text", "text": "Loading"}, "blocks": []},
-    )["view"]
-    envelope = Envelope(
-        id=Envelope.make_id("k-late", "us"),
-        idempotency_key="k-late",
-        provider="slack",
-        kind="block_actions:resolve_dialog",
-        region="us",
-        body="{}",
-        headers={},
-        strategy="async",
-        control_response={
-            "handler": "slack.loading_modal",
-            "status": "opened",
-            "view_id": view["id"],
-            "hash": view["hash"],
-        },
-    )
-    (payload,) = delivery.store([envelope])
+    payload_id, view = stored_with_loading_modal(fake, key="k-late")
+    payload = Payload.objects.get(pk=payload_id)
     delivery.check_loading_view(str(payload.pk))
     # A slow operation has not gone wrong: its own title, and a promise the library keeps.
     assert fake.views[view["id"]]["title"]["text"] == "Still working"

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from django.test import override_settings
 
-from silo_router.checks import check_settings
-
-BASE: dict[str, Any] = {
-    "MODE": "control",
-    "SIGNING_KEYS": {"k1": "k" * 40},
-    "SIGNING_KEY_ID": "k1",
-    "REGIONS": {"us": {"TRANSPORT": "http", "URL": "http://127.0.0.1:1/"}},
-    "SLACK": {"SIGNING_SECRETS": ["s"], "BOT_TOKEN": "xoxb-1"},
-}
-
-
-def ids(config: Any) -> set[str]:
-    with override_settings(SILO_ROUTER=config):
-        messages = check_settings()
-    assert all(m.hint for m in messages), "every message has a hint"
-    return {m.id for m in messages}
+from .test_checks import BASE, ids
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ from . import control_responses, delivery
 from .deadline import Deadline
 from .models import Payload
 from .resolver import Resolution, Resolver
-from .routing import Strategy, has_route, strategy_for
+from .routing import Strategy, strategy_for
 
 logger = logging.getLogger("silo_router.control")
 
@@ -154,21 +154,18 @@ def route(arrival: Arrival) -> HttpResponse:
     """Apply the strategy the routing table gives the request's kind."""
     inbound = arrival.inbound
     strategy = strategy_for(inbound)
+    if strategy is None:
+        # A type this library does not know yet: kept for operators, acknowledged.
+        reason = f"no route for {inbound.provider}.{inbound.type}: add it to SILO_ROUTER['ROUTES'] to forward it"
+        try:
+            return unroutable(arrival, Strategy.ASYNC, reason=reason)
+        except DatabaseError as exc:
+            return _storage_failed(inbound, exc, None)
     if strategy is Strategy.CONTROL_ONLY:
         return _http(arrival.provider.control_answer(inbound) or ProviderResponse())
     if strategy is Strategy.IGNORE:
         logger.info("ignoring %s %s as configured", inbound.provider, inbound.kind)
         return HttpResponse(status=200)
-    try:
-        if not has_route(inbound):
-            # A type this library does not know yet: kept for operators, acknowledged.
-            return unroutable(
-                arrival,
-                strategy,
-                reason=f"no route for {inbound.provider}.{inbound.type}: add it to SILO_ROUTER['ROUTES'] to forward it",
-            )
-    except DatabaseError as exc:
-        return _storage_failed(inbound, exc, None)
 
     answered: ControlResponse | None = None
     if strategy is Strategy.ASYNC:
@@ -275,17 +272,15 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
             budget=arrival.deadline.remaining(),
             read_only=inbound.type in arrival.provider.read_only_types,
         )
-    if receipt is None:
-        return _http(arrival.provider.fallback_answer(inbound))
-    return sync_answer(arrival, receipt.response)
+    return sync_answer(arrival, receipt.response if receipt is not None else None)
 
 
 def sync_answer(arrival: Arrival, response: Any) -> HttpResponse:
     """The provider's answer for a synchronous kind the region answered with ``response``.
 
-    No answer (no handler, or a handler that returned nothing) is the provider's
-    fallback, the same answer as for no region or no time left: ``{"options": []}``
-    for an options load, an empty 200 otherwise.
+    No answer (no receipt in time, no handler, or a handler that returned nothing) is
+    the provider's fallback, the same answer as for no region: ``{"options": []}`` for
+    an options load, an empty 200 otherwise.
     """
     if response is None:
         return _http(arrival.provider.fallback_answer(arrival.inbound))

@@ -8,7 +8,7 @@ from silo_router.conf import conf
 from silo_router.providers.base import InboundRequest
 from silo_router.routing import Fanout, Strategy
 
-__all__ = ["Fanout", "Strategy", "fanout_for", "has_route", "strategy_for"]
+__all__ = ["Fanout", "Strategy", "fanout_for", "strategy_for"]
 
 
 def _lookup(table: Mapping[str, str], inbound: InboundRequest) -> str | None:
@@ -18,14 +18,14 @@ def _lookup(table: Mapping[str, str], inbound: InboundRequest) -> str | None:
     return None
 
 
-def has_route(inbound: InboundRequest) -> bool:
-    """Whether the routing table names ``inbound``'s kind or type (every known type has a default)."""
-    return _lookup(conf.ROUTES, inbound) is not None
+def strategy_for(inbound: InboundRequest) -> Strategy | None:
+    """The configured strategy for ``inbound`` (``type:name`` beats ``type``).
 
-
-def strategy_for(inbound: InboundRequest) -> Strategy:
-    """The configured strategy for ``inbound``; ``type:name`` beats ``type``; default async."""
-    return Strategy(_lookup(conf.ROUTES, inbound) or Strategy.ASYNC)
+    ``None`` when the table names neither: every type the library knows has a default
+    route, so that is a type Slack added since.
+    """
+    route = _lookup(conf.ROUTES, inbound)
+    return None if route is None else Strategy(route)
 
 
 def fanout_for(inbound: InboundRequest) -> Fanout:

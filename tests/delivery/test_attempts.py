@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.utils import timezone
-from slack_sdk import WebClient
 
 from example_project.fake_slack import FakeSlack
 from silo_router.control import circuits, delivery
@@ -21,6 +20,7 @@ from silo_router.control.options import CONTROL_RESPONSES_ENABLED, OptionStore
 from silo_router.envelope import Envelope, SealedEnvelope
 from silo_router.transports import DeliveryError, Receipt, Transport
 
+from ..loading_modal import stored_with_loading_modal
 from .conftest import RegionServer
 from .test_delivery import make, state
 
@@ -251,31 +251,6 @@ def fake(settings: Any) -> Iterator[FakeSlack]:
         yield server
 
 
-def _loading_payload(fake: FakeSlack) -> tuple[str, dict[str, Any]]:
-    view = WebClient(token="xoxb-tests", base_url=fake.api_url).views_open(
-        trigger_id=fake.issue_trigger(),
-        view={"type": "modal", "title": {"type": "plain_text", "text": "Loading"}, "blocks": []},
-    )["view"]
-    envelope = Envelope(
-        id=Envelope.make_id("k-loading", "us"),
-        idempotency_key="k-loading",
-        provider="slack",
-        kind="block_actions:resolve_dialog",
-        region="us",
-        body="{}",
-        headers={},
-        strategy="async",
-        control_response={
-            "handler": "slack.loading_modal",
-            "status": "opened",
-            "view_id": view["id"],
-            "hash": view["hash"],
-        },
-    )
-    (payload,) = delivery.store([envelope])
-    return str(payload.pk), view
-
-
 def _shown(fake: FakeSlack, view: Mapping[str, Any]) -> str:
     return str(fake.views[view["id"]])
 
@@ -284,7 +259,7 @@ def test_the_sweeper_checks_a_loading_modal_and_the_final_outcome_replaces_takin
     http_regions: RegionServer, published: list[Any], fake: FakeSlack, settings: Any
 ) -> None:
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "LOADING_VIEW_TIMEOUT": 0}
-    pid, view = _loading_payload(fake)
+    pid, view = stored_with_loading_modal(fake)
     stored = state(pid).envelope
     http_regions.script[pid] = [(503, {"error": "busy"}, {})]
     assert delivery.deliver(pid) == "pending"  # a retry is coming: the user is not told "failed"
@@ -306,7 +281,7 @@ def test_a_final_failure_replaces_taking_longer(
     http_regions: RegionServer, published: list[Any], fake: FakeSlack, settings: Any
 ) -> None:
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "LOADING_VIEW_TIMEOUT": 0, "DELIVERY_MAX_ATTEMPTS": 2}
-    pid, view = _loading_payload(fake)
+    pid, view = stored_with_loading_modal(fake)
     http_regions.script[pid] = [(500, {"error": "handler_failed"}, {})]
     delivery.deliver(pid)
     delivery.sweep()

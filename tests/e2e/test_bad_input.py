@@ -40,6 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         running.stop()
 
+
 SLACK_PATH = "/extensions/slack/"
 #: Seconds a normal request may take to be answered while slow clients hold connections.
 ANSWER_DEADLINE = 5.0

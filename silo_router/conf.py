@@ -89,6 +89,15 @@ DEFAULTS: dict[str, Any] = {
     "SLACK": {},
     #: URL prefixes (besides https://hooks.slack.com/) under which a URL is a capability.
     "REDACTED_URL_PREFIXES": [],
+    #: Fernet keys that encrypt stored tokens (the first encrypts, all decrypt); empty:
+    #: one key derived from SECRET_KEY (a system check warns).
+    "TOKEN_ENCRYPTION_KEYS": [],
+    #: Region silos: control's base URL for the Slack Web API proxy (internal address).
+    "CONTROL_URL": None,
+    #: Control: the path the middleware serves the Web API proxy at; regions append it to CONTROL_URL.
+    "WEB_API_PROXY_PATH": "/silo-router/slack-api/",
+    "WEB_API_PROXY_TIMEOUT": 30.0,
+    "WEB_API_PROXY_MAX_BODY_SIZE": 16 * 1024 * 1024,
 }
 
 #: ``SLACK["RESPONSE_URL_LEDGER"]`` aliases.
@@ -108,6 +117,27 @@ SLACK_DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_RETRIES": 2,
     #: Counts response_url uses across attempts (alias ``database`` or a dotted path).
     "RESPONSE_URL_LEDGER": "database",
+    #: OAuth (control): the app's credentials and what an install asks for.
+    "CLIENT_ID": None,
+    "CLIENT_SECRET": None,
+    "SCOPES": [],
+    "USER_SCOPES": [],
+    #: The redirect URL registered with Slack; None: built from the request and REDIRECT_PATH.
+    "REDIRECT_URI": None,
+    "AUTHORIZE_URL": "https://slack.com/oauth/v2/authorize",
+    #: Paths under the Slack URL prefix that serve the install flow (Bolt's names).
+    "INSTALL_PATH": "install/",
+    "REDIRECT_PATH": "oauth_redirect/",
+    #: Seconds an OAuth state is valid.
+    "STATE_EXPIRATION": 600,
+    #: Tokens that expire within this many seconds are refreshed before use.
+    "TOKEN_ROTATION_MARGIN": 7200,
+    #: Finds an installation's credentials (control only); unused when BOT_TOKEN is set.
+    "AUTHORIZER": "silo_router.control.slack.authorizer.InstallationAuthorizer",
+    #: Drop events the app's own bot caused (no reply loops), as Bolt does.
+    "IGNORE_SELF_EVENTS": True,
+    #: Region silos: control's public install URL (``.../extensions/slack/install/``) for install links.
+    "INSTALL_URL": None,
 }
 
 
@@ -337,6 +367,34 @@ class SiloRouterSettings:
     @property
     def REDACTED_URL_PREFIXES(self) -> Sequence[str]:
         return [str(prefix) for prefix in self.get("REDACTED_URL_PREFIXES") or ()]
+
+    @property
+    def TOKEN_ENCRYPTION_KEYS(self) -> Sequence[str]:
+        return [str(key) for key in self.get("TOKEN_ENCRYPTION_KEYS") or ()]
+
+    @property
+    def CONTROL_URL(self) -> str | None:
+        value = self.get("CONTROL_URL")
+        return str(value) if value else None
+
+    @property
+    def WEB_API_PROXY_PATH(self) -> str:
+        return str(self.get("WEB_API_PROXY_PATH"))
+
+    @property
+    def WEB_API_PROXY_TIMEOUT(self) -> float:
+        return float(self.get("WEB_API_PROXY_TIMEOUT"))
+
+    @property
+    def WEB_API_PROXY_MAX_BODY_SIZE(self) -> int:
+        return int(self.get("WEB_API_PROXY_MAX_BODY_SIZE"))
+
+    @property
+    def web_api_proxy_url(self) -> str | None:
+        """Region silos: where Slack Web API calls go (control's proxy), or ``None`` without ``CONTROL_URL``."""
+        if not self.CONTROL_URL:
+            return None
+        return self.CONTROL_URL.rstrip("/") + "/" + self.WEB_API_PROXY_PATH.lstrip("/")
 
     @property
     def SLACK(self) -> Mapping[str, Any]:

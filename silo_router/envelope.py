@@ -92,6 +92,8 @@ class Envelope:
     organization_ids: tuple[str, ...] = ()
     integration_id: str | None = None
     control_response: Mapping[str, Any] | None = dataclasses.field(default=None, repr=False)
+    #: What control knows of the installation, never its token (``Authorization.facts()``).
+    installation: Mapping[str, Any] | None = None
     trace: Mapping[str, str] = dataclasses.field(default_factory=dict)
     created_at: float = dataclasses.field(default_factory=time.time)
     version: int = VERSION
@@ -147,6 +149,11 @@ class Envelope:
             isinstance(control_response, dict) and _depth(control_response) <= MAX_CONTROL_RESPONSE_DEPTH
         ):
             raise _malformed("The envelope field control_response must be a small JSON object.")
+        installation = data.get("installation")
+        if installation is not None and not (
+            isinstance(installation, dict) and _depth(installation) <= MAX_CONTROL_RESPONSE_DEPTH
+        ):
+            raise _malformed("The envelope field installation must be a small JSON object.")
         created_at = data.get("created_at", time.time())
         if type(created_at) not in (int, float) or not math.isfinite(created_at):
             raise _malformed("The envelope field created_at must be a number.")
@@ -162,6 +169,7 @@ class Envelope:
             organization_ids=tuple(organization_ids),
             integration_id=data.get("integration_id"),
             control_response=control_response,
+            installation=installation,
             trace=_text_map(data, "trace") if "trace" in data else {},
             created_at=float(created_at),
             version=version,

@@ -270,6 +270,7 @@ def test_a_control_response_that_raises_still_stores_and_forwards(
             "hash": None,
             "error": "handler_error",
             "elapsed_ms": 0.0,
+            "installation_id": None,
         }
     ]
 

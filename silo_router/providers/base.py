@@ -27,6 +27,43 @@ class RoutingKeys:
 
 
 @dataclasses.dataclass(frozen=True)
+class Authorization:
+    """An installation's credentials, as control found them for one request.
+
+    ``installation_id`` is the control silo's ``Integration`` id ("" for a
+    single-token app). ``token`` never leaves control: :meth:`facts` is what may
+    travel (in an envelope, to a region).
+    """
+
+    installation_id: str
+    token: str = dataclasses.field(repr=False)
+    team_id: str | None = None
+    enterprise_id: str | None = None
+    is_enterprise_install: bool = False
+    app_id: str | None = None
+    bot_id: str | None = None
+    bot_user_id: str | None = None
+    scopes: tuple[str, ...] = ()
+
+    def facts(self) -> dict[str, Any]:
+        """Everything but the token, JSON-ready."""
+        data = dataclasses.asdict(self)
+        del data["token"]
+        data["scopes"] = list(self.scopes)
+        return data
+
+
+class Authorizer(Protocol):
+    """Finds the credentials of the installation a request belongs to (control only)."""
+
+    def authorize(self, routing: RoutingKeys) -> Authorization | None:
+        """The installation ``routing`` names, or ``None`` (unknown or deactivated)."""
+
+    def for_installation(self, installation_id: str) -> Authorization | None:
+        """The installation with this id, or ``None`` (unknown or deactivated)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class InboundRequest:
     """A verified, parsed and classified provider request.
 
@@ -45,6 +82,8 @@ class InboundRequest:
     trigger_id: str | None = dataclasses.field(default=None, repr=False)
     response_url: str | None = dataclasses.field(default=None, repr=False)
     organization_hint: str | None = None
+    #: Set by control once the installation is found (``dataclasses.replace``); never in a region.
+    authorization: Authorization | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -124,6 +163,8 @@ class ControlResponse:
     hash: str | None = None
     error: str | None = None
     elapsed_ms: float = 0.0
+    #: The installation whose token opened it (later reports use the same one).
+    installation_id: str | None = None
 
     @property
     def opened(self) -> bool:

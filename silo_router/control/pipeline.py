@@ -203,13 +203,12 @@ def route(arrival: Arrival) -> HttpResponse:
         if not envelopes:
             control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
             response = unroutable(arrival, strategy, reason=resolution.reason or "no installation matched")
-            apply_lifecycle(inbound, resolution.integration_id)
+            apply_lifecycle(inbound, resolution.integration_id)  # an installation serving no region yet
             return response
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
         with tracing.span("store", inbound.kind):
             fresh = delivery.store(envelopes, kind_type=inbound.type)
-        apply_lifecycle(inbound, resolution.integration_id)
     except DatabaseError as exc:
         return _storage_failed(inbound, exc, answered)
     except SiloRouterConfigurationError:
@@ -221,6 +220,10 @@ def route(arrival: Arrival) -> HttpResponse:
     delivery.publish_new(fresh, wait=min(conf.PUBLISH_TIMEOUT, arrival.deadline.remaining()))
     if not fresh:
         logger.info("%s %s was already stored (a retry); acknowledged", inbound.provider, inbound.kind)
+    try:
+        apply_lifecycle(inbound, resolution.integration_id)
+    except DatabaseError as exc:
+        return _storage_failed(inbound, exc, answered)
     return HttpResponse(status=200)
 
 
@@ -234,10 +237,11 @@ def authorize(provider: Provider, inbound: InboundRequest) -> InboundRequest:
 
 
 def apply_lifecycle(inbound: InboundRequest, integration_id: str | None) -> None:
-    """Apply an uninstall or a token revocation once its envelopes are stored (no-op for other kinds).
+    """Apply an uninstall or a token revocation once its payloads are stored (no-op for other kinds).
 
     Raises ``DatabaseError`` when it cannot be saved: the provider is answered 503 and
-    retries; the stored payloads make the retry's store a no-op.
+    retries; the retry's store is a no-op (the payloads are kept and delivered once) and
+    applying it again is harmless.
     """
     if lifecycle.is_lifecycle_event(inbound):
         with tracing.span("lifecycle", inbound.kind):

@@ -457,7 +457,9 @@ class SlackHandlerRequest(HandlerRequest):
         try:
             self.client.api_call(method, json={k: v for k, v in arguments.items() if v is not None})
         except NoInstallation:
-            logger.error("%s for %s was not sent: installation %s is not active", method, self.kind, self.installation_id)
+            logger.error(
+                "%s for %s was not sent: installation %s is not active", method, self.kind, self.installation_id
+            )
             return ReplyOutcome.FAILED
         except SlackApiError as exc:
             logger.error("%s for %s failed: %s", method, self.kind, exc.response.get("error"))

@@ -58,7 +58,8 @@ class InstallationAuthorizer:
 
     ``authorize`` ranks installations as ``ModelResolver`` does: the org-wide install
     when the request says it is for one, else the team's; an app-specific row over one
-    that matches every app. Only active installations with a bot token qualify.
+    that matches every app. The first one must be active and hold a bot token, else the
+    answer is ``None`` (no fallback to another installation).
 
     Answers are kept per process for ``RESOLVER_CACHE_SECONDS``, at most
     ``RESOLVER_CACHE_SIZE`` of them (least recently used go first); a change to an
@@ -140,7 +141,9 @@ class InstallationAuthorizer:
             match |= Q(integration__external_id=routing.enterprise_id)
         if not match:
             return None
-        candidates = usable().filter(match)
+        candidates = SlackInstallation.objects.select_related("integration").filter(
+            match, integration__provider=PROVIDER
+        )
         if routing.app_id:
             candidates = candidates.filter(Q(integration__app_id="") | Q(integration__app_id=routing.app_id))
         preferred = routing.enterprise_id if routing.is_enterprise_install else routing.team_id
@@ -148,7 +151,11 @@ class InstallationAuthorizer:
             candidates,
             key=lambda r: (r.integration.external_id != preferred, r.integration.app_id == "", r.integration.pk),
         )
-        return ranked[0] if ranked else None
+        # The installation the resolver routes to; deactivated (or without a bot token), it
+        # authorizes nothing rather than falling back to another installation.
+        if not ranked or not ranked[0].integration.active or not ranked[0].has_bot_token:
+            return None
+        return ranked[0]
 
     @staticmethod
     def _by_id(pk: int) -> SlackInstallation | None:

@@ -131,6 +131,17 @@ WORKSPACES: dict[str, Workspace] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """A workspace's installation in control's database (the bot token only as stored: ciphertext)."""
+
+    installation_id: str
+    active: bool
+    deactivation_reason: str
+    organizations: tuple[str, ...]
+    encrypted_bot_token: str = dataclasses.field(repr=False)
+
+
 class ClusterError(RuntimeError):
     """A service did not start, died, or did not answer as expected."""
 
@@ -909,6 +920,32 @@ class Cluster:
                 "SELECT status FROM issues_issue WHERE organization_id = ? AND number = ?", (organization_id, number)
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def installation(self, team_id: str) -> Installed | None:
+        """Workspace ``team_id``'s installation as control's (SQLite) database holds it, or ``None``."""
+        with contextlib.closing(sqlite3.connect(self.control_db, timeout=10)) as db:
+            row = db.execute(
+                "SELECT i.id, i.active, i.deactivation_reason, s.encrypted_bot_token "
+                "FROM silo_router_control_integration i "
+                "LEFT JOIN silo_router_control_slackinstallation s ON s.integration_id = i.id "
+                "WHERE i.provider = 'slack' AND i.external_id = ?",
+                (team_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            slugs = db.execute(
+                "SELECT o.slug FROM silo_router_control_organizationmapping o "
+                "JOIN silo_router_control_integration_organizations io ON io.organizationmapping_id = o.id "
+                "WHERE io.integration_id = ? ORDER BY o.slug",
+                (row[0],),
+            ).fetchall()
+        return Installed(
+            installation_id=str(row[0]),
+            active=bool(row[1]),
+            deactivation_reason=str(row[2] or ""),
+            organizations=tuple(str(slug) for (slug,) in slugs),
+            encrypted_bot_token=str(row[3] or ""),
+        )
 
     def open_issues(self, region: str, organization_id: str) -> list[tuple[int, str]]:
         """``(number, title)`` of an organization's open issues, from the region's database."""

@@ -81,8 +81,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if conf.is_control:
         errors += _check_control()
         errors += _check_sync_fanout()
+        errors += _check_oauth_credentials()
     if conf.is_region:
         errors += _check_region()
+    errors += _check_control_url()
     return errors
 
 
@@ -459,3 +461,45 @@ def _check_response_url_ledger() -> list[CheckMessage]:
             Error(str(exc), hint="Use 'database' or a dotted path to a ResponseUrlLedger class.", id="silo_router.E024")
         ]
     return []
+
+
+def _check_oauth_credentials() -> list[CheckMessage]:
+    """The install flow needs both app credentials and something to ask for (E028)."""
+    slack = conf.SLACK
+    client_id, client_secret = slack.get("CLIENT_ID"), slack.get("CLIENT_SECRET")
+    if bool(client_id) != bool(client_secret):
+        missing = "CLIENT_SECRET" if client_id else "CLIENT_ID"
+        return [
+            Error(
+                f"SILO_ROUTER['SLACK'] sets only one of CLIENT_ID and CLIENT_SECRET: {missing} is missing, "
+                "so no install can finish.",
+                hint="Copy both from your app's Basic Information page (keep the secret in the environment), "
+                "or remove both for a single-workspace app.",
+                id="silo_router.E028",
+            )
+        ]
+    if client_id and not slack.get("SCOPES"):
+        return [
+            Error(
+                "SILO_ROUTER['SLACK']['CLIENT_ID'] is set but SCOPES is empty: installs would get no bot token.",
+                hint="List the bot scopes the app needs, e.g. ['chat:write', 'commands']; handlers call Slack "
+                "with the bot token.",
+                id="silo_router.E028",
+            )
+        ]
+    return []
+
+
+def _check_control_url() -> list[CheckMessage]:
+    """A region silo calls Slack through control's proxy, at CONTROL_URL (W006)."""
+    if conf.MODE != "region" or conf.CONTROL_URL:
+        return []
+    return [
+        Warning(
+            "SILO_ROUTER['CONTROL_URL'] is not set in region mode: handlers cannot call Slack "
+            "(request.client raises NoInstallation).",
+            hint="Set it to control's internal base URL, e.g. 'http://control.internal:8000'; calls go to "
+            "CONTROL_URL + WEB_API_PROXY_PATH.",
+            id="silo_router.W006",
+        )
+    ]

@@ -19,6 +19,8 @@ from silo_router.control.models import Option, Payload
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
 from silo_router.control.resolver import Resolution, Resolver
 from silo_router.providers.base import ControlResponse, ControlResponseStatus
+from silo_router.providers.slack.control_responses import LoadingModal
+from silo_router.providers.slack.parsing import parse_request
 from silo_router.region.handlers import slack
 from silo_router.transports import DeliveryError
 
@@ -85,6 +87,9 @@ def test_loading_modal_opens_before_any_database_work(
     envelope = json.loads(Payload.objects.get().envelope)
     assert envelope["control_response"]["status"] == "opened"
     assert envelope["control_response"]["view_id"] == updated.params["view_id"]
+    # A single-token app (BOT_TOKEN): the installation has no id of its own.
+    assert envelope["control_response"]["installation_id"] == ""
+    assert envelope["installation"]["installation_id"] == ""
 
 
 def test_flag_off_or_unlisted_action_opens_nothing(client: Client, fake: FakeSlack, installations: Any) -> None:
@@ -184,6 +189,15 @@ def test_unroutable_click_does_not_leave_the_modal_loading(client: Client, fake:
     (view,) = fake.views.values()
     assert view["title"]["text"] == "Something went wrong"
     assert Payload.objects.get().state == "unroutable"
+
+
+def test_no_installation_is_a_failed_control_response_and_nothing_is_sent(fake: FakeSlack) -> None:
+    """Without the installation's credentials there is no token to open a modal with."""
+    inbound = parse_request(body=interactive_body(block_actions(trigger_id=fake.issue_trigger())), headers={})
+    assert inbound.authorization is None
+    answered = LoadingModal("slack.loading_modal").run(inbound, external_id="sr-1", timeout=1.0)
+    assert (answered.status, answered.error) == (ControlResponseStatus.FAILED, "no_installation")
+    assert fake.calls() == []
 
 
 def test_a_late_failure_replaces_the_taking_longer_view(fake: FakeSlack, installations: Any, settings: Any) -> None:

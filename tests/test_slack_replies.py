@@ -168,6 +168,8 @@ def test_refused_response_url_falls_back_to_an_ephemeral_message(settings: Any, 
 
         dispatch(click_envelope(fake.issue_response_url(channel_id=CHANNEL), created_at=time.time()))
         assert [c.error for c in fake.calls("response_url")] == ["expired_url"]
+        # The clicked message is not one Slack knows: replacing it fails, and the reply stays private.
+        assert [c.error for c in fake.calls("chat.update")] == ["message_not_found"]
         assert ephemeral_posts(fake) == [(CHANNEL, USER, "done")]
         assert fake.calls("chat.postMessage") == []
 

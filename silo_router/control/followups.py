@@ -125,13 +125,20 @@ def _report(payload_id: str, outcome: Report) -> None:
     if row is None:
         return
     try:
-        response = json.loads(row["envelope"]).get("control_response")
+        envelope = json.loads(row["envelope"])
+        response = envelope.get("control_response")
     except (ValueError, AttributeError):
         logger.error("payload %s holds a corrupt envelope; its modal cannot be updated", payload_id)
         return
     if not opened_view(response):
         return
-    current = {**response, "hash": row["loading_view_hash"] or response.get("hash")}
+    installation_id = response.get("installation_id")
+    current = {
+        **response,
+        "hash": row["loading_view_hash"] or response.get("hash"),
+        # A control response that names no installation: the payload's own.
+        "installation_id": envelope.get("integration_id") if installation_id is None else installation_id,
+    }
     updated = control_responses.report(current, outcome=str(outcome))
     if updated is not None and updated.get("hash"):
         Payload.objects.filter(pk=payload_id).update(loading_view_hash=str(updated["hash"]))

@@ -1,4 +1,8 @@
-"""The control silo's middleware: a thin adapter from Django to ``pipeline``."""
+"""The control silo's middleware: a thin adapter from Django to the control layer's views.
+
+Under a provider's URL prefix it serves everything through ``pipeline``; at
+``WEB_API_PROXY_PATH`` it serves the regions' Slack Web API proxy.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ from django.http import HttpRequest, HttpResponse
 from silo_router.conf import conf
 
 from . import pipeline
+from .slack import proxy
 
 
 class SiloRouterMiddleware:
-    """Answers requests under ``URL_PREFIXES``; everything else passes through untouched.
+    """Answers requests under ``URL_PREFIXES`` and the Web API proxy path; everything else passes through untouched.
 
     Put it first in ``MIDDLEWARE``: provider requests then skip session, CSRF and auth
     work they do not need (the provider signature is their authentication).
@@ -28,16 +33,26 @@ class SiloRouterMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        provider = self.match(request.path_info)
-        if provider is None:
+        path = request.path_info
+        proxy_path = conf.WEB_API_PROXY_PATH
+        if proxy_path and path.startswith(proxy_path):
+            return proxy.handle(request, path[len(proxy_path) :])
+        matched = self.match_prefix(path)
+        if matched is None:
             return self.get_response(request)
-        return pipeline.handle(request, provider)
+        return pipeline.handle(request, matched[1])
+
+    @classmethod
+    def match(cls, path: str) -> str | None:
+        """The provider whose prefix ``path`` starts with (the longest prefix wins)."""
+        matched = cls.match_prefix(path)
+        return matched[1] if matched else None
 
     @staticmethod
-    def match(path: str) -> str | None:
-        """The provider whose prefix ``path`` starts with (the longest prefix wins)."""
-        best: tuple[int, str] | None = None
+    def match_prefix(path: str) -> tuple[str, str] | None:
+        """``(prefix, provider)`` of the longest prefix ``path`` starts with."""
+        best: tuple[str, str] | None = None
         for prefix, provider in conf.URL_PREFIXES.items():
-            if path.startswith(prefix) and (best is None or len(prefix) > best[0]):
-                best = (len(prefix), provider)
-        return best[1] if best else None
+            if path.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+                best = (prefix, provider)
+        return best

@@ -7,6 +7,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from .slack import encryption
+
 
 class OrganizationMapping(models.Model):
     """An organization and the region silo that holds its data."""
@@ -34,6 +36,12 @@ class Integration(models.Model):
     enterprise_id = models.CharField(max_length=64, blank=True, db_index=True)
     app_id = models.CharField(max_length=64, blank=True, help_text="Empty matches every app.")
     name = models.CharField(max_length=200, blank=True)
+    is_enterprise_install = models.BooleanField(
+        default=False, help_text="An org-wide install of an Enterprise Grid org (external_id is the enterprise id)."
+    )
+    active = models.BooleanField(default=True, help_text="Deactivated installations route nothing and hold no token.")
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+    deactivation_reason = models.CharField(max_length=200, blank=True)
     organizations = models.ManyToManyField(OrganizationMapping, related_name="integrations", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -45,6 +53,125 @@ class Integration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.external_id}"
+
+
+class SlackInstallation(models.Model):
+    """The Slack credentials and facts of one installation (its ``Integration``).
+
+    Columns named ``encrypted_*`` hold Fernet tokens (:mod:`silo_router.control.slack.encryption`),
+    never plaintext; the properties of the same name without the prefix encrypt and
+    decrypt. An empty column means no such secret.
+    """
+
+    ENCRYPTED_FIELDS = (
+        "encrypted_bot_token",
+        "encrypted_bot_refresh_token",
+        "encrypted_user_token",
+        "encrypted_user_refresh_token",
+        "encrypted_incoming_webhook_url",
+    )
+
+    integration = models.OneToOneField(Integration, on_delete=models.CASCADE, related_name="slack_installation")
+    team_name = models.CharField(max_length=200, blank=True)
+    enterprise_name = models.CharField(max_length=200, blank=True)
+    enterprise_url = models.CharField(max_length=500, blank=True)
+    bot_id = models.CharField(max_length=64, blank=True)
+    bot_user_id = models.CharField(max_length=64, blank=True)
+    bot_scopes = models.TextField(blank=True, help_text="Comma-separated, as Slack sends them.")
+    encrypted_bot_token = models.TextField(blank=True)
+    encrypted_bot_refresh_token = models.TextField(blank=True)
+    bot_token_expires_at = models.DateTimeField(null=True, blank=True, help_text="Set when token rotation is on.")
+    user_id = models.CharField(max_length=64, blank=True, help_text="The user who installed the app.")
+    user_scopes = models.TextField(blank=True)
+    encrypted_user_token = models.TextField(blank=True)
+    encrypted_user_refresh_token = models.TextField(blank=True)
+    user_token_expires_at = models.DateTimeField(null=True, blank=True)
+    encrypted_incoming_webhook_url = models.TextField(blank=True)
+    incoming_webhook_channel = models.CharField(max_length=200, blank=True)
+    incoming_webhook_channel_id = models.CharField(max_length=64, blank=True)
+    incoming_webhook_configuration_url = models.CharField(max_length=500, blank=True)
+    token_type = models.CharField(max_length=32, blank=True)
+    installed_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+    rotation_lease_owner = models.CharField(max_length=64, blank=True)
+    rotation_lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["bot_token_expires_at"], name="silo_router_slack_expiry")]
+
+    def __str__(self) -> str:
+        return f"Slack installation of {self.integration}"
+
+    @staticmethod
+    def _read(ciphertext: str) -> str | None:
+        return encryption.decrypt(ciphertext) if ciphertext else None
+
+    @staticmethod
+    def _write(plaintext: str | None) -> str:
+        return encryption.encrypt(plaintext) if plaintext else ""
+
+    @property
+    def bot_token(self) -> str | None:
+        return self._read(self.encrypted_bot_token)
+
+    @bot_token.setter
+    def bot_token(self, value: str | None) -> None:
+        self.encrypted_bot_token = self._write(value)
+
+    @property
+    def bot_refresh_token(self) -> str | None:
+        return self._read(self.encrypted_bot_refresh_token)
+
+    @bot_refresh_token.setter
+    def bot_refresh_token(self, value: str | None) -> None:
+        self.encrypted_bot_refresh_token = self._write(value)
+
+    @property
+    def user_token(self) -> str | None:
+        return self._read(self.encrypted_user_token)
+
+    @user_token.setter
+    def user_token(self, value: str | None) -> None:
+        self.encrypted_user_token = self._write(value)
+
+    @property
+    def user_refresh_token(self) -> str | None:
+        return self._read(self.encrypted_user_refresh_token)
+
+    @user_refresh_token.setter
+    def user_refresh_token(self, value: str | None) -> None:
+        self.encrypted_user_refresh_token = self._write(value)
+
+    @property
+    def incoming_webhook_url(self) -> str | None:
+        return self._read(self.encrypted_incoming_webhook_url)
+
+    @incoming_webhook_url.setter
+    def incoming_webhook_url(self, value: str | None) -> None:
+        self.encrypted_incoming_webhook_url = self._write(value)
+
+    @property
+    def has_bot_token(self) -> bool:
+        return bool(self.encrypted_bot_token)
+
+
+class OAuthState(models.Model):
+    """One issued OAuth ``state``: only its SHA-256 is stored; consumed once, before it expires."""
+
+    state_hash = models.CharField(max_length=64, unique=True)
+    organization = models.ForeignKey(
+        OrganizationMapping, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"OAuth state {self.state_hash[:12]}..."
 
 
 class Option(models.Model):

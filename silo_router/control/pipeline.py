@@ -1,11 +1,14 @@
 """The control path for one provider request: read, verify, classify, answer or forward.
 
-Order matters and is the point of this module: a control response (the Loading modal)
-runs before any database or region work; a 2xx for a forwarded kind is returned only
-after the payload is committed; a synchronous forward spends only what is left of the
-provider's deadline. Bad input is a 4xx with a reason, bad data in storage (a
-``DataError``) a 400, a storage outage a 503 (the provider retries); nothing that
-talks to Slack on the user's behalf runs on the request thread after the control
+Order matters and is the point of this module: a forwarded kind is first authorized
+(the installation's credentials, from a per-process cache: no query for a busy
+installation), then an event the app's own bot caused is answered and dropped, then a
+control response (the Loading modal, with the installation's token) runs before any
+resolver or storage work; a 2xx for a forwarded kind is returned only after the payload
+is committed (and, for a lifecycle event, applied); a synchronous forward spends only
+what is left of the provider's deadline. Bad input is a 4xx with a reason, bad data in
+storage (a ``DataError``) a 400, a storage outage a 503 (the provider retries); nothing
+that talks to Slack on the user's behalf runs on the request thread after the control
 response.
 """
 
@@ -40,7 +43,7 @@ from silo_router.providers.base import (
 )
 from silo_router.providers.registry import get_provider
 
-from . import control_responses, delivery
+from . import control_responses, delivery, lifecycle
 from .deadline import Deadline
 from .models import Payload
 from .resolver import Resolution, Resolver
@@ -167,6 +170,22 @@ def route(arrival: Arrival) -> HttpResponse:
         logger.info("ignoring %s %s as configured", inbound.provider, inbound.kind)
         return HttpResponse(status=200)
 
+    try:
+        with tracing.span("authorize", inbound.kind) as span:
+            inbound = authorize(arrival.provider, inbound)
+            own_event = arrival.provider.is_own_event(inbound)
+            installation = inbound.authorization.installation_id if inbound.authorization else None
+            tracing.set_data(span, installation=installation, self_event=own_event)
+    except DatabaseError as exc:
+        return _storage_failed(inbound, exc, None)
+    except SiloRouterConfigurationError:
+        logger.exception("the authorizer cannot be built; asking the provider to retry")
+        return _rejection(NotConfigured("The authorizer is not configured on this server."))
+    arrival = dataclasses.replace(arrival, inbound=inbound)
+    if own_event:
+        logger.info("ignoring %s %s: the app's own bot caused it", inbound.provider, inbound.kind)
+        return HttpResponse(status=200)
+
     answered: ControlResponse | None = None
     if strategy is Strategy.ASYNC:
         handler = control_responses.select(inbound)
@@ -183,7 +202,9 @@ def route(arrival: Arrival) -> HttpResponse:
         envelopes = build_envelopes(arrival, resolution, strategy=strategy, answered=answered)
         if not envelopes:
             control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
-            return unroutable(arrival, strategy, reason=resolution.reason or "no installation matched")
+            response = unroutable(arrival, strategy, reason=resolution.reason or "no installation matched")
+            apply_lifecycle(inbound, resolution.integration_id)  # an installation serving no region yet
+            return response
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
         with tracing.span("store", inbound.kind):
@@ -199,7 +220,32 @@ def route(arrival: Arrival) -> HttpResponse:
     delivery.publish_new(fresh, wait=min(conf.PUBLISH_TIMEOUT, arrival.deadline.remaining()))
     if not fresh:
         logger.info("%s %s was already stored (a retry); acknowledged", inbound.provider, inbound.kind)
+    try:
+        apply_lifecycle(inbound, resolution.integration_id)
+    except DatabaseError as exc:
+        return _storage_failed(inbound, exc, answered)
     return HttpResponse(status=200)
+
+
+def authorize(provider: Provider, inbound: InboundRequest) -> InboundRequest:
+    """``inbound`` with the installation's credentials in ``authorization`` (left ``None``: none known).
+
+    Raises ``DatabaseError`` when the installations cannot be read (the caller answers 503).
+    """
+    authorization = provider.authorize(inbound)
+    return inbound if authorization is None else dataclasses.replace(inbound, authorization=authorization)
+
+
+def apply_lifecycle(inbound: InboundRequest, integration_id: str | None) -> None:
+    """Apply an uninstall or a token revocation once its payloads are stored (no-op for other kinds).
+
+    Raises ``DatabaseError`` when it cannot be saved: the provider is answered 503 and
+    retries; the retry's store is a no-op (the payloads are kept and delivered once) and
+    applying it again is harmless.
+    """
+    if lifecycle.is_lifecycle_event(inbound):
+        with tracing.span("lifecycle", inbound.kind):
+            lifecycle.apply(inbound, integration_id)
 
 
 def build_envelopes(
@@ -221,6 +267,11 @@ def build_envelopes(
     ]
 
 
+def installation_facts(inbound: InboundRequest) -> dict[str, Any] | None:
+    """What a region may know of the installation (never its token)."""
+    return inbound.authorization.facts() if inbound.authorization is not None else None
+
+
 def envelope_for(arrival: Arrival, *, region: str, strategy: Strategy, **fields: Any) -> Envelope:
     """The envelope of ``arrival`` for ``region`` (``""``: nowhere to send it)."""
     inbound = arrival.inbound
@@ -233,6 +284,7 @@ def envelope_for(arrival: Arrival, *, region: str, strategy: Strategy, **fields:
         body=arrival.body.decode(),
         headers={k: v for k, v in arrival.headers.items() if k in arrival.provider.forwarded_headers},
         strategy=str(strategy),
+        installation=installation_facts(inbound),
         **fields,
     )
 

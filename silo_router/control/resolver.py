@@ -19,6 +19,8 @@ from .routing import Fanout, fanout_for
 if TYPE_CHECKING:
     from django.db.models import Q
 
+    from .models import Integration
+
 logger = logging.getLogger("silo_router.control")
 
 
@@ -94,6 +96,8 @@ class _Lookup:
     integration_id: str | None
     rows: tuple[tuple[str, str, str], ...]
     reason: str
+    #: Set when the installation was deactivated: why requests from it are unroutable.
+    deactivated: str = ""
 
 
 class ModelResolver(Resolver):
@@ -104,6 +108,11 @@ class ModelResolver(Resolver):
     requests from any number of unknown team ids cannot grow it), so the control path
     does no routing query for a busy workspace; a change saved in this process clears
     the cache at once (signals), other processes see it within that time.
+
+    A deactivated installation (uninstalled, tokens revoked) routes nothing: its
+    requests resolve to no targets with the reason, except Slack's lifecycle events
+    themselves (the ``app_uninstalled`` that deactivated it and its retries still reach
+    the regions).
     """
 
     def __init__(self) -> None:
@@ -139,6 +148,11 @@ class ModelResolver(Resolver):
             self._remember(cache_key, hit)
         if hit.integration_id is None:
             return Resolution(integration_id=None, targets=(), reason=hit.reason)
+        if hit.deactivated:
+            from .slack.lifecycle import is_lifecycle_event
+
+            if not is_lifecycle_event(inbound):
+                return Resolution(integration_id=hit.integration_id, targets=(), reason=hit.deactivated)
         return group_by_region(hit.rows, inbound=inbound, integration_id=hit.integration_id)
 
     def _remember(self, cache_key: CacheKey, lookup: _Lookup) -> None:
@@ -175,7 +189,16 @@ class ModelResolver(Resolver):
             return _Lookup(now, None, (), _no_installation_reason(inbound, match))
         integration = ranked[0]
         rows = integration.organizations.order_by("id").values_list("organization_id", "slug", "region")
-        return _Lookup(now, str(integration.pk), tuple(rows), "")
+        deactivated = "" if integration.active else _deactivation_reason(integration)
+        return _Lookup(now, str(integration.pk), tuple(rows), "", deactivated)
+
+
+def _deactivation_reason(integration: Integration) -> str:
+    """Why a deactivated installation routes nothing, e.g. ``installation 4 (team T...) was deactivated: ...``."""
+    what = "enterprise" if integration.is_enterprise_install else "team"
+    when = f" at {integration.deactivated_at.isoformat()}" if integration.deactivated_at else ""
+    why = integration.deactivation_reason or "deactivated by an operator"
+    return f"installation {integration.pk} ({what} {integration.external_id}) was deactivated: {why}{when}"
 
 
 def _no_installation_reason(inbound: InboundRequest, match: Q) -> str:

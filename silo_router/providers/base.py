@@ -136,6 +136,20 @@ class Provider(abc.ABC):
     def sent_at(self, headers: Mapping[str, str]) -> float | None:
         """When the provider says it sent the request (for deadline budgeting)."""
 
+    def authorize(self, inbound: InboundRequest) -> Authorization | None:
+        """The credentials of the installation ``inbound`` belongs to (control only); ``None``: none.
+
+        Providers without installations keep this default.
+        """
+        return None
+
+    def is_own_event(self, inbound: InboundRequest) -> bool:
+        """Whether ``inbound`` reports something the app itself did (answered, never forwarded).
+
+        Called with ``inbound.authorization`` set; the default forwards everything.
+        """
+        return False
+
 
 class ControlResponseStatus(enum.StrEnum):
     """Whether a control response showed something to the user."""

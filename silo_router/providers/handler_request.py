@@ -49,7 +49,13 @@ class HandlerRequest:
         _transaction_open.set(self._in_transaction)
 
     @property
+    def body(self) -> Mapping[str, Any]:
+        """The whole parsed request (Bolt's ``body``)."""
+        return self.inbound.payload
+
+    @property
     def payload(self) -> Mapping[str, Any]:
+        """The whole parsed request, the same as ``body`` (not Bolt's narrower ``payload``)."""
         return self.inbound.payload
 
     @property

@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 
 from silo_router.conf import conf
 from silo_router.exceptions import SiloRouterConfigurationError
-from silo_router.providers.base import InboundRequest, Provider, ProviderResponse
+from silo_router.providers.base import Authorization, InboundRequest, Provider, ProviderResponse
 from silo_router.providers.slack import responses
-from silo_router.providers.slack.parsing import parse_request
+from silo_router.providers.slack.authorization import authorizer
+from silo_router.providers.slack.parsing import is_self_event, parse_request
 from silo_router.providers.slack.verification import parse_timestamp, verify_signature
 
 __all__ = ["SlackProvider"]
@@ -70,3 +71,11 @@ class SlackProvider(Provider):
     def sent_at(self, headers: Mapping[str, str]) -> float | None:
         """The request timestamp header as Unix seconds, ``None`` if missing or invalid."""
         return parse_timestamp(headers.get(TIMESTAMP_HEADER))
+
+    def authorize(self, inbound: InboundRequest) -> Authorization | None:
+        """The installation's credentials from the configured authorizer (``SLACK["AUTHORIZER"]``)."""
+        return authorizer().authorize(inbound.routing)
+
+    def is_own_event(self, inbound: InboundRequest) -> bool:
+        """An event the installation's own bot caused, unless ``SLACK["IGNORE_SELF_EVENTS"]`` is off."""
+        return bool(conf.SLACK["IGNORE_SELF_EVENTS"]) and is_self_event(inbound)

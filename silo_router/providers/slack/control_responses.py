@@ -1,12 +1,13 @@
 """The Slack Loading modal, its whole provider-side life in one place.
 
-1. ``LoadingModal.run``: ``views.open`` a Loading modal with the request's trigger,
-   before any database or region work; the ``ControlResponse`` it returns (view id,
-   external id, hash) travels to the region inside the envelope.
+1. ``LoadingModal.run``: ``views.open`` a Loading modal with the request's trigger and
+   the installation's token (``inbound.authorization``), before any resolver or storage
+   work; the ``ControlResponse`` it returns (view id, external id, hash, installation
+   id) travels to the region inside the envelope.
 2. The region's handler replaces it with ``views.update`` (``request.update_view``).
 3. ``LoadingModal.report``: control replaces it when the handler did not, with the
-   done, failed or "taking longer" view, and only if nobody replaced it since (the
-   view's ``hash``).
+   done, failed or "taking longer" view, with the same installation's token, and only
+   if nobody replaced it since (the view's ``hash``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from silo_router.conf import conf
 from silo_router.providers.base import ControlResponse, ControlResponseStatus, InboundRequest, ReportOutcome
 
-from .client import slack_client
+from .client import NoInstallation, installation_client, slack_client
 
 logger = logging.getLogger("silo_router.slack")
 
@@ -94,7 +95,12 @@ class LoadingModal:
         started = time.monotonic()
         if not inbound.trigger_id:
             return ControlResponse(handler=self.name, status=ControlResponseStatus.FAILED, error="no_trigger_id")
-        client = slack_client(timeout=timeout, rate_limit_retries=0)
+        authorization = inbound.authorization
+        if authorization is None:
+            logger.info("no Loading modal for %s: no active installation", inbound.kind)
+            return ControlResponse(handler=self.name, status=ControlResponseStatus.FAILED, error="no_installation")
+        installation_id = authorization.installation_id
+        client = slack_client(timeout=timeout, rate_limit_retries=0, token=authorization.token)
         try:
             result = client.views_open(trigger_id=inbound.trigger_id, view=loading_view(external_id))
         except SlackApiError as exc:
@@ -110,6 +116,7 @@ class LoadingModal:
                 external_id=view.get("external_id") or external_id,
                 hash=view.get("hash"),
                 elapsed_ms=(time.monotonic() - started) * 1000,
+                installation_id=installation_id,
             )
         logger.warning("views.open for %s failed: %s", inbound.kind, error)
         return ControlResponse(
@@ -117,6 +124,7 @@ class LoadingModal:
             status=ControlResponseStatus.FAILED,
             error=error,
             elapsed_ms=(time.monotonic() - started) * 1000,
+            installation_id=installation_id,
         )
 
     def report(
@@ -125,12 +133,19 @@ class LoadingModal:
         """Replace the modal if it is still the one we last showed; return its new hash.
 
         With ``timeout``, one short call that does not wait out a 429; without, the
-        worker's ``DELIVERY_TIMEOUT`` and the configured rate-limit retries.
+        worker's ``DELIVERY_TIMEOUT`` and the configured rate-limit retries. The call
+        uses the token of the installation that opened the modal; when that
+        installation is gone or deactivated, nothing is sent and the failure is logged.
         """
-        if timeout is None:
-            client = slack_client(timeout=conf.DELIVERY_TIMEOUT)
-        else:
-            client = slack_client(timeout=timeout, rate_limit_retries=0)
+        installation_id = response.get("installation_id")
+        try:
+            if timeout is None:
+                client = installation_client(installation_id, timeout=conf.DELIVERY_TIMEOUT)
+            else:
+                client = installation_client(installation_id, timeout=timeout, rate_limit_retries=0)
+        except NoInstallation:
+            logger.warning("could not report %s in the modal: installation %s is not active", outcome, installation_id)
+            return None
         try:
             result = client.views_update(view_id=response["view_id"], hash=response.get("hash"), view=view_for(outcome))
         except SlackApiError as exc:

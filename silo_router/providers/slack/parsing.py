@@ -397,6 +397,32 @@ def _response_url(payload: JsonObject) -> str | None:
     return None
 
 
+# -- events the app caused itself -----------------------------------------------------
+
+#: Event types kept even when the app's own bot is their user, as Bolt keeps them: the
+#: bot joining or leaving a conversation is news to the app.
+SELF_EVENTS_KEPT = frozenset({"member_joined_channel", "member_left_channel"})
+
+
+def is_self_event(inbound: InboundRequest) -> bool:
+    """Whether an ``event_callback`` was caused by the installation's own bot (Bolt's rule).
+
+    The event's user (``routing.user_id``) is the installation's bot user, or its
+    ``bot_id`` is the installation's bot id (``bot_message`` events have no user); the
+    types in ``SELF_EVENTS_KEPT`` never count. Without an authorization (or one that
+    does not know its bot), nothing counts.
+    """
+    authorization = inbound.authorization
+    if inbound.type != "event_callback" or authorization is None or inbound.name in SELF_EVENTS_KEPT:
+        return False
+    event = _obj(inbound.payload.get("event"))
+    user_id = inbound.routing.user_id
+    bot_id = _str(event.get("bot_id"))
+    return (user_id is not None and user_id == authorization.bot_user_id) or (
+        bot_id is not None and bot_id == authorization.bot_id
+    )
+
+
 # -- small value helpers -------------------------------------------------------------
 
 

@@ -1,10 +1,11 @@
-"""The Slack handler request: payload accessors and reply helpers.
+"""The Slack handler request: Bolt's names for the parsed request, its context, and replies.
 
-Replies never leak: an ephemeral ``respond()`` that cannot use its ``response_url``
-(stale, used up, failing) falls back to ``chat.postEphemeral`` to the user, never to a
-public ``chat.postMessage``. Uses of a ``response_url`` are counted per URL by a ledger
-(``SLACK["RESPONSE_URL_LEDGER"]``; the region's database by default), so earlier
-attempts, replays and other handlers count too.
+Every Web API call goes out with the installation's own credentials (``request.client``:
+in a region through control's Web API proxy). Replies never leak: an ephemeral
+``respond()`` that cannot use its ``response_url`` (stale, used up, failing) falls back
+to ``chat.postEphemeral`` to the user, never to a public ``chat.postMessage``. Uses of a
+``response_url`` are counted per URL by a ledger (``SLACK["RESPONSE_URL_LEDGER"]``; the
+region's database by default), so earlier attempts, replays and other handlers count too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import enum
 import http.client
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from slack_sdk import WebClient
@@ -26,7 +27,7 @@ from silo_router.conf import RESPONSE_URL_LEDGER_ALIASES, conf
 from silo_router.plugins import cached, import_by_alias
 from silo_router.providers.handler_request import HandlerRequest
 
-from .client import SlackCallInTransaction, slack_client
+from .client import NoInstallation, SlackCallInTransaction, installation_client
 
 logger = logging.getLogger("silo_router.slack")
 
@@ -52,6 +53,8 @@ class ReplyOutcome(enum.StrEnum):
     RESPONSE_URL = "response_url"
     EPHEMERAL_MESSAGE = "chat.postEphemeral"
     CHANNEL_MESSAGE = "chat.postMessage"
+    MESSAGE_UPDATED = "chat.update"
+    MESSAGE_DELETED = "chat.delete"
     VIEW_UPDATED = "views.update"
     FAILED = "failed"
 
@@ -76,18 +79,173 @@ def response_url_ledger() -> ResponseUrlLedger:
     return ledger
 
 
+#: The arguments of ``chat.postEphemeral`` that a ``respond()`` message can carry.
+EPHEMERAL_FIELDS = ("text", "blocks", "attachments", "thread_ts")
+#: The arguments of ``chat.postMessage`` / ``chat.update`` that a ``respond()`` message can carry.
+MESSAGE_FIELDS = ("text", "blocks", "attachments", "thread_ts", "unfurl_links", "unfurl_media", "metadata")
+
+
+@dataclasses.dataclass(frozen=True)
+class SlackContext(Mapping[str, Any]):
+    """Who and where a request is about, as Bolt's ``context`` names it; never a token or a URL.
+
+    Attribute access (``context.team_id``) and item access (``context["team_id"]``,
+    ``context.get("bot_user_id")``) both work. ``team_id``, ``enterprise_id``,
+    ``user_id``, ``channel_id`` and ``is_enterprise_install`` come from the request, the
+    bot's ids and ``installation_id`` from control's installation record.
+    """
+
+    team_id: str | None = None
+    enterprise_id: str | None = None
+    is_enterprise_install: bool = False
+    user_id: str | None = None
+    channel_id: str | None = None
+    app_id: str | None = None
+    bot_id: str | None = None
+    bot_user_id: str | None = None
+    installation_id: str | None = None
+    scopes: tuple[str, ...] = ()
+    organization_id: str | None = None
+    organization_ids: tuple[str, ...] = ()
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _CONTEXT_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_CONTEXT_KEYS)
+
+    def __len__(self) -> int:
+        return len(_CONTEXT_KEYS)
+
+
+_CONTEXT_KEYS = tuple(field.name for field in dataclasses.fields(SlackContext))
+
+
+def _message(text: str | Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+    """A message from ``text`` (or a whole message dict, as Bolt accepts) and the options given."""
+    message: dict[str, Any] = dict(text) if isinstance(text, Mapping) else {"text": text}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name in ("blocks", "attachments"):
+            if value:
+                message[name] = [dict(item) for item in value]
+        elif name == "metadata":
+            message[name] = dict(value)
+        else:
+            message[name] = value
+    return message
+
+
+def _only(message: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    return {name: message[name] for name in names if message.get(name) is not None}
+
+
 @dataclasses.dataclass
 class SlackHandlerRequest(HandlerRequest):
-    """Adds Slack replies: ``respond``, ``update_view``, ``open_view`` and ``client``."""
+    """Adds Bolt's names (``event``, ``action``, ``view``...), ``context``, ``client`` and replies.
+
+    ``payload`` (and ``body``) is the whole parsed request; Bolt's narrower ``payload``
+    is whichever of ``event``, ``action``, ``view``, ``command``, ``options`` or
+    ``shortcut`` is not ``None``.
+    """
+
+    # -- the installation and its client ---------------------------------------------
+
+    @property
+    def installation(self) -> Mapping[str, Any]:
+        """What control knows of the installation (ids, bot, scopes; never its token); ``{}`` if nothing."""
+        return self.envelope.installation or {}
+
+    @property
+    def installation_id(self) -> str | None:
+        """The installation the request belongs to (control's integration id)."""
+        if self.envelope.installation is not None:
+            found = self.envelope.installation.get("installation_id")
+            return found if isinstance(found, str) else self.envelope.integration_id
+        return self.envelope.integration_id
 
     @property
     def client(self) -> WebClient:
-        """A Web API client for the bot token; 429s are retried after ``Retry-After``.
+        """A Web API client with the installation's token; 429s are retried after ``Retry-After``.
 
-        Refused while the handler's transaction is open (``SlackCallInTransaction``).
+        In a region it calls Slack through control, which adds the token. Refused while
+        the handler's transaction is open (``SlackCallInTransaction``); raises
+        ``NoInstallation`` when the installation is gone or deactivated.
         """
         self._refuse_in_transaction("request.client")
-        return slack_client()
+        return installation_client(self.installation_id)
+
+    @property
+    def context(self) -> SlackContext:
+        """Team, enterprise, user, channel, bot and installation ids, like Bolt's ``context``."""
+        facts = self.installation
+        routing = self.inbound.routing
+        scopes = facts.get("scopes")
+        return SlackContext(
+            team_id=routing.team_id,
+            enterprise_id=routing.enterprise_id,
+            is_enterprise_install=routing.is_enterprise_install,
+            user_id=routing.user_id,
+            channel_id=self.channel_id,
+            app_id=routing.app_id or _text_or_none(facts.get("app_id")),
+            bot_id=_text_or_none(facts.get("bot_id")),
+            bot_user_id=_text_or_none(facts.get("bot_user_id")),
+            installation_id=self.installation_id,
+            scopes=tuple(str(scope) for scope in scopes) if isinstance(scopes, list) else (),
+            organization_id=self.organization_id,
+            organization_ids=self.organization_ids,
+        )
+
+    # -- Bolt's names for the parts of the request --------------------------------------
+
+    @property
+    def event(self) -> Mapping[str, Any] | None:
+        """``body["event"]`` of an ``event_callback``."""
+        event = self.payload.get("event")
+        return event if self.inbound.type == "event_callback" and isinstance(event, Mapping) else None
+
+    @property
+    def message(self) -> Mapping[str, Any] | None:
+        """The event of a ``message`` event."""
+        return self.event if self.inbound.type == "event_callback" and self.inbound.name == "message" else None
+
+    @property
+    def action(self) -> Mapping[str, Any] | None:
+        """The first action of ``block_actions`` / ``interactive_message``; the body of dialog and
+        workflow-step-edit requests."""
+        if self.inbound.type in ("block_actions", "interactive_message"):
+            actions = self.payload.get("actions")
+            first = actions[0] if isinstance(actions, list) and actions else None
+            return first if isinstance(first, Mapping) else None
+        if self.inbound.type in ("dialog_submission", "dialog_cancellation", "workflow_step_edit"):
+            return self.payload
+        return None
+
+    @property
+    def view(self) -> Mapping[str, Any] | None:
+        """``body["view"]`` of ``view_submission`` / ``view_closed``."""
+        view = self.payload.get("view")
+        return view if self.inbound.type in ("view_submission", "view_closed") and isinstance(view, Mapping) else None
+
+    @property
+    def command(self) -> Mapping[str, Any] | None:
+        """The whole body of a slash command (``command``, ``text``, ``user_id``...)."""
+        return self.payload if self.inbound.type == "command" else None
+
+    @property
+    def options(self) -> Mapping[str, Any] | None:
+        """The whole body of an options load (``block_suggestion`` / ``dialog_suggestion``)."""
+        return self.payload if self.inbound.type in ("block_suggestion", "dialog_suggestion") else None
+
+    @property
+    def shortcut(self) -> Mapping[str, Any] | None:
+        """The whole body of a global or message shortcut."""
+        return self.payload if self.inbound.type in ("shortcut", "message_action") else None
+
+    # -- where the request came from ----------------------------------------------------
 
     @property
     def control_response(self) -> Mapping[str, Any] | None:
@@ -105,12 +263,15 @@ class SlackHandlerRequest(HandlerRequest):
         payload = self.payload
         channel = payload.get("channel")
         event = payload.get("event")
+        event = event if isinstance(event, Mapping) else {}
+        item = event.get("item")
         container = payload.get("container")
         candidates = (
             channel.get("id") if isinstance(channel, Mapping) else channel,
-            event.get("channel") if isinstance(event, Mapping) else None,
-            container.get("channel_id") if isinstance(container, Mapping) else None,
             payload.get("channel_id"),
+            event.get("channel"),
+            item.get("channel") if isinstance(item, Mapping) else None,  # reaction_added
+            container.get("channel_id") if isinstance(container, Mapping) else None,
         )
         return next((c for c in candidates if isinstance(c, str) and c), None)
 
@@ -118,45 +279,119 @@ class SlackHandlerRequest(HandlerRequest):
     def user_id(self) -> str | None:
         return self.inbound.routing.user_id
 
-    def respond(
+    def _source_message(self) -> tuple[str, str] | None:
+        """``(channel, ts)`` of the public message an action came from, when the payload names one."""
+        channel = self.channel_id
+        container = self.payload.get("container")
+        container = container if isinstance(container, Mapping) else {}
+        if container.get("is_ephemeral") is True or not channel:
+            return None
+        message = self.payload.get("message")
+        candidates = (
+            container.get("message_ts") if container.get("type") == "message" else None,
+            message.get("ts") if isinstance(message, Mapping) else None,
+            self.payload.get("message_ts"),
+        )
+        ts = next((c for c in candidates if isinstance(c, str) and c), None)
+        return (channel, ts) if ts else None
+
+    # -- replies --------------------------------------------------------------------------
+
+    def say(
         self,
-        text: str,
+        text: str | Mapping[str, Any] = "",
         *,
         blocks: Sequence[Mapping[str, Any]] | None = None,
-        response_type: str = ResponseType.EPHEMERAL,
-        replace_original: bool | None = None,
+        attachments: Sequence[Mapping[str, Any]] | None = None,
+        thread_ts: str | None = None,
+        channel: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        unfurl_links: bool | None = None,
+        unfurl_media: bool | None = None,
+        mrkdwn: bool | None = None,
+        reply_broadcast: bool | None = None,
+        **extra: Any,
     ) -> None:
-        """Reply through ``response_url`` after commit.
+        """Post to the conversation (``channel_id`` unless ``channel``) with ``chat.postMessage``, after commit.
 
-        Past Slack's 5 uses or 30 minutes, when the ``response_url`` fails, or without
-        one (global shortcuts, events), an ephemeral reply goes to the user with
-        ``chat.postEphemeral`` (never to the whole channel) and an ``in_channel`` reply
-        with ``chat.postMessage``. A reply that cannot be sent is logged at ERROR.
+        Returns ``None``: the post runs once the handler's transaction commits. A handler
+        that needs Slack's answer (the message ``ts``) calls ``request.client.chat_postMessage``
+        itself in ``request.after_commit`` or with ``atomic=False``. A post that fails is
+        logged at ERROR. Raises ``ValueError`` at once when there is no conversation.
         """
-        kind = ResponseType(response_type)
-        self.after_commit(lambda: self._respond_now(text, blocks, kind, replace_original))
+        message = _message(
+            text,
+            blocks=blocks,
+            attachments=attachments,
+            thread_ts=thread_ts,
+            metadata=metadata,
+            unfurl_links=unfurl_links,
+            unfurl_media=unfurl_media,
+            mrkdwn=mrkdwn,
+            reply_broadcast=reply_broadcast,
+            **extra,
+        )
+        target = channel or message.get("channel") or self.channel_id
+        if not target:
+            raise ValueError(f"say() needs a conversation: {self.kind} has no channel, so pass channel=...")
+        message["channel"] = target
+        self.after_commit(lambda: self._say_now(message))
 
-    def _respond_now(
-        self,
-        text: str,
-        blocks: Sequence[Mapping[str, Any]] | None,
-        response_type: ResponseType,
-        replace_original: bool | None,
-    ) -> ReplyOutcome:
-        with tracing.span("reply", f"slack respond {response_type}") as span:
-            outcome = self._post_to_response_url(text, blocks, response_type, replace_original)
-            if outcome is None:
-                outcome = self._post_instead(text, blocks, response_type)
+    def _say_now(self, message: Mapping[str, Any]) -> ReplyOutcome:
+        with tracing.span("reply", "slack say") as span:
+            outcome = self._call("chat.postMessage", ReplyOutcome.CHANNEL_MESSAGE, **message)
             tracing.set_data(span, outcome=str(outcome))
         return outcome
 
-    def _post_to_response_url(
+    def respond(
         self,
-        text: str,
-        blocks: Sequence[Mapping[str, Any]] | None,
-        response_type: ResponseType,
-        replace_original: bool | None,
-    ) -> ReplyOutcome | None:
+        text: str | Mapping[str, Any] = "",
+        *,
+        blocks: Sequence[Mapping[str, Any]] | None = None,
+        attachments: Sequence[Mapping[str, Any]] | None = None,
+        response_type: str = ResponseType.EPHEMERAL,
+        replace_original: bool | None = None,
+        delete_original: bool | None = None,
+        thread_ts: str | None = None,
+        unfurl_links: bool | None = None,
+        unfurl_media: bool | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Reply through ``response_url`` after commit, with Bolt's options.
+
+        Past Slack's 5 uses or 30 minutes, when the ``response_url`` fails, or without
+        one (global shortcuts, events): ``delete_original`` / ``replace_original`` use
+        ``chat.delete`` / ``chat.update`` on the public message the action came from
+        (when the payload names one); otherwise, and when that fails, an ephemeral
+        reply goes to the user with ``chat.postEphemeral`` (never to the whole channel)
+        and an ``in_channel`` reply with ``chat.postMessage``. A reply that cannot be
+        sent is logged at ERROR. Returns ``None`` (see ``say``).
+        """
+        message = _message(
+            text,
+            blocks=blocks,
+            attachments=attachments,
+            replace_original=replace_original,
+            delete_original=delete_original,
+            thread_ts=thread_ts,
+            unfurl_links=unfurl_links,
+            unfurl_media=unfurl_media,
+            metadata=metadata,
+        )
+        # A whole message given as a dict keeps its own response_type.
+        message["response_type"] = str(ResponseType(message.get("response_type") or response_type))
+        self.after_commit(lambda: self._respond_now(message))
+
+    def _respond_now(self, message: Mapping[str, Any]) -> ReplyOutcome:
+        response_type = ResponseType(message["response_type"])
+        with tracing.span("reply", f"slack respond {response_type}") as span:
+            outcome = self._post_to_response_url(message)
+            if outcome is None:
+                outcome = self._post_instead(message, response_type)
+            tracing.set_data(span, outcome=str(outcome))
+        return outcome
+
+    def _post_to_response_url(self, message: Mapping[str, Any]) -> ReplyOutcome | None:
         """Post to the response_url if it is still usable; ``None`` when it was not used or failed."""
         url = self.inbound.response_url
         if not url:
@@ -167,13 +402,8 @@ class SlackHandlerRequest(HandlerRequest):
         if not response_url_ledger().take(url, limit=RESPONSE_URL_USES):
             logger.info("the response_url of %s has been used %s times; not using it", self.kind, RESPONSE_URL_USES)
             return None
-        message: dict[str, Any] = {"text": text, "response_type": str(response_type)}
-        if blocks is not None:
-            message["blocks"] = list(blocks)
-        if replace_original is not None:
-            message["replace_original"] = replace_original
         try:
-            result = WebhookClient(url, timeout=RESPONSE_URL_TIMEOUT).send_dict(message)
+            result = WebhookClient(url, timeout=RESPONSE_URL_TIMEOUT).send_dict(dict(message))
         except SLACK_CALL_ERRORS as exc:
             logger.warning("posting to the response_url of %s failed: %s", self.kind, type(exc).__name__)
             return None
@@ -182,12 +412,25 @@ class SlackHandlerRequest(HandlerRequest):
         logger.warning("the response_url of %s answered HTTP %s", self.kind, result.status_code)
         return None
 
-    def _post_instead(
-        self, text: str, blocks: Sequence[Mapping[str, Any]] | None, response_type: ResponseType
-    ) -> ReplyOutcome:
-        """The fallback: ephemeral to the user, or to the channel for ``in_channel`` replies."""
+    def _post_instead(self, message: Mapping[str, Any], response_type: ResponseType) -> ReplyOutcome:
+        """The fallback: the source message for delete / replace, else ephemeral to the user or to the channel."""
+        source = self._source_message()
+        if message.get("delete_original"):
+            if source is None:
+                logger.error("a delete_original reply to %s was not sent: no usable response_url or message", self.kind)
+                return ReplyOutcome.FAILED
+            return self._call("chat.delete", ReplyOutcome.MESSAGE_DELETED, channel=source[0], ts=source[1])
+        if message.get("replace_original") and source is not None:
+            replaced = self._call(
+                "chat.update",
+                ReplyOutcome.MESSAGE_UPDATED,
+                channel=source[0],
+                ts=source[1],
+                **_only(message, [name for name in MESSAGE_FIELDS if name != "thread_ts"]),
+            )
+            if replaced is not ReplyOutcome.FAILED:
+                return replaced
         channel = self.channel_id
-        block_list = [dict(b) for b in blocks] if blocks else None
         if response_type is ResponseType.EPHEMERAL:
             user = self.user_id
             if not (channel and user):
@@ -200,20 +443,24 @@ class SlackHandlerRequest(HandlerRequest):
                 ReplyOutcome.EPHEMERAL_MESSAGE,
                 channel=channel,
                 user=user,
-                text=text,
-                blocks=block_list,
+                **_only(message, EPHEMERAL_FIELDS),
             )
         if not channel:
             logger.error("a reply to %s was not sent: no usable response_url and no channel", self.kind)
             return ReplyOutcome.FAILED
         return self._call(
-            "chat.postMessage", ReplyOutcome.CHANNEL_MESSAGE, channel=channel, text=text, blocks=block_list
+            "chat.postMessage", ReplyOutcome.CHANNEL_MESSAGE, channel=channel, **_only(message, MESSAGE_FIELDS)
         )
 
     def _call(self, method: str, success: ReplyOutcome, **arguments: Any) -> ReplyOutcome:
-        """One Web API call; failures are logged at ERROR (error name only) and returned as FAILED."""
+        """One Web API call with the installation's client; failures are logged at ERROR and returned as FAILED."""
         try:
-            slack_client().api_call(method, json={k: v for k, v in arguments.items() if v is not None})
+            self.client.api_call(method, json={k: v for k, v in arguments.items() if v is not None})
+        except NoInstallation:
+            logger.error(
+                "%s for %s was not sent: installation %s is not active", method, self.kind, self.installation_id
+            )
+            return ReplyOutcome.FAILED
         except SlackApiError as exc:
             logger.error("%s for %s failed: %s", method, self.kind, exc.response.get("error"))
             return ReplyOutcome.FAILED
@@ -249,9 +496,13 @@ class SlackHandlerRequest(HandlerRequest):
         Refused while the handler's transaction is open (``SlackCallInTransaction``).
         """
         self._refuse_in_transaction("request.open_view()")
-        client = slack_client(rate_limit_retries=0)
+        client = installation_client(self.installation_id, rate_limit_retries=0)
         return client.views_open(trigger_id=self.inbound.trigger_id, view=dict(view)).data  # type: ignore[return-value]
 
     def _refuse_in_transaction(self, what: str) -> None:
         if self.in_transaction:
             raise SlackCallInTransaction(what)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

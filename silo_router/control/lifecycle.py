@@ -1,0 +1,42 @@
+"""Installation lifecycle events (an uninstall, revoked tokens), applied in control.
+
+The pipeline stores such an event for the regions like any other request (they may
+handle it, ``@slack.event("app_uninstalled")``), then applies it here, and answers the
+provider only once both are committed: a failure is a 503 the provider retries, and
+storing the retry again is a no-op. What applying means is the provider's business
+(Slack: :mod:`silo_router.control.slack.lifecycle`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from silo_router.providers.base import InboundRequest
+
+from .slack import lifecycle as slack_lifecycle
+
+logger = logging.getLogger("silo_router.control")
+
+
+def is_lifecycle_event(inbound: InboundRequest) -> bool:
+    """Whether ``inbound`` changes its installation (Slack: ``app_uninstalled``, ``tokens_revoked``)."""
+    return (
+        inbound.provider == "slack"
+        and inbound.type == "event_callback"
+        and inbound.name in slack_lifecycle.LIFECYCLE_EVENTS
+    )
+
+
+def apply(inbound: InboundRequest, integration_id: str | None) -> str | None:
+    """Apply a lifecycle event to installation ``integration_id``; the reason recorded, or ``None``.
+
+    Raises ``DatabaseError`` when the change cannot be saved (the caller answers 503).
+    """
+    if not is_lifecycle_event(inbound):
+        return None
+    reason = slack_lifecycle.apply(inbound, integration_id)
+    if reason:
+        logger.warning("installation %s of %s: %s", integration_id, inbound.provider, reason)
+    else:
+        logger.info("%s for installation %s changed nothing", inbound.kind, integration_id)
+    return reason

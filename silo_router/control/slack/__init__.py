@@ -1,0 +1,1 @@
+"""Slack installations held by the control silo: storage, encryption, authorization, lifecycle."""

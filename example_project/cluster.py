@@ -261,18 +261,25 @@ class FakeSlackAPI:
         answer: JsonDict = self._post("workspaces", {"team_id": team_id, "name": name, "channels": list(channels)})
         return answer
 
-    def tokens(self, team_id: str | None = None) -> list[JsonDict]:
-        """Tokens the fake issued (of ``team_id``, or all): for tests that look for leaks, never for calls."""
-        tokens: list[JsonDict] = self._get("tokens", {"team_id": team_id} if team_id else None) or []
-        return tokens
+    def issue_trigger(self, *, team_id: str, user_id: str = "U0USER001") -> str:
+        """A fresh trigger_id of workspace ``team_id``, as a click there would carry."""
+        answer: JsonDict = self._post("trigger", {"team_id": team_id, "user_id": user_id})
+        return str(answer["trigger_id"])
 
-    def refreshes(self) -> list[JsonDict]:
-        """Every ``grant_type=refresh_token`` exchange, oldest first."""
-        return self._get("refreshes") or []
+    def tokens(self, team_id: str, *, kind: str = "bot") -> list[str]:
+        """Live ``kind`` (bot or user) tokens of ``team_id``: for tests that look for leaks, never for calls."""
+        answer: JsonDict = self._get("tokens", {"team_id": team_id, "kind": kind}) or {}
+        return [str(token) for token in answer.get("tokens", [])]
 
-    def revoke(self, team_id: str) -> None:
-        """Revoke every token of workspace ``team_id``, as uninstalling the app does."""
-        self._post("revoke", {"team_id": team_id})
+    def refreshes(self, team_id: str) -> int:
+        """How many ``grant_type=refresh_token`` exchanges ``team_id``'s installs made."""
+        answer: JsonDict = self._get("refreshes", {"team_id": team_id}) or {}
+        return int(answer.get("refreshes", 0))
+
+    def revoke(self, team_id: str) -> int:
+        """Revoke every token of workspace ``team_id``, as uninstalling the app does; how many died."""
+        answer: JsonDict = self._post("revoke", {"team_id": team_id}) or {}
+        return int(answer.get("revoked", 0))
 
     def close(self) -> None:
         """Close the pooled HTTP connections."""
@@ -871,13 +878,16 @@ class Cluster:
 
         An install link from the organization's region, Slack's consent (the fake plays the
         user choosing ``team_id``), the redirect back to control. ``ClusterError`` unless
-        control shows a success page.
+        control then holds an active installation of ``team_id`` linked to ``organization``.
         """
         link = link or self.install_links([organization])[organization]
         with InstallBrowser() as browser:
             page = browser.install(link, team_id=team_id)
-        if not page.ok:
-            raise ClusterError(f"installing {team_id} for {organization}: HTTP {page.status} {page.text[:300]!r}")
+        installed = self.installation(team_id)
+        if not page.ok or installed is None or not installed.active or organization not in installed.organizations:
+            raise ClusterError(
+                f"installing {team_id} for {organization}: HTTP {page.status}, {installed}; {page.text[-400:]!r}"
+            )
         return page
 
     def install_all(self) -> list[tuple[str, str]]:
@@ -921,30 +931,40 @@ class Cluster:
             ).fetchone()
         return None if row is None else str(row[0])
 
+    def control_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` (``?`` placeholders) on control's database, SQLite or PostgreSQL, as committed now."""
+        if self.control_database_url is None:
+            with contextlib.closing(sqlite3.connect(self.control_db, timeout=10)) as db:
+                return db.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.control_database_url, autocommit=True, connect_timeout=10) as connection:
+            return list(connection.execute(sql.replace("?", "%s"), params).fetchall())
+
     def installation(self, team_id: str) -> Installed | None:
-        """Workspace ``team_id``'s installation as control's (SQLite) database holds it, or ``None``."""
-        with contextlib.closing(sqlite3.connect(self.control_db, timeout=10)) as db:
-            row = db.execute(
-                "SELECT i.id, i.active, i.deactivation_reason, s.encrypted_bot_token "
-                "FROM silo_router_control_integration i "
-                "LEFT JOIN silo_router_control_slackinstallation s ON s.integration_id = i.id "
-                "WHERE i.provider = 'slack' AND i.external_id = ?",
-                (team_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            slugs = db.execute(
-                "SELECT o.slug FROM silo_router_control_organizationmapping o "
-                "JOIN silo_router_control_integration_organizations io ON io.organizationmapping_id = o.id "
-                "WHERE io.integration_id = ? ORDER BY o.slug",
-                (row[0],),
-            ).fetchall()
+        """Workspace ``team_id``'s installation as control's database holds it, or ``None``."""
+        rows = self.control_rows(
+            "SELECT i.id, i.active, i.deactivation_reason, s.encrypted_bot_token "
+            "FROM silo_router_control_integration i "
+            "LEFT JOIN silo_router_control_slackinstallation s ON s.integration_id = i.id "
+            "WHERE i.provider = 'slack' AND i.external_id = ?",
+            (team_id,),
+        )
+        if not rows:
+            return None
+        [(integration_id, active, reason, encrypted)] = rows
+        slugs = self.control_rows(
+            "SELECT o.slug FROM silo_router_control_organizationmapping o "
+            "JOIN silo_router_control_integration_organizations io ON io.organizationmapping_id = o.id "
+            "WHERE io.integration_id = ? ORDER BY o.slug",
+            (integration_id,),
+        )
         return Installed(
-            installation_id=str(row[0]),
-            active=bool(row[1]),
-            deactivation_reason=str(row[2] or ""),
+            installation_id=str(integration_id),
+            active=bool(active),
+            deactivation_reason=str(reason or ""),
             organizations=tuple(str(slug) for (slug,) in slugs),
-            encrypted_bot_token=str(row[3] or ""),
+            encrypted_bot_token=str(encrypted or ""),
         )
 
     def open_issues(self, region: str, organization_id: str) -> list[tuple[int, str]]:

@@ -283,7 +283,7 @@ class Demo:
 
     def fake_tokens(self, team_id: str) -> list[str]:
         """Every token the fake Slack issued to ``team_id``'s installs (to look for them elsewhere)."""
-        return [str(item["token"]) for item in self.fake.tokens(team_id)]
+        return self.fake.tokens(team_id)
 
     # -- steps a-f -------------------------------------------------------------------------------
 

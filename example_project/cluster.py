@@ -54,6 +54,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -140,6 +141,21 @@ class Installed:
     deactivation_reason: str
     organizations: tuple[str, ...]
     encrypted_bot_token: str = dataclasses.field(repr=False)
+    #: Unix time the bot token expires (token rotation), or ``None``.
+    bot_token_expires_at: float | None = None
+
+
+def _timestamp(value: Any) -> float | None:
+    """Unix time of a database datetime (SQLite's text in UTC, or PostgreSQL's datetime); ``None`` stays."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime.datetime):
+        moment = value
+    else:
+        moment = datetime.datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 class ClusterError(RuntimeError):
@@ -944,7 +960,7 @@ class Cluster:
     def installation(self, team_id: str) -> Installed | None:
         """Workspace ``team_id``'s installation as control's database holds it, or ``None``."""
         rows = self.control_rows(
-            "SELECT i.id, i.active, i.deactivation_reason, s.encrypted_bot_token "
+            "SELECT i.id, i.active, i.deactivation_reason, s.encrypted_bot_token, s.bot_token_expires_at "
             "FROM silo_router_control_integration i "
             "LEFT JOIN silo_router_control_slackinstallation s ON s.integration_id = i.id "
             "WHERE i.provider = 'slack' AND i.external_id = ?",
@@ -952,7 +968,7 @@ class Cluster:
         )
         if not rows:
             return None
-        [(integration_id, active, reason, encrypted)] = rows
+        [(integration_id, active, reason, encrypted, expires_at)] = rows
         slugs = self.control_rows(
             "SELECT o.slug FROM silo_router_control_organizationmapping o "
             "JOIN silo_router_control_integration_organizations io ON io.organizationmapping_id = o.id "
@@ -965,6 +981,7 @@ class Cluster:
             deactivation_reason=str(reason or ""),
             organizations=tuple(str(slug) for (slug,) in slugs),
             encrypted_bot_token=str(encrypted or ""),
+            bot_token_expires_at=_timestamp(expires_at),
         )
 
     def open_issues(self, region: str, organization_id: str) -> list[tuple[int, str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from silo_router.control.beat import beat_schedule
+from silo_router.control.beat import beat_schedule, token_rotation_schedule
 
 from .base import *  # noqa: F403
 from .base import (
@@ -118,6 +118,10 @@ SILO_ROUTER = {
     **env_overrides(),
 }
 
-#: The delivery sweeper on Celery beat (``celery -A example_project.celery beat``), every
-#: ``SILO_ROUTER_SWEEP_EVERY`` seconds.
-CELERY_BEAT_SCHEDULE = beat_schedule(every=float(os.environ.get("SILO_ROUTER_SWEEP_EVERY") or 5.0))
+#: Celery beat (``celery -A example_project.celery beat``) runs the delivery sweeper every
+#: ``SILO_ROUTER_SWEEP_EVERY`` seconds and refreshes expiring Slack tokens (token rotation)
+#: every ``SILO_ROUTER_ROTATE_TOKENS_EVERY`` seconds, ahead of the requests that need them.
+CELERY_BEAT_SCHEDULE = {
+    **beat_schedule(every=float(os.environ.get("SILO_ROUTER_SWEEP_EVERY") or 5.0)),
+    **token_rotation_schedule(every=float(os.environ.get("SILO_ROUTER_ROTATE_TOKENS_EVERY") or 600.0)),
+}

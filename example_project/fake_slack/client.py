@@ -6,20 +6,27 @@ them with slack_sdk's ``SignatureVerifier`` (v0 HMAC-SHA256 over
 ``v0:<timestamp>:<raw body>``) and POSTs them with ``requests``.
 
 trigger_ids and response_urls are always obtained from the fake over HTTP
-(``POST /_fake/trigger``, ``POST /_fake/response_url``), so the fake knows when each was
-issued even when the sender runs in another process. Like Slack, the fake issues the
-trigger at the moment of the "click", just before the request is sent.
+(``POST /_fake/trigger``, ``POST /_fake/response_url``, naming the workspace), so the fake
+knows when each was issued and for which workspace even when the sender runs in another
+process. Like Slack, the fake issues the trigger at the moment of the "click", just
+before the request is sent. A workspace the fake knows lends its bot user and bot id to
+the payloads (``GET /_fake/workspaces``).
+
+`SlackSender.authorize` plays the browser of someone installing the app: it follows the
+app's install URL to the fake's consent screen and the fake's redirect back to the app.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.structures import CaseInsensitiveDict
@@ -29,6 +36,9 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 JSON_CONTENT_TYPE = "application/json"
 # Slack still sends the deprecated verification token in bodies; apps must not rely on it.
 LEGACY_VERIFICATION_TOKEN = "fakeLegacyVerificationToken"
+DEFAULT_BOT_USER_ID = "U0FAKEBOT1"
+DEFAULT_BOT_ID = "B0FAKEBOT1"
+_HREF = re.compile(r"""href\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
 
 JsonDict = dict[str, Any]
 
@@ -69,6 +79,19 @@ def _now_ts() -> str:
     return f"{time.time():.6f}"
 
 
+def _replace_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` set in its query string (replacing same-named ones)."""
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key not in params]
+    return urlunsplit(parts._replace(query=urlencode([*query, *params.items()])))
+
+
+@dataclass(frozen=True)
+class _BotIdentity:
+    bot_user_id: str
+    bot_id: str
+
+
 class SlackSender:
     """Sends signed Slack requests (interactions, commands, events) to ``target_url``."""
 
@@ -89,6 +112,7 @@ class SlackSender:
         self.timeout = timeout
         self.team_domain = team_domain
         self._verifier = SignatureVerifier(signing_secret)
+        self._bots: dict[str, _BotIdentity] = {}
 
     # -- signing and sending ------------------------------------------------------------
 
@@ -183,13 +207,30 @@ class SlackSender:
             answer: JsonDict = response.json()
         return answer
 
-    def _issue_trigger(self, *, user_id: str, view_id: str | None = None) -> str:
-        """A fresh trigger_id from the fake (optionally from inside modal ``view_id``)."""
-        return str(self._fake_post("trigger", {"user_id": user_id, "view_id": view_id})["trigger_id"])
+    def _issue_trigger(self, *, team_id: str, user_id: str, view_id: str | None = None) -> str:
+        """A fresh trigger_id of workspace ``team_id`` (optionally from inside modal ``view_id``)."""
+        data = {"team_id": team_id, "user_id": user_id, "view_id": view_id}
+        return str(self._fake_post("trigger", data)["trigger_id"])
 
-    def _issue_response_url(self, *, channel_id: str | None, user_id: str) -> str:
-        """A fresh response_url from the fake."""
-        return str(self._fake_post("response_url", {"channel_id": channel_id, "user_id": user_id})["response_url"])
+    def _issue_response_url(self, *, team_id: str, channel_id: str | None, user_id: str) -> str:
+        """A fresh response_url of workspace ``team_id``."""
+        data = {"team_id": team_id, "channel_id": channel_id, "user_id": user_id}
+        return str(self._fake_post("response_url", data)["response_url"])
+
+    def _bot(self, team_id: str) -> _BotIdentity:
+        """The app's bot user and bot id in a workspace the fake knows, else the defaults."""
+        known = self._bots.get(team_id)
+        if known is not None:
+            return known
+        response = requests.get(f"{self.fake_url}/_fake/workspaces", params={"team_id": team_id}, timeout=self.timeout)
+        with response:
+            if response.status_code == 404:
+                return _BotIdentity(DEFAULT_BOT_USER_ID, DEFAULT_BOT_ID)
+            response.raise_for_status()
+            workspace: JsonDict = response.json()
+        identity = _BotIdentity(str(workspace["bot_user_id"]), str(workspace["bot_id"]))
+        self._bots[team_id] = identity
+        return identity
 
     def _find_view(self, *, view_id: str | None = None, external_id: str | None = None) -> JsonDict | None:
         """The fake's current view by id or external_id, or None."""
@@ -247,7 +288,7 @@ class SlackSender:
             "previous_view_id": None,
             "app_id": self.app_id,
             "app_installed_team_id": team_id,
-            "bot_id": "B0FAKEBOT1",
+            "bot_id": self._bot(team_id).bot_id,
         }
 
     # -- interactions -----------------------------------------------------------------------
@@ -304,7 +345,7 @@ class SlackSender:
                 view["private_metadata"] = private_metadata
             payload["container"] = {"type": "view", "view_id": view["id"]}
             payload["view"] = view
-            trigger_id = self._issue_trigger(user_id=user_id, view_id=view["id"])
+            trigger_id = self._issue_trigger(team_id=team_id, user_id=user_id, view_id=view["id"])
         else:
             ts = message_ts or _now_ts()
             payload["container"] = {
@@ -314,19 +355,20 @@ class SlackSender:
                 "is_ephemeral": False,
             }
             payload["channel"] = {"id": channel_id, "name": "fake-channel"}
+            bot = self._bot(team_id)
             payload["message"] = {
                 "type": "message",
-                "user": "U0FAKEBOT1",
-                "bot_id": "B0FAKEBOT1",
+                "user": bot.bot_user_id,
+                "bot_id": bot.bot_id,
                 "app_id": self.app_id,
                 "team": team_id,
                 "ts": ts,
                 "text": "A message with a button",
                 "blocks": [{"type": "actions", "block_id": action["block_id"], "elements": []}],
             }
-            response_url = self._issue_response_url(channel_id=channel_id, user_id=user_id)
+            response_url = self._issue_response_url(team_id=team_id, channel_id=channel_id, user_id=user_id)
             payload["response_url"] = response_url
-            trigger_id = self._issue_trigger(user_id=user_id)
+            trigger_id = self._issue_trigger(team_id=team_id, user_id=user_id)
         payload["trigger_id"] = trigger_id
         return self._send_form_payload(payload, trigger_id=trigger_id, response_url=response_url)
 
@@ -341,8 +383,8 @@ class SlackSender:
         enterprise_id: str | None = None,
     ) -> Sent:
         """A slash command: form-encoded fields, with a fresh response_url and trigger_id."""
-        response_url = self._issue_response_url(channel_id=channel_id, user_id=user_id)
-        trigger_id = self._issue_trigger(user_id=user_id)
+        response_url = self._issue_response_url(team_id=team_id, channel_id=channel_id, user_id=user_id)
+        trigger_id = self._issue_trigger(team_id=team_id, user_id=user_id)
         fields: dict[str, str] = {
             "token": LEGACY_VERIFICATION_TOKEN,
             "team_id": team_id,
@@ -415,7 +457,7 @@ class SlackSender:
                 {
                     "enterprise_id": enterprise_id,
                     "team_id": team_id,
-                    "user_id": "U0FAKEBOT1",
+                    "user_id": self._bot(team_id).bot_user_id,
                     "is_bot": True,
                     "is_enterprise_install": False,
                 }
@@ -439,6 +481,90 @@ class SlackSender:
             trigger_id=None,
             response_url=None,
             payload=payload,
+        )
+
+    def app_uninstalled(self, team_id: str, *, enterprise_id: str | None = None, event_id: str | None = None) -> Sent:
+        """The ``app_uninstalled`` event Slack sends once the app is removed from a workspace."""
+        return self.event(
+            team_id=team_id,
+            event_type="app_uninstalled",
+            event={"type": "app_uninstalled"},
+            event_id=event_id,
+            enterprise_id=enterprise_id,
+        )
+
+    def tokens_revoked(
+        self,
+        team_id: str,
+        *,
+        bot_user_ids: Iterable[str] = (),
+        user_ids: Iterable[str] = (),
+        enterprise_id: str | None = None,
+        event_id: str | None = None,
+    ) -> Sent:
+        """The ``tokens_revoked`` event: the user ids whose tokens died (``oauth``: user, ``bot``)."""
+        tokens: JsonDict = {}
+        if user_ids:
+            tokens["oauth"] = list(user_ids)
+        if bot_user_ids:
+            tokens["bot"] = list(bot_user_ids)
+        if not tokens:
+            raise ValueError("tokens_revoked needs bot_user_ids or user_ids")
+        return self.event(
+            team_id=team_id,
+            event_type="tokens_revoked",
+            event={"type": "tokens_revoked", "tokens": tokens},
+            event_id=event_id,
+            enterprise_id=enterprise_id,
+        )
+
+    # -- installing -----------------------------------------------------------------------------
+
+    def authorize(
+        self,
+        install_url: str,
+        *,
+        team_id: str,
+        deny: bool = False,
+        enterprise: bool = False,
+        session: requests.Session | None = None,
+    ) -> requests.Response:
+        """Install the app the way a browser does; return the app's final answer.
+
+        GETs ``install_url``, follows the app's redirect (or its page's link) to the fake's
+        consent screen with ``team=team_id`` (``deny``: the user presses Cancel;
+        ``enterprise``: an org-wide install), then follows the fake's redirect back to the
+        app and every redirect after it. ``session`` keeps cookies across the steps (a new
+        one by default). A consent screen refusing the request is returned as it answered.
+        """
+        browser = session if session is not None else requests.Session()
+        landing = browser.get(install_url, allow_redirects=False, timeout=self.timeout)
+        with landing:
+            consent_url = self._consent_link(install_url, landing)
+        params = {"team": team_id}
+        if deny:
+            params["fake_consent"] = "deny"
+        if enterprise:
+            params["fake_enterprise"] = "1"
+        consent = browser.get(_replace_query(consent_url, params), allow_redirects=False, timeout=self.timeout)
+        if not consent.is_redirect:
+            return consent
+        with consent:
+            back_to_app = urljoin(consent_url, consent.headers["Location"])
+        return browser.get(back_to_app, allow_redirects=True, timeout=self.timeout)
+
+    def _consent_link(self, install_url: str, landing: requests.Response) -> str:
+        """The fake's consent URL the app's install page redirects or links to."""
+        authorize_url = f"{self.fake_url}/oauth/v2/authorize"
+        if landing.is_redirect:
+            candidates = [urljoin(install_url, landing.headers["Location"])]
+        else:
+            candidates = [urljoin(install_url, html.unescape(href)) for href in _HREF.findall(landing.text)]
+        for candidate in candidates:
+            if candidate.split("?", 1)[0] == authorize_url:
+                return candidate
+        raise ValueError(
+            f"{install_url} answered {landing.status_code} without leading to the fake's consent screen {authorize_url}"
         )
 
     def options_load(
@@ -499,7 +625,7 @@ class SlackSender:
         if private_metadata is not None:
             view["private_metadata"] = private_metadata
         view["state"] = {"values": state}
-        trigger_id = self._issue_trigger(user_id=user_id, view_id=view["id"])
+        trigger_id = self._issue_trigger(team_id=team_id, user_id=user_id, view_id=view["id"])
         payload: JsonDict = {
             "type": "view_submission",
             "team": self._team(team_id, None),
@@ -516,7 +642,7 @@ class SlackSender:
 
     def shortcut(self, *, team_id: str, callback_id: str, user_id: str = "U0USER001") -> Sent:
         """A global ``shortcut`` (no response_url, as Slack sends it)."""
-        trigger_id = self._issue_trigger(user_id=user_id)
+        trigger_id = self._issue_trigger(team_id=team_id, user_id=user_id)
         payload: JsonDict = {
             "type": "shortcut",
             "token": LEGACY_VERIFICATION_TOKEN,

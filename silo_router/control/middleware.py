@@ -1,7 +1,8 @@
 """The control silo's middleware: a thin adapter from Django to the control layer's views.
 
-Under a provider's URL prefix it serves everything through ``pipeline``; at
-``WEB_API_PROXY_PATH`` it serves the regions' Slack Web API proxy.
+Under a provider's URL prefix it serves, for Slack, the install flow
+(``SLACK["INSTALL_PATH"]``, ``SLACK["REDIRECT_PATH"]``) and everything else through
+``pipeline``; at ``WEB_API_PROXY_PATH`` it serves the regions' Slack Web API proxy.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from silo_router.conf import conf
 
 from . import pipeline
-from .slack import proxy
+from .slack import oauth, proxy
 
 
 class SiloRouterMiddleware:
@@ -40,7 +41,12 @@ class SiloRouterMiddleware:
         matched = self.match_prefix(path)
         if matched is None:
             return self.get_response(request)
-        return pipeline.handle(request, matched[1])
+        prefix, provider = matched
+        if provider == "slack":
+            view = oauth.view_for(path[len(prefix) :])
+            if view is not None:
+                return view(request, prefix)
+        return pipeline.handle(request, provider)
 
     @classmethod
     def match(cls, path: str) -> str | None:

@@ -74,7 +74,7 @@ from typing import IO, Any
 import requests
 
 from example_project.fake_slack import Sent, SlackSender
-from example_project.install_browser import InstallBrowser, PageSeen
+from example_project.install_browser import PageSeen
 from example_project.seed import ORGANIZATIONS
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -897,8 +897,8 @@ class Cluster:
         control then holds an active installation of ``team_id`` linked to ``organization``.
         """
         link = link or self.install_links([organization])[organization]
-        with InstallBrowser() as browser:
-            page = browser.install(link, team_id=team_id)
+        with self.sender().authorize(link, team_id=team_id) as answer:
+            page = PageSeen(answer.status_code, answer.url, answer.text)
         installed = self.installation(team_id)
         if not page.ok or installed is None or not installed.active or organization not in installed.organizations:
             raise ClusterError(

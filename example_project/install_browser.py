@@ -11,8 +11,9 @@ The steps a person takes, each one HTTP request that a test can also make alone:
 3. ``finish(redirect_url)``: back at control, which exchanges the code, stores the
    installation and shows a success (or failure) page.
 
-``install(link, team_id=...)`` runs all three. Nothing here reads a database or imports
-Django: the outcome is what the browser sees.
+``SlackSender.authorize`` runs all three at once; this browser stops between them, for the
+demo to show each step and for tests to tamper with one. Nothing here reads a database or
+imports Django: the outcome is what the browser sees.
 """
 
 from __future__ import annotations
@@ -112,7 +113,3 @@ class InstallBrowser:
         """Follow Slack's redirect back to control; the page control shows at the end."""
         answer = self.session.get(redirect_url, allow_redirects=True, timeout=self.timeout)
         return PageSeen(answer.status_code, answer.url, answer.text)
-
-    def install(self, install_link: str, *, team_id: str, deny: bool = False) -> PageSeen:
-        """The whole dance: install link, consent for ``team_id``, redirect; control's last page."""
-        return self.finish(self.consent(self.start(install_link), team_id=team_id, deny=deny))

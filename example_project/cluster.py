@@ -639,13 +639,18 @@ class Cluster:
         try:
             self._fresh_var_dir()
             self._seed()
+            # The regions make their install links while the services start.
+            link_jobs = self._start_link_jobs(self._installed_organizations() if self.install_workspaces else ())
             for name in self.services:
                 self._spawn(self.services[name])
-            self._wait_ready(list(self.services))
+            try:
+                self._wait_ready(list(self.services))
+            finally:
+                links = self._collect_links(link_jobs)
             for team_id, workspace in self.workspaces.items():
                 self.fake.add_workspace(team_id, name=workspace.name, channels=workspace.channels)
             if self.install_workspaces:
-                self.install_all()
+                self.install_all(links)
         except BaseException:
             self.stop()
             raise
@@ -856,11 +861,15 @@ class Cluster:
         management shell of the region (one per region, in parallel), as a region's page
         would when an admin asks to connect Slack.
         """
+        return self._collect_links(self._start_link_jobs(organizations))
+
+    def _start_link_jobs(self, organizations: Collection[str]) -> dict[str, subprocess.Popen[str]]:
+        """One region shell per region of ``organizations``, printing their install links."""
         by_region: dict[str, dict[str, str]] = {}
         for slug in organizations:
             organization_id, region = ORGANIZATIONS[slug]
             by_region.setdefault(region, {})[slug] = organization_id
-        running = {
+        return {
             region: subprocess.Popen(
                 [self.python, "-m", "example_project.manage", "shell", "-c", install_links_script(orgs)],
                 env=self.silo_env(region),
@@ -874,6 +883,9 @@ class Cluster:
             )
             for region, orgs in by_region.items()
         }
+
+    def _collect_links(self, running: Mapping[str, subprocess.Popen[str]]) -> dict[str, str]:
+        """What the region shells printed, ``{slug: link}``; ``ClusterError`` if one failed."""
         links: dict[str, str] = {}
         try:
             for region, process in running.items():
@@ -906,13 +918,18 @@ class Cluster:
             )
         return page
 
-    def install_all(self) -> list[tuple[str, str]]:
+    def install_all(self, links: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
         """Install every workspace for each of its organizations; ``(team id, organization)`` in order."""
+        if links is None:
+            links = self.install_links(self._installed_organizations())
         installs = [(team_id, slug) for team_id, ws in self.workspaces.items() for slug in ws.organizations]
-        links = self.install_links({slug for _, slug in installs})
         for team_id, slug in installs:
             self.install(team_id, slug, link=links[slug])
         return installs
+
+    def _installed_organizations(self) -> set[str]:
+        """Every organization a workspace is installed for."""
+        return {slug for workspace in self.workspaces.values() for slug in workspace.organizations}
 
     def uninstall(self, team_id: str) -> Sent:
         """Uninstall the app from workspace ``team_id``: Slack revokes its tokens and sends ``app_uninstalled``."""

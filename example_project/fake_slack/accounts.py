@@ -154,6 +154,8 @@ class Accounts:
         self._tokens: dict[str, _AccessToken] = {}
         self._refresh_tokens: dict[str, _Grant] = {}
         self._refresh_counts: dict[str, int] = {}
+        self._webhooks: dict[str, tuple[_Grant, str]] = {}
+        self.base_url = ""
 
     # -- workspaces ------------------------------------------------------------------
 
@@ -286,8 +288,9 @@ class Accounts:
         if not scopes and not user_scopes:
             raise SlackError("invalid_scope", "no scope and no user_scope requested")
         answer: JsonDict = {"ok": True, "app_id": self.app_id}
+        bot_grant: _Grant | None = None
         if scopes:
-            grant = _Grant("bot", workspace, is_enterprise_install, workspace.bot_user_id, scopes)
+            grant = bot_grant = _Grant("bot", workspace, is_enterprise_install, workspace.bot_user_id, scopes)
             token, refresh, expires_in = self._issue(grant)
             answer.update({"access_token": token, "token_type": "bot", "scope": scopes})
             answer["bot_user_id"] = workspace.bot_user_id
@@ -302,15 +305,27 @@ class Accounts:
             authed_user.update(self._rotation_fields(refresh, expires_in))
         answer["authed_user"] = authed_user
         answer["is_enterprise_install"] = is_enterprise_install
-        if "incoming-webhook" in scopes.split(","):
+        if bot_grant is not None and "incoming-webhook" in scopes.split(","):
             channel = workspace.channels[0] if workspace.channels else "C0GENERAL1"
+            path = f"{workspace.team_id}/{workspace.bot_id}/{_alnum(24)}"
+            self._webhooks[path] = (bot_grant, channel)
             answer["incoming_webhook"] = {
                 "channel": "#general",
                 "channel_id": channel,
-                "configuration_url": f"https://{workspace.team_id.lower()}.slack.com/services/{workspace.bot_id}",
-                "url": f"https://hooks.slack.com/services/{workspace.team_id}/{workspace.bot_id}/{_alnum(24)}",
+                "configuration_url": f"{self.base_url}/services/{workspace.bot_id}",
+                "url": f"{self.base_url}/services/{path}",
             }
         return answer
+
+    def webhook(self, path: str) -> tuple[Workspace, str]:
+        """The workspace and channel of an incoming webhook; SlackError no_service / invalid_token."""
+        found = self._webhooks.get(path)
+        if found is None:
+            raise SlackError("no_service")
+        grant, channel = found
+        if grant.revoked:
+            raise SlackError("invalid_token")
+        return grant.workspace, channel
 
     def refresh(self, refresh_token: str | None) -> JsonDict:
         """oauth.v2.access with grant_type=refresh_token: a new pair; the old refresh token dies."""

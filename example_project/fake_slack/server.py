@@ -35,8 +35,7 @@ Behaviour taken from Slack's documentation (docs.slack.dev method reference page
   (``token_expired``); ``grant_type=refresh_token`` answers a new access token and a new
   refresh token, the old refresh token being revoked (``invalid_refresh_token``); other
   grant types are ``invalid_grant_type``.
-- A re-install issues a new bot token; the older bot tokens of the workspace keep
-  working. An uninstall revokes every token of the workspace (``token_revoked``).
+- An uninstall revokes every token of the workspace (``token_revoked``).
 - A token of another workspace than the trigger's is ``invalid_trigger_id``, than the
   view's ``not_found``, than the channel's ``channel_not_found``, than the message's
   ``message_not_found``. An org-wide install's token reaches every workspace of its
@@ -76,12 +75,18 @@ Behaviour Slack does not document, chosen here (inferred, and kept in one place)
   ``team`` the first registered workspace consents; an unknown ``team`` is registered on
   the fly. A missing or unknown ``client_id``, a missing ``redirect_uri`` with no default
   ``redirect_uri`` configured, or no scope at all answers an HTML 400 page naming the error.
+- A re-install issues a new bot token; the older bot tokens of the workspace keep
+  working until revoked.
 - A code lives 10 minutes. An oauth.v2.access refused for its client, grant type or
   redirect_uri leaves the code unused. The old access token stays valid after a refresh
   until it expires; auth.revoke kills the token with its refresh token and every token
   rotated from the same install.
 - An org-wide install's token belongs to the workspace it was installed from (auth.test
   names that workspace, ``Call.team_id`` records it).
+- The ``incoming-webhook`` scope adds ``incoming_webhook`` to the install, with a URL this
+  fake serves (``/services/...``): it posts in the workspace's first registered channel
+  and answers 403 ``invalid_token`` once the install is revoked, 404 ``no_service`` for a
+  URL it never issued.
 
 The ``/_fake/*`` endpoints (inspection, reset, fault injection, trigger and response_url
 issuing, workspaces, installs, token inspection and revocation) exist so a demo or a
@@ -132,7 +137,8 @@ JsonDict = dict[str, Any]
 class Call:
     """One recorded call, as the fake answered it.
 
-    ``method`` is the Web API method name ("views.open") or "response_url"; ``params``
+    ``method`` is the Web API method name ("views.open"), "response_url" or
+    "incoming_webhook"; ``params``
     are the call's arguments without the token (for response_url: the posted JSON plus
     the ``response_url`` itself; for oauth.v2.access the client secret, code and refresh
     token are redacted); ``at`` is time.monotonic(), ``wall`` time.time(); ``team_id`` is
@@ -378,6 +384,8 @@ class FakeSlack:
             daemon=True,
         )
         self._thread.start()
+        with self._lock:
+            self._accounts.base_url = self.base_url
 
     def stop(self) -> None:
         """Stop serving and close the listening socket."""
@@ -623,6 +631,8 @@ class FakeSlack:
             return self._api(path[len("/api/") :], headers, query, content_type, body)
         if path.startswith("/response/") and verb == "POST":
             return self._response_url(path[len("/response/") :], content_type, body)
+        if path.startswith("/services/") and verb == "POST":
+            return self._incoming_webhook(path[len("/services/") :], content_type, body)
         if path.startswith("/_fake/"):
             return self._control(verb, path[len("/_fake/") :], query, content_type, body)
         if path == "/oauth/v2/authorize" and verb == "GET":
@@ -1216,6 +1226,41 @@ class FakeSlack:
         else:
             self._accounts.revoke(principal.token)
         return {"revoked": True}
+
+    # -- incoming webhooks -----------------------------------------------------------
+
+    def _incoming_webhook(self, path: str, content_type: str, body: bytes) -> _Reply:
+        """POST /services/<team>/<bot>/<secret>: an install's incoming webhook posts in its channel."""
+        try:
+            payload = _parse_body(content_type or "application/json", body)
+            if "payload" in payload and isinstance(payload["payload"], str):
+                payload = json.loads(payload["payload"])
+            if not isinstance(payload, dict):
+                raise ValueError("payload must be an object")
+        except (ValueError, UnicodeDecodeError):
+            self._record("incoming_webhook", {}, "invalid_payload")
+            return _text_reply("invalid_payload", 400)
+        with self._lock:
+            try:
+                workspace, channel = self._accounts.webhook(path)
+            except SlackError as exc:
+                self._record("incoming_webhook", payload, exc.error)
+                return _text_reply(exc.error, 403 if exc.error == "invalid_token" else 404)
+            if not _has_content(payload):
+                self._record("incoming_webhook", payload, "no_text", workspace.team_id)
+                return _text_reply("no_text", 400)
+            self._messages.append(
+                {
+                    "kind": "incoming_webhook",
+                    "channel": channel,
+                    "team_id": workspace.team_id,
+                    "ts": self._next_ts(),
+                    "text": str(payload.get("text") or ""),
+                    "blocks": copy.deepcopy(payload.get("blocks")),
+                }
+            )
+            self._record("incoming_webhook", payload, None, workspace.team_id)
+        return _text_reply("ok", 200)
 
     # -- response_url -------------------------------------------------------------------
 

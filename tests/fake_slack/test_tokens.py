@@ -11,8 +11,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackTokenRotationError
 from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.oauth.token_rotation import TokenRotator
+from slack_sdk.webhook import WebhookClient
 
-from example_project.fake_slack import FakeSlack
+from example_project.fake_slack import FakeSlack, SlackError
+from example_project.fake_slack.accounts import Accounts
 
 SECRET = "fake-slack-tokens-signing-secret"
 CLIENT_ID = "6666666666.7777777777"
@@ -194,3 +196,37 @@ def test_the_single_workspace_token_can_be_revoked_too() -> None:
         with pytest.raises(SlackApiError) as revoked:
             client.chat_postMessage(channel="C1", text="gone")
         assert slack_error(revoked) == "token_revoked"
+
+
+def test_incoming_webhooks_are_served_by_the_fake_until_uninstall(fake: FakeSlack) -> None:
+    """The incoming-webhook scope gives a URL on the fake that posts in the workspace's channel."""
+    hook = fake.install("T1", scopes=["incoming-webhook", "chat:write"])["incoming_webhook"]
+    assert hook["url"].startswith(f"{fake.base_url}/services/T1/") and hook["channel_id"] == "C1"
+    assert WebhookClient(hook["url"]).send(text="from the hook").body == "ok"
+    assert [(m["kind"], m["team_id"], m["channel"]) for m in fake.messages] == [("incoming_webhook", "T1", "C1")]
+    unknown = WebhookClient(f"{fake.base_url}/services/T1/B1/never-issued").send(text="x")
+    fake.revoke_workspace("T1")
+    revoked = WebhookClient(hook["url"]).send(text="after uninstall")
+    assert (unknown.status_code, unknown.body) == (404, "no_service")
+    assert (revoked.status_code, revoked.body) == (403, "invalid_token")
+
+
+def test_a_code_expires_after_ten_minutes() -> None:
+    """An authorization code older than 10 minutes is invalid_code (clock moved, not slept)."""
+    now = [1000.0]
+    accounts = Accounts(
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        app_id="A1",
+        token_rotation=False,
+        token_ttl=60,
+        clock=lambda: now[0],
+    )
+    fresh = accounts.issue_code("T1", scopes="commands", user_scopes="", redirect_uri=None, is_enterprise_install=False)
+    stale = accounts.issue_code("T1", scopes="commands", user_scopes="", redirect_uri=None, is_enterprise_install=False)
+    now[0] += 599
+    assert accounts.exchange_code(fresh, redirect_uri=None, default_redirect_uri=None)["team"]["id"] == "T1"
+    now[0] += 2
+    with pytest.raises(SlackError) as expired:
+        accounts.exchange_code(stale, redirect_uri=None, default_redirect_uri=None)
+    assert expired.value.error == "invalid_code"

@@ -78,6 +78,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_regions()
     errors += _check_redacted_url_prefixes()
     errors += _check_response_url_ledger()
+    errors += _check_installations()
     if conf.is_control:
         errors += _check_control()
         errors += _check_sync_fanout()
@@ -503,3 +504,63 @@ def _check_control_url() -> list[CheckMessage]:
             id="silo_router.W006",
         )
     ]
+
+
+def _check_installations() -> list[CheckMessage]:
+    """Token encryption keys (E025, W005) and where Slack credentials may live (E026, E027)."""
+    from cryptography.fernet import Fernet
+
+    errors: list[CheckMessage] = []
+    keys = conf.get("TOKEN_ENCRYPTION_KEYS")
+    slack = conf.SLACK
+    if not isinstance(keys, list | tuple):
+        errors.append(
+            Error(
+                "SILO_ROUTER['TOKEN_ENCRYPTION_KEYS'] must be a list of Fernet keys.",
+                hint="e.g. [os.environ['SILO_ROUTER_TOKEN_KEY']]; make one with Fernet.generate_key().",
+                id="silo_router.E025",
+            )
+        )
+        keys = None
+    for index, key in enumerate(keys or ()):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            errors.append(
+                Error(
+                    f"SILO_ROUTER['TOKEN_ENCRYPTION_KEYS'][{index}] is not a valid Fernet key.",
+                    hint="A key is 32 url-safe base64-encoded bytes: cryptography.fernet.Fernet.generate_key().",
+                    id="silo_router.E025",
+                )
+            )
+    if conf.is_control and keys is not None and not keys and not slack.get("BOT_TOKEN"):
+        errors.append(
+            Warning(
+                "SILO_ROUTER['TOKEN_ENCRYPTION_KEYS'] is empty: stored Slack tokens are encrypted with a key "
+                "derived from SECRET_KEY, so rotating SECRET_KEY makes them unreadable.",
+                hint="Set TOKEN_ENCRYPTION_KEYS = [Fernet.generate_key()...] from your secrets store, then run "
+                "manage.py silo_router_rotate_encryption_key.",
+                id="silo_router.W005",
+            )
+        )
+    if conf.MODE == "region":
+        held = [name for name in ("BOT_TOKEN", "CLIENT_SECRET") if slack.get(name)]
+        if held:
+            errors.append(
+                Error(
+                    f"SILO_ROUTER['SLACK'] sets {' and '.join(held)} in region mode: regions hold no Slack token.",
+                    hint="Remove them from the region's settings; regions call Slack through control's Web API "
+                    "proxy (CONTROL_URL).",
+                    id="silo_router.E026",
+                )
+            )
+    if slack.get("BOT_TOKEN") and slack.get("CLIENT_ID"):
+        errors.append(
+            Error(
+                "SILO_ROUTER['SLACK'] sets both BOT_TOKEN and CLIENT_ID: choose single-workspace or OAuth.",
+                hint="Keep BOT_TOKEN for one workspace (every request uses it), or remove it and install "
+                "workspaces through OAuth with CLIENT_ID and CLIENT_SECRET.",
+                id="silo_router.E027",
+            )
+        )
+    return errors

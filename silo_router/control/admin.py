@@ -1,4 +1,8 @@
-"""Admin for the control silo: installations, options (with an audit trail), payloads."""
+"""Admin for the control silo: installations, options (with an audit trail), payloads.
+
+Installations show their Slack facts and whether a token is stored, never a token or
+its ciphertext.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from silo_router import redaction
 from silo_router.conf import conf
 
 from . import rerouting
-from .models import Integration, Option, OptionChange, OrganizationMapping, Payload, RegionCircuit
+from .models import Integration, Option, OptionChange, OrganizationMapping, Payload, RegionCircuit, SlackInstallation
 from .options import DEFINITIONS, options
 from .status import UNROUTABLE_ADVICE, format_age, region_status
 
@@ -97,13 +101,116 @@ class OrganizationMappingAdmin(admin.ModelAdmin):
     search_fields = ["slug", "organization_id", "name"]
 
 
+def _stored(ciphertext: str) -> str:
+    return "yes" if ciphertext else "no"
+
+
+#: What the admin shows of a Slack installation: facts, and "stored: yes/no" for each secret.
+INSTALLATION_FIELDS: tuple[str, ...] = (
+    "team_name",
+    "enterprise_name",
+    "bot_id",
+    "bot_user_id",
+    "bot_scopes",
+    "bot_token_stored",
+    "refresh_token_stored",
+    "bot_token_expires_at",
+    "user_id",
+    "user_scopes",
+    "user_token_stored",
+    "user_token_expires_at",
+    "incoming_webhook_stored",
+    "incoming_webhook_channel",
+    "token_type",
+    "installed_at",
+    "updated_at",
+    "rotation_lease_until",
+)
+
+
+class SlackInstallationInline(admin.StackedInline):
+    """The installation's Slack facts, read-only; tokens only as "stored: yes/no"."""
+
+    model = SlackInstallation
+    can_delete = False
+    extra = 0
+    max_num = 0
+    verbose_name = "Slack installation"
+    verbose_name_plural = "Slack installation"
+    fields = INSTALLATION_FIELDS
+    readonly_fields = INSTALLATION_FIELDS
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="bot token stored")
+    def bot_token_stored(self, obj: SlackInstallation) -> str:
+        return _stored(obj.encrypted_bot_token)
+
+    @admin.display(description="refresh token stored")
+    def refresh_token_stored(self, obj: SlackInstallation) -> str:
+        return _stored(obj.encrypted_bot_refresh_token)
+
+    @admin.display(description="user token stored")
+    def user_token_stored(self, obj: SlackInstallation) -> str:
+        return _stored(obj.encrypted_user_token)
+
+    @admin.display(description="incoming webhook stored")
+    def incoming_webhook_stored(self, obj: SlackInstallation) -> str:
+        return _stored(obj.encrypted_incoming_webhook_url)
+
+
 @admin.register(Integration)
 class IntegrationAdmin(admin.ModelAdmin):
     form = IntegrationForm
-    list_display = ["provider", "external_id", "enterprise_id", "app_id", "name"]
-    list_filter = ["provider"]
+    list_display = [
+        "provider",
+        "external_id",
+        "enterprise_id",
+        "is_enterprise_install",
+        "app_id",
+        "name",
+        "active",
+        "deactivation",
+        "bot_user_id",
+        "token_expires",
+        "token_stored",
+    ]
+    list_filter = ["provider", "active", "is_enterprise_install"]
     search_fields = ["external_id", "enterprise_id", "name"]
     filter_horizontal = ["organizations"]
+    readonly_fields = ["deactivated_at", "deactivation_reason"]
+    inlines = [SlackInstallationInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Integration]:
+        return super().get_queryset(request).select_related("slack_installation")
+
+    @staticmethod
+    def _installation(obj: Integration) -> SlackInstallation | None:
+        return getattr(obj, "slack_installation", None)
+
+    @admin.display(description="deactivated")
+    def deactivation(self, obj: Integration) -> str:
+        if obj.active:
+            return "-"
+        when = f" at {obj.deactivated_at:%Y-%m-%d %H:%M:%S}" if obj.deactivated_at else ""
+        return f"{obj.deactivation_reason or 'by an operator'}{when}"
+
+    @admin.display(description="bot user")
+    def bot_user_id(self, obj: Integration) -> str:
+        installation = self._installation(obj)
+        return installation.bot_user_id if installation and installation.bot_user_id else "-"
+
+    @admin.display(description="token expires")
+    def token_expires(self, obj: Integration) -> str:
+        installation = self._installation(obj)
+        expires = installation.bot_token_expires_at if installation else None
+        return f"{expires:%Y-%m-%d %H:%M:%S}" if expires else "-"
+
+    @admin.display(description="token stored")
+    def token_stored(self, obj: Integration) -> str:
+        installation = self._installation(obj)
+        return _stored(installation.encrypted_bot_token if installation else "")
 
 
 class OptionForm(forms.ModelForm):

@@ -7,8 +7,18 @@ from typing import Any
 SWEEP_TASK = "silo_router.control.sweep"
 DELIVER_TASK = "silo_router.control.deliver"
 CHECK_LOADING_VIEW_TASK = "silo_router.control.check_loading_view"
+ROTATE_TOKENS_TASK = "silo_router.control.rotate_tokens"
 
 
 def beat_schedule(every: float = 5.0) -> dict[str, dict[str, Any]]:
     """Entries for ``CELERY_BEAT_SCHEDULE``: ``{**beat_schedule(), ...}``."""
     return {"silo-router-sweep": {"task": SWEEP_TASK, "schedule": every, "options": {"expires": every * 2}}}
+
+
+def token_rotation_schedule(every: float = 600.0) -> dict[str, dict[str, Any]]:
+    """The entry that refreshes expiring Slack tokens ahead of requests, for apps with token rotation on.
+
+    ``CELERY_BEAT_SCHEDULE = {**beat_schedule(), **token_rotation_schedule()}``. Keep
+    ``every`` well under ``SLACK["TOKEN_ROTATION_MARGIN"]`` (2 hours by default).
+    """
+    return {"silo-router-rotate-tokens": {"task": ROTATE_TOKENS_TASK, "schedule": every, "options": {"expires": every}}}

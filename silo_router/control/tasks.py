@@ -14,8 +14,9 @@ from silo_router.conf import conf
 from silo_router.transports.celery import CONFIRM_TASK
 
 from . import delivery
-from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_TASK, SWEEP_TASK
+from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_TASK, ROTATE_TOKENS_TASK, SWEEP_TASK
 from .models import Payload
+from .slack.rotation import rotate_expiring_tokens
 
 
 # acks_late: a message is acknowledged only once its attempt ended, so a broker
@@ -41,6 +42,13 @@ def check_loading_view(payload_id: str) -> None:
     """Check a Loading modal now. The sweeper runs the same check when it is due, so a
     lost message changes nothing."""
     delivery.check_loading_view(payload_id)
+
+
+@shared_task(name=ROTATE_TOKENS_TASK, ignore_result=True)
+def rotate_tokens() -> int:
+    """Refresh the Slack bot tokens that expire within ``SLACK["TOKEN_ROTATION_MARGIN"]``
+    (scheduled by :func:`silo_router.control.beat.token_rotation_schedule`)."""
+    return rotate_expiring_tokens()
 
 
 @shared_task(name=CONFIRM_TASK, ignore_result=True)

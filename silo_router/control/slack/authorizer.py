@@ -14,7 +14,11 @@ from silo_router.conf import conf
 from silo_router.providers.base import Authorization, RoutingKeys
 
 from ..models import Integration, SlackInstallation
+from . import rotation
+from .rotation import rotate_expiring_tokens
 from .store import PROVIDER
+
+__all__ = ["InstallationAuthorizer", "authorization_of", "rotate_expiring_tokens"]
 
 CacheKey = tuple[str, ...]
 
@@ -63,7 +67,8 @@ class InstallationAuthorizer:
 
     Answers are kept per process for ``RESOLVER_CACHE_SECONDS``, at most
     ``RESOLVER_CACHE_SIZE`` of them (least recently used go first); a change to an
-    installation saved in this process clears the cache at once.
+    installation saved in this process clears the cache at once. A token that expires
+    within ``SLACK["TOKEN_ROTATION_MARGIN"]`` is refreshed first (:mod:`.rotation`).
     """
 
     def __init__(self) -> None:
@@ -120,9 +125,10 @@ class InstallationAuthorizer:
         margin = float(conf.SLACK["TOKEN_ROTATION_MARGIN"])
         return entry.expires_at is not None and entry.expires_at <= time.time() + margin
 
-    def _fresh(self, record: SlackInstallation) -> SlackInstallation | None:
+    @staticmethod
+    def _fresh(record: SlackInstallation) -> SlackInstallation | None:
         """The installation with a token that is not about to expire (refreshed if needed)."""
-        return record
+        return rotation.ensure_fresh(record)
 
     def _remember(self, key: CacheKey, entry: _Entry) -> None:
         limit = conf.RESOLVER_CACHE_SIZE

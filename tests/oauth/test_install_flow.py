@@ -229,8 +229,8 @@ def test_a_grant_for_an_unknown_organization_or_region_is_refused(
 ) -> None:
     response = start(Client(), region_link("999", "us"))
     assert (response.status_code, "unknown_organization" in text(response)) == (400, True)
-    link = region_link("101", "us").replace("region=us", "region=ap")
-    assert (start(Client(), link).status_code, "invalid_grant" in text(start(Client(), link))) == (400, True)
+    response = start(Client(), region_link("101", "us").replace("region=us", "region=ap"))
+    assert (response.status_code, "invalid_grant" in text(response)) == (400, True)
 
 
 def test_an_old_grant_is_expired(oauth_settings: FakeSlack, orgs: dict[str, OrganizationMapping]) -> None:

@@ -158,6 +158,8 @@ def refusal(response: Any) -> tuple[int, str]:
         ("auth.revoke", 403, "method_not_proxied"),
         ("apps.uninstall", 403, "method_not_proxied"),
         ("apps.permissions.request", 403, "method_not_proxied"),
+        ("tooling.tokens.rotate", 403, "method_not_proxied"),
+        ("OAuth.V2.Access", 403, "method_not_proxied"),
         ("chat.post%20Message", 400, "invalid_method"),
         ("chat.postMessage/..", 400, "invalid_method"),
         ("", 400, "invalid_method"),

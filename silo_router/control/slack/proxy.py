@@ -46,10 +46,13 @@ from ..pipeline import read_body
 logger = logging.getLogger("silo_router.control.proxy")
 
 #: Methods that manage the app's credentials or the installation itself: never on a region's behalf.
-NEVER_PROXIED_PREFIXES = ("oauth.", "openid.", "apps.permissions.")
+NEVER_PROXIED_PREFIXES = ("oauth.", "openid.", "apps.permissions.", "tooling.tokens.")
 NEVER_PROXIED = frozenset({"auth.revoke", "apps.uninstall"})
 #: Slack's answer headers that come back to the region besides Content-Type.
 PASSED_HEADERS = ("Retry-After", "X-Slack-Req-Id", "X-OAuth-Scopes", "X-Accepted-OAuth-Scopes")
+#: The caller's trace (sentry-sdk's http.client integration sends it), continued here so a
+#: handler's Slack calls show in the handler's trace.
+TRACE_HEADERS = ("sentry-trace", "baggage")
 #: Longest id a database integer holds (a longer one names no installation).
 MAX_ID_DIGITS = 18
 #: How much of an answer is parsed to log Slack's error name.
@@ -93,7 +96,8 @@ def never_proxied(method: str) -> bool:
 def handle(request: HttpRequest, method: str) -> HttpResponse:
     """Check one region's call and forward it to Slack with the installation's token."""
     call = Call(method=method if METHOD_RE.match(method) else "(not a method name)")
-    with tracing.flow("silo_router.control", f"slack api {call.method}") as flow:
+    trace = {name: value for name in TRACE_HEADERS if (value := request.headers.get(name))}
+    with tracing.flow("silo_router.control", f"slack api {call.method}", headers=trace or None) as flow:
         try:
             call = _checked(request, method)
             token = _token_for(call)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 from django.test import Client
 
 from silo_router.control.models import Integration, OrganizationMapping, Payload
@@ -512,3 +513,32 @@ def test_a_resolver_that_cannot_be_imported_is_a_logged_503(client: Client, sett
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RESOLVER": "no.such.module.Resolver"}
     response = post_slack(client, interactive_body(block_actions()))
     assert (response.status_code, reason(response)) == (503, "not_configured")
+
+
+class RefusingAuthorizer:
+    """An authorizer that must not be asked: its database is down."""
+
+    def authorize(self, routing: Any) -> Any:
+        raise OperationalError("could not connect to server")
+
+    def for_installation(self, installation_id: str) -> Any:
+        raise OperationalError("could not connect to server")
+
+
+def test_kinds_answered_in_control_or_ignored_never_ask_the_authorizer(
+    client: Client, installations: Any, settings: Any
+) -> None:
+    slack_settings = {k: v for k, v in settings.SILO_ROUTER["SLACK"].items() if k != "BOT_TOKEN"}
+    settings.SILO_ROUTER = {
+        **settings.SILO_ROUTER,
+        "SLACK": {**slack_settings, "AUTHORIZER": f"{__name__}.RefusingAuthorizer"},
+        "ROUTES": {"slack.event_callback:message": "ignore"},
+    }
+    challenge = json.dumps({"type": "url_verification", "token": "x", "challenge": "c-1"}).encode()
+    assert json.loads(post_slack(client, challenge, content_type="application/json").content) == {"challenge": "c-1"}
+    ignored = json.dumps(event_callback(event_type="message", event_id="EvIgnored")).encode()
+    assert post_slack(client, ignored, content_type="application/json").status_code == 200
+    forwarded = json.dumps(event_callback(event_id="EvForwarded")).encode()
+    response = post_slack(client, forwarded, content_type="application/json")
+    assert (response.status_code, reason(response)) == (503, "storage_unavailable")
+    assert not Payload.objects.exists()

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from django.db import close_old_connections
+
 from silo_router.conf import conf
 from silo_router.plugins import cached, import_by_alias
 from silo_router.providers.base import (
@@ -152,9 +154,13 @@ def report_in_background(response: ControlResponse | None, *, outcome: ReportOut
     data = response.as_dict()
 
     def send() -> None:
+        # The report reads the installation's token: a thread of this pool keeps its own
+        # database connection, dropped here when broken or past CONN_MAX_AGE.
+        close_old_connections()
         try:
             report(data, outcome=outcome, timeout=conf.CONTROL_RESPONSE_TIMEOUT)
         finally:
+            close_old_connections()
             _finished()
 
     try:

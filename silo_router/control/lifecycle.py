@@ -9,22 +9,14 @@ storing the retry again is a no-op. What applying means is the provider's busine
 
 from __future__ import annotations
 
-import logging
-
 from silo_router.providers.base import InboundRequest
 
 from .slack import lifecycle as slack_lifecycle
 
-logger = logging.getLogger("silo_router.control")
-
 
 def is_lifecycle_event(inbound: InboundRequest) -> bool:
     """Whether ``inbound`` changes its installation (Slack: ``app_uninstalled``, ``tokens_revoked``)."""
-    return (
-        inbound.provider == "slack"
-        and inbound.type == "event_callback"
-        and inbound.name in slack_lifecycle.LIFECYCLE_EVENTS
-    )
+    return slack_lifecycle.is_lifecycle_event(inbound)
 
 
 def apply(inbound: InboundRequest, integration_id: str | None) -> str | None:
@@ -32,11 +24,4 @@ def apply(inbound: InboundRequest, integration_id: str | None) -> str | None:
 
     Raises ``DatabaseError`` when the change cannot be saved (the caller answers 503).
     """
-    if not is_lifecycle_event(inbound):
-        return None
-    reason = slack_lifecycle.apply(inbound, integration_id)
-    if reason:
-        logger.warning("installation %s of %s: %s", integration_id, inbound.provider, reason)
-    else:
-        logger.info("%s for installation %s changed nothing", inbound.kind, integration_id)
-    return reason
+    return slack_lifecycle.apply(inbound, integration_id) if is_lifecycle_event(inbound) else None

@@ -203,7 +203,7 @@ def route(arrival: Arrival) -> HttpResponse:
         if not envelopes:
             control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
             response = unroutable(arrival, strategy, reason=resolution.reason or "no installation matched")
-            apply_lifecycle(inbound, resolution.integration_id)  # an installation serving no region yet
+            apply_lifecycle(inbound, resolution.integration_id)  # an installation with no organization yet
             return response
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
@@ -223,7 +223,7 @@ def route(arrival: Arrival) -> HttpResponse:
     try:
         apply_lifecycle(inbound, resolution.integration_id)
     except DatabaseError as exc:
-        return _storage_failed(inbound, exc, answered)
+        return _storage_failed(inbound, exc, None)  # the payloads are stored: nothing to report as failed
     return HttpResponse(status=200)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import Client
 from django.utils import timezone
 
@@ -47,6 +48,26 @@ def test_each_workspace_opens_its_loading_modal_with_its_own_token(
         ("opened", workspaces[T1].installation_id),
         ("opened", workspaces[T2].installation_id),
     ]
+
+
+def test_a_busy_workspace_opens_its_modal_before_any_query(
+    client: Client, fake: FakeSlack, workspaces: dict[str, Installed], settings: Any
+) -> None:
+    """Once the installation is cached, views.open is still the first I/O of a click."""
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "OPTIONS_REFRESH_INTERVAL": 60}
+    enable_loading_modal()
+    assert click(client, fake, workspaces[T1]).status_code == 200  # warms the options, authorizer and resolver
+    query_times: list[float] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        query_times.append(time.monotonic())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        assert click(client, fake, workspaces[T1]).status_code == 200
+    first, second = fake.calls("views.open")
+    assert (first.team_id, second.team_id, second.error) == (T1, T1, None)
+    assert query_times and second.at < min(query_times)
 
 
 def test_the_envelope_carries_the_installation_facts_never_its_token(
@@ -178,7 +199,7 @@ def test_an_authorizer_outage_is_a_503_and_nothing_is_sent(
     assert response.status_code == 503
     assert json.loads(response.content)["error"] == "storage_unavailable"
     assert not Payload.objects.exists()
-    assert fake.calls() == []
+    assert fake.calls("views.open") == fake.calls("views.update") == []
 
 
 def test_an_authorizer_that_cannot_be_imported_is_a_logged_503(

@@ -183,7 +183,7 @@ def test_say_without_a_conversation_refuses_at_once(fake: FakeSlack, workspaces:
     request = request_for(envelope_of(workspaces[T1], shortcut))
     with pytest.raises(ValueError, match="channel"):
         request.say("hello")
-    assert fake.calls() == []
+    assert fake.calls("chat.postMessage") == []
 
 
 # -- respond ------------------------------------------------------------------------------------
@@ -327,8 +327,10 @@ def test_delete_original_without_a_usable_response_url_deletes_the_message(
         request.respond(delete_original=True)
 
     dispatch(message_click(fake, t2, ts))
-    assert calls(fake, "chat.delete") == [(T2, None)]
-    assert [(c.params["channel"], c.params["ts"]) for c in fake.calls("chat.delete")] == [(t2.channel, ts)]
+    (deleted,) = fake.calls("chat.delete")
+    assert (deleted.team_id, deleted.params["channel"], deleted.params["ts"]) == (T2, t2.channel, ts)
+    assert fake.calls("chat.postEphemeral") == []
+    assert [c.params["text"] for c in fake.calls("chat.postMessage")] == ["to be deleted"]
 
 
 def test_delete_original_with_nothing_to_delete_is_logged_at_error(

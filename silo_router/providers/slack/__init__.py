@@ -74,7 +74,8 @@ class SlackProvider(Provider):
 
     def authorize(self, inbound: InboundRequest) -> Authorization | None:
         """The installation's credentials from the configured authorizer (``SLACK["AUTHORIZER"]``)."""
-        return authorizer().authorize(inbound.routing)
+        found: Authorization | None = authorizer().authorize(inbound.routing)
+        return found
 
     def is_own_event(self, inbound: InboundRequest) -> bool:
         """An event the installation's own bot caused, unless ``SLACK["IGNORE_SELF_EVENTS"]`` is off."""

@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import urllib.error
 from collections.abc import Mapping
 from typing import Any
 
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from silo_router.conf import conf
@@ -79,6 +81,13 @@ def view_for(outcome: ReportOutcome | str) -> dict[str, Any]:
     return failed_view()
 
 
+def _client_with(token: str, *, timeout: float) -> WebClient:
+    """A copy of the shared client that carries ``token``, with no 429 wait (none is kept per token)."""
+    client = copy.copy(slack_client(timeout=timeout, rate_limit_retries=0))
+    client.token = token
+    return client
+
+
 class LoadingModal:
     """``views.open`` a Loading modal with the request's trigger, once, with no retry.
 
@@ -100,7 +109,7 @@ class LoadingModal:
             logger.info("no Loading modal for %s: no active installation", inbound.kind)
             return ControlResponse(handler=self.name, status=ControlResponseStatus.FAILED, error="no_installation")
         installation_id = authorization.installation_id
-        client = slack_client(timeout=timeout, rate_limit_retries=0, token=authorization.token)
+        client = _client_with(authorization.token, timeout=timeout)
         try:
             result = client.views_open(trigger_id=inbound.trigger_id, view=loading_view(external_id))
         except SlackApiError as exc:

@@ -92,6 +92,9 @@ SCRUBBED_ENV = ("DJANGO_SETTINGS_MODULE", "GUNICORN_CMD_ARGS")
 REGIONS = ("us", "eu")
 #: A region's Celery queue is this plus its name (the celery transport's default QUEUE).
 QUEUE_PREFIX = "silo_router.region."
+#: gunicorn's access log line without the query string or the referrer: an OAuth redirect's
+#: ``code`` and ``state`` and an install link's grant travel there and must not be logged.
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 #: How control may reach a region (``SILO_REGION_<REGION>_TRANSPORT``).
 TRANSPORTS = ("http", "celery")
 
@@ -531,7 +534,7 @@ class Cluster:
             "--workers", str(workers), "--threads", "2", "--worker-class", "gthread",
             "--timeout", "60", "--graceful-timeout", "3",
             "--no-control-socket",
-            "--access-logfile", "-", "--error-logfile", "-",
+            "--access-logfile", "-", f"--access-logformat={ACCESS_LOG_FORMAT}", "--error-logfile", "-",
         ]  # fmt: skip
         health = self._url(port) + ("/admin/login/" if silo == "control" else "/health/")
         return Service(

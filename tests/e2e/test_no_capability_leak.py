@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from cryptography.fernet import Fernet
 
 from example_project.cluster import REGIONS, WORKSPACES, Cluster
 from example_project.fake_slack.client import LEGACY_VERIFICATION_TOKEN
+from example_project.install_browser import InstallBrowser, query_param
 
 from .conftest import FAST_RETRIES, UPSTREAM_LATENCY
 from .helpers import (
@@ -84,9 +86,23 @@ def captured_items(capture_dir: Path) -> set[bytes]:
 
 def workspace_tokens(cluster: Cluster) -> list[str]:
     """Every live bot token the fake Slack issued to the cluster's workspaces (one per install)."""
-    tokens = [token for team in cluster.workspaces for token in cluster.fake.tokens(team)]
+    tokens = [token for team in [*cluster.workspaces, "T0LEAK001"] for token in cluster.fake.tokens(team)]
     assert len(tokens) >= len(cluster.workspaces), tokens
     return tokens
+
+
+def install_a_workspace(cluster: Cluster) -> list[str]:
+    """Install one more workspace through the OAuth flow; the grant, state and code it used (credentials too)."""
+    team_id = "T0LEAK001"
+    cluster.fake.add_workspace(team_id, name="Leak check")
+    link = cluster.install_links(["acme"])["acme"]
+    with InstallBrowser() as browser:
+        authorize = browser.start(link)
+        redirect = browser.consent(authorize, team_id=team_id)
+        assert browser.finish(redirect).status == 200
+    used = [str(query_param(link, "grant")), str(query_param(authorize, "state")), str(query_param(redirect, "code"))]
+    assert all(used), used
+    return [*used, *(urllib.parse.quote(value, safe="") for value in used)]  # as written in a URL too
 
 
 def sqlite_dump(path: Path) -> bytes:
@@ -182,6 +198,7 @@ def test_no_capability_reaches_sentry_or_a_log_line(sentry_cluster: Cluster, cap
         timeout=ASYNC_TIMEOUT,
         what="an error event and a transaction captured",
     )
+    install_secrets = install_a_workspace(cluster)
     tokens = workspace_tokens(cluster)
     cluster.stop()  # every process flushes sentry-sdk and its logs on the way out
 
@@ -190,6 +207,7 @@ def test_no_capability_reaches_sentry_or_a_log_line(sentry_cluster: Cluster, cap
     secrets = [
         *capabilities,
         *tokens,
+        *install_secrets,
         cluster.signing_secret,
         cluster.client_secret,
         cluster.token_encryption_key,

@@ -134,7 +134,7 @@ class DjangoInstallationStore(InstallationStore):
         """The installation's row, locked: the app's own, else an app-agnostic row with no
         credentials yet (one an operator created for routing), else a new one."""
         rows = list(
-            Integration.objects.select_for_update()
+            Integration.objects.select_for_update(of=("self",))
             .filter(provider=PROVIDER, external_id=external_id, app_id__in={app_id, ""})
             .select_related("slack_installation")
         )

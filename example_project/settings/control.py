@@ -46,7 +46,7 @@ SLACK_SCOPES = ["chat:write", "commands", "app_mentions:read", "channels:history
 #: proxy, which is what the browser sees), registered with the app as Slack requires.
 SLACK_REDIRECT_URI = os.environ.get("SLACK_REDIRECT_URI", "http://127.0.0.1:8000/extensions/slack/oauth_redirect/")
 #: Tokens expiring within this many seconds are refreshed before use (the rotation tests
-#: set it above the fake's token lifetime, so that every use wants a refresh).
+#: set it just under the fake's short token lifetime, so that tokens are due in seconds).
 SLACK_TOKEN_ROTATION_MARGIN = int(os.environ.get("SLACK_TOKEN_ROTATION_MARGIN") or 7200)
 #: Fernet keys for the stored tokens, comma-separated, the newest first
 #: (``manage.py silo_router_rotate_encryption_key`` re-encrypts with the first).

@@ -24,6 +24,17 @@ Every service is a subprocess with its own environment, listening on a free port
   that region's Celery worker, consuming ``silo_router.region.<region>`` on the same
   broker (control then delivers to the region through the queue, not over HTTP).
 
+Each silo gets only its own secrets: control the Slack signing secret, the app's OAuth
+client id and secret, the token encryption key and every region's hop key; a region its
+own hop key and control's addresses (``CONTROL_URL`` for the Web API proxy, the public
+install URL), and no Slack credential. Every silo has its own Django ``SECRET_KEY``.
+
+Once the services are up, ``start()`` creates the workspaces (``WORKSPACES``) in the fake
+Slack and installs each through the OAuth flow for its organizations, as an admin would:
+an install link made by the organization's region, Slack's consent screen (the fake plays
+the user), the redirect back to control (``install``; ``uninstall`` undoes it the way Slack
+does). The tokens exist only in the fake and, encrypted, in control's database.
+
 Processes run in their own sessions and are stopped with SIGTERM, then SIGKILL, from
 ``stop()``, ``__exit__`` and ``atexit``. On Linux each child also gets SIGTERM if the
 thread that started it dies (``PR_SET_PDEATHSIG``), so a killed demo leaves no orphans;
@@ -38,10 +49,12 @@ in ``extra_env``.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -53,20 +66,25 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import requests
 
-from example_project.fake_slack import SlackSender
+from example_project.fake_slack import Sent, SlackSender
+from example_project.install_browser import PageSeen
+from example_project.seed import ORGANIZATIONS
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 #: A file that marks a directory as a demo var dir, so ``start()`` may wipe it.
 VAR_MARKER = ".silo-demo-var"
 SLACK_PATH = "/extensions/slack/"
+#: Control's install flow, under SLACK_PATH (the library's default paths).
+INSTALL_PATH = "install/"
+REDIRECT_PATH = "oauth_redirect/"
 ENVELOPE_PATH = "/silo-router/envelopes/"
 OPERATOR = "operator"
 #: Environment variables of the caller that would change how a service starts.
@@ -74,10 +92,73 @@ SCRUBBED_ENV = ("DJANGO_SETTINGS_MODULE", "GUNICORN_CMD_ARGS")
 REGIONS = ("us", "eu")
 #: A region's Celery queue is this plus its name (the celery transport's default QUEUE).
 QUEUE_PREFIX = "silo_router.region."
+#: gunicorn's access log line without the query string or the referrer: an OAuth redirect's
+#: ``code`` and ``state`` and an install link's grant travel there and must not be logged.
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 #: How control may reach a region (``SILO_REGION_<REGION>_TRANSPORT``).
 TRANSPORTS = ("http", "celery")
 
 JsonDict = dict[str, Any]
+#: The line of a region's management shell that carries its install links.
+INSTALL_LINKS_MARKER = "install-links: "
+
+
+def install_links_script(organizations: Mapping[str, str]) -> str:
+    """Code for a region's ``manage.py shell -c`` that prints install links for ``{slug: organization id}``."""
+    return (
+        "import json\n"
+        "from silo_router.region.installs import install_url\n"
+        f"orgs = {dict(organizations)!r}\n"
+        f"print({INSTALL_LINKS_MARKER!r} + json.dumps({{slug: install_url(org) for slug, org in orgs.items()}}))\n"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Workspace:
+    """A Slack workspace of the fake, and the organizations it is installed for."""
+
+    name: str
+    channels: tuple[str, ...]
+    #: Organization slugs (``seed.ORGANIZATIONS``); one install per organization.
+    organizations: tuple[str, ...]
+
+
+#: The example's workspaces: one per region, and one shared by an organization of each.
+WORKSPACES: dict[str, Workspace] = {
+    "T0US00001": Workspace(name="Acme", channels=("C0US00001", "C0US00002", "C0US00003"), organizations=("acme",)),
+    "T0EU00001": Workspace(name="Globex", channels=("C0EU00001", "C0EU00002", "C0EU00003"), organizations=("globex",)),
+    "T0BOTH001": Workspace(
+        name="Acme and Globex",
+        channels=("C0BOTH001", "C0BOTH002", "C0BOTH003", "C0BOTH004"),
+        organizations=("acme", "globex"),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Installed:
+    """A workspace's installation in control's database (the bot token only as stored: ciphertext)."""
+
+    installation_id: str
+    active: bool
+    deactivation_reason: str
+    organizations: tuple[str, ...]
+    encrypted_bot_token: str = dataclasses.field(repr=False)
+    #: Unix time the bot token expires (token rotation), or ``None``.
+    bot_token_expires_at: float | None = None
+
+
+def _timestamp(value: Any) -> float | None:
+    """Unix time of a database datetime (SQLite's text in UTC, or PostgreSQL's datetime); ``None`` stays."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime.datetime):
+        moment = value
+    else:
+        moment = datetime.datetime.fromisoformat(str(value))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 class ClusterError(RuntimeError):
@@ -189,6 +270,36 @@ class FakeSlackAPI:
         """Posted messages and response_url posts, oldest first."""
         return self._get("messages") or []
 
+    def _post(self, path: str, data: JsonDict) -> Any:
+        response = self._session.post(f"{self.base_url}/_fake/{path}", json=data, timeout=self.timeout)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def add_workspace(self, team_id: str, *, name: str, channels: Collection[str] = ()) -> JsonDict:
+        """Create workspace ``team_id`` with ``channels`` (its bot user and bot ids come back)."""
+        answer: JsonDict = self._post("workspaces", {"team_id": team_id, "name": name, "channels": list(channels)})
+        return answer
+
+    def issue_trigger(self, *, team_id: str, user_id: str = "U0USER001") -> str:
+        """A fresh trigger_id of workspace ``team_id``, as a click there would carry."""
+        answer: JsonDict = self._post("trigger", {"team_id": team_id, "user_id": user_id})
+        return str(answer["trigger_id"])
+
+    def tokens(self, team_id: str, *, kind: str = "bot") -> list[str]:
+        """Live ``kind`` (bot or user) tokens of ``team_id``: for tests that look for leaks, never for calls."""
+        answer: JsonDict = self._get("tokens", {"team_id": team_id, "kind": kind}) or {}
+        return [str(token) for token in answer.get("tokens", [])]
+
+    def refreshes(self, team_id: str) -> int:
+        """How many ``grant_type=refresh_token`` exchanges ``team_id``'s installs made."""
+        answer: JsonDict = self._get("refreshes", {"team_id": team_id}) or {}
+        return int(answer.get("refreshes", 0))
+
+    def revoke(self, team_id: str) -> int:
+        """Revoke every token of workspace ``team_id``, as uninstalling the app does; how many died."""
+        answer: JsonDict = self._post("revoke", {"team_id": team_id}) or {}
+        return int(answer.get("revoked", 0))
+
     def close(self) -> None:
         """Close the pooled HTTP connections."""
         self._session.close()
@@ -237,6 +348,12 @@ class Cluster:
         python: str = sys.executable,
         extra_env: Mapping[str, str] | None = None,
         region_transports: Mapping[str, str] | None = None,
+        workspaces: Mapping[str, Workspace] | None = None,
+        install_workspaces: bool = True,
+        token_ttl: float | None = None,
+        token_rotation_margin: int | None = None,
+        control_workers: int = 1,
+        control_processes: int = 1,
     ) -> None:
         """Plan the cluster (ports, secrets, commands); nothing runs until ``start()``.
 
@@ -246,6 +363,14 @@ class Cluster:
         ``CELERY_BROKER_URL``; ``extra_env`` is added to every service's environment.
         ``region_transports`` maps a region to ``"http"`` (the default) or ``"celery"``;
         a ``celery`` region also gets its own Celery worker (``<region>-worker``).
+
+        ``workspaces`` (default ``WORKSPACES``) are added to the fake Slack and, unless
+        ``install_workspaces`` is false, installed through the OAuth flow by ``start()``
+        for their organizations. ``token_ttl`` starts the fake with token rotation
+        (tokens live that many seconds, refresh tokens are single-use) and
+        ``token_rotation_margin`` sets control's ``SLACK["TOKEN_ROTATION_MARGIN"]``.
+        ``control_workers`` Celery workers and ``control_processes`` gunicorn processes
+        serve control (``worker``, ``worker-2``, ...).
         """
         default_var = os.environ.get("SILO_DEMO_VAR") or REPO_DIR / "var" / "demo"
         self.var_dir = Path(var_dir or default_var).resolve()
@@ -257,10 +382,22 @@ class Cluster:
         self.python = python
         self.startup_timeout = startup_timeout
         self.ports: dict[str, int] = {name: free_port() for name in ("slack", "us", "eu", "control", "control-app")}
+        self.workspaces: dict[str, Workspace] = dict(WORKSPACES if workspaces is None else workspaces)
+        self.install_workspaces = install_workspaces
+        self.token_ttl = token_ttl
+        self.token_rotation_margin = token_rotation_margin
+        self.control_workers = control_workers
+        self.control_processes = control_processes
         self.signing_secret = secrets.token_urlsafe(24)
-        self.bot_token = "xoxb-" + secrets.token_hex(12)
+        self.client_id = f"{secrets.randbelow(10**10):010d}.{secrets.randbelow(10**12):012d}"
+        self.client_secret = secrets.token_hex(16)
+        self.token_encryption_key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         self.operator_password = secrets.token_urlsafe(12)
-        self._env = self._base_env(upstream_latency, broker_url, extra_env or {})
+        self._secret_keys = {silo: secrets.token_urlsafe(40) for silo in ("control", *REGIONS)}
+        self._hop_keys = {
+            region: (f"{region}-" + secrets.token_hex(3), secrets.token_urlsafe(40)) for region in REGIONS
+        }
+        self._env = self._common_env(upstream_latency, broker_url, extra_env or {})
         self.services: dict[str, Service] = {service.name: service for service in self._plan()}
         self.fake = FakeSlackAPI(self.slack_url)
         self._death_signal = _death_signal_setter()
@@ -292,6 +429,11 @@ class Cluster:
         return self.control_url + SLACK_PATH
 
     @property
+    def install_url(self) -> str:
+        """Control's public install URL (``/extensions/slack/install/``), where install links lead."""
+        return self.control_url + SLACK_PATH + INSTALL_PATH
+
+    @property
     def broker_url(self) -> str:
         """The Celery broker control and its worker share (kombu's filesystem transport by default)."""
         return self._env.get("CELERY_BROKER_URL", "filesystem://")
@@ -302,8 +444,7 @@ class Cluster:
 
     def hop_key(self, region: str) -> tuple[str, str]:
         """``(key id, key)`` that control signs region ``region``'s envelopes with."""
-        prefix = f"SILO_ROUTER_{region.upper()}_SIGNING_KEY"
-        return self._env[f"{prefix}_ID"], self._env[prefix]
+        return self._hop_keys[region]
 
     def region_db(self, region: str) -> Path:
         """Path of region ``region``'s SQLite database."""
@@ -321,9 +462,10 @@ class Cluster:
 
     # -- planning ---------------------------------------------------------------------------
 
-    def _base_env(
+    def _common_env(
         self, upstream_latency: float | None, broker_url: str | None, extra: Mapping[str, str]
     ) -> dict[str, str]:
+        """What every service gets: the caller's environment (scrubbed), paths, transports, broker, tunables."""
         env = {key: value for key, value in os.environ.items() if key not in SCRUBBED_ENV}
         pythonpath = [str(REPO_DIR), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         env.update(
@@ -331,20 +473,7 @@ class Cluster:
                 "PYTHONPATH": os.pathsep.join(pythonpath),
                 "PYTHONUNBUFFERED": "1",
                 "SILO_DEMO_VAR": str(self.var_dir),
-                "DJANGO_SECRET_KEY": secrets.token_urlsafe(40),
-                **{
-                    name: value
-                    for region in REGIONS
-                    for name, value in (
-                        (f"SILO_ROUTER_{region.upper()}_SIGNING_KEY_ID", f"{region}-" + secrets.token_hex(3)),
-                        (f"SILO_ROUTER_{region.upper()}_SIGNING_KEY", secrets.token_urlsafe(40)),
-                    )
-                },
-                "SLACK_SIGNING_SECRET": self.signing_secret,
-                "SLACK_BOT_TOKEN": self.bot_token,
                 "SLACK_API_URL": self._url("slack") + "/api/",
-                "SILO_REGION_US_URL": self._url("us") + ENVELOPE_PATH,
-                "SILO_REGION_EU_URL": self._url("eu") + ENVELOPE_PATH,
                 **{f"SILO_REGION_{r.upper()}_TRANSPORT": t for r, t in self.region_transports.items()},
             }
         )
@@ -355,21 +484,63 @@ class Cluster:
         env.update(extra)
         return env
 
-    def _gunicorn(self, name: str, settings_module: str, *, port: str | None = None) -> Service:
+    def _control_env(self) -> dict[str, str]:
+        """Control's environment: the only one with Slack's secrets and every region's hop key."""
+        hop_keys = {
+            name: value
+            for region, (key_id, key) in self._hop_keys.items()
+            for name, value in (
+                (f"SILO_ROUTER_{region.upper()}_SIGNING_KEY_ID", key_id),
+                (f"SILO_ROUTER_{region.upper()}_SIGNING_KEY", key),
+            )
+        }
+        return {
+            **self._env,
+            "DJANGO_SETTINGS_MODULE": "example_project.settings.control",
+            "DJANGO_SECRET_KEY": self._secret_keys["control"],
+            **hop_keys,
+            "SLACK_SIGNING_SECRET": self.signing_secret,
+            "SLACK_CLIENT_ID": self.client_id,
+            "SLACK_CLIENT_SECRET": self.client_secret,
+            "SLACK_REDIRECT_URI": self.control_url + SLACK_PATH + REDIRECT_PATH,
+            "SILO_ROUTER_TOKEN_ENCRYPTION_KEYS": self.token_encryption_key,
+            **({"SLACK_TOKEN_ROTATION_MARGIN": str(self.token_rotation_margin)} if self.token_rotation_margin else {}),
+            "SILO_REGION_US_URL": self._url("us") + ENVELOPE_PATH,
+            "SILO_REGION_EU_URL": self._url("eu") + ENVELOPE_PATH,
+        }
+
+    def _region_env(self, region: str) -> dict[str, str]:
+        """Region ``region``'s environment: its own hop key and Django secret, control's addresses, no Slack secret."""
+        key_id, key = self._hop_keys[region]
+        return {
+            **self._env,
+            "DJANGO_SETTINGS_MODULE": f"example_project.settings.region_{region}",
+            "DJANGO_SECRET_KEY": self._secret_keys[region],
+            f"SILO_ROUTER_{region.upper()}_SIGNING_KEY_ID": key_id,
+            f"SILO_ROUTER_{region.upper()}_SIGNING_KEY": key,
+            "SILO_CONTROL_URL": self.control_app_url,
+            "SLACK_INSTALL_URL": self.install_url,
+        }
+
+    def silo_env(self, silo: str) -> dict[str, str]:
+        """The environment a process of ``silo`` (``control``, ``us`` or ``eu``) runs with."""
+        return self._control_env() if silo == "control" else self._region_env(silo)
+
+    def _gunicorn(self, name: str, silo: str, *, port: str | None = None, workers: int = 1) -> Service:
         port = port or name
         argv = [
             self.python, "-m", "gunicorn", "example_project.wsgi:application",
             "--bind", f"{HOST}:{self.ports[port]}",
-            "--workers", "1", "--threads", "2", "--worker-class", "gthread",
+            "--workers", str(workers), "--threads", "2", "--worker-class", "gthread",
             "--timeout", "60", "--graceful-timeout", "3",
             "--no-control-socket",
-            "--access-logfile", "-", "--error-logfile", "-",
+            "--access-logfile", "-", f"--access-logformat={ACCESS_LOG_FORMAT}", "--error-logfile", "-",
         ]  # fmt: skip
-        health = self._url(port) + ("/admin/login/" if name == "control" else "/health/")
+        health = self._url(port) + ("/admin/login/" if silo == "control" else "/health/")
         return Service(
             name=name,
             argv=argv,
-            env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+            env=self.silo_env(silo),
             log_path=self.var_dir / f"{name}.log",
             health_url=health,
         )
@@ -388,7 +559,7 @@ class Cluster:
             health_url=self._url("control") + "/admin/login/",
         )
 
-    def _celery_worker(self, name: str, settings_module: str, queue: str, hostname: str) -> Service:
+    def _celery_worker(self, name: str, silo: str, queue: str, hostname: str) -> Service:
         argv = [
             self.python, "-m", "celery", "-A", "example_project.celery", "worker",
             "--pool=threads", "--concurrency=4", "-Q", queue,
@@ -398,45 +569,47 @@ class Cluster:
         return Service(
             name=name,
             argv=argv,
-            env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+            env=self.silo_env(silo),
             log_path=self.var_dir / f"{name}.log",
             ready_marker=" ready.",
         )
 
     def _plan(self) -> list[Service]:
+        slack_argv = [
+            self.python,
+            "-m",
+            "example_project.fake_slack",
+            # "--opt=value": a random secret may start with "-".
+            f"--port={self.ports['slack']}",
+            f"--signing-secret={self.signing_secret}",
+            f"--client-id={self.client_id}",
+            f"--client-secret={self.client_secret}",
+        ]  # fmt: skip
+        if self.token_ttl is not None:
+            slack_argv += ["--token-rotation", f"--token-ttl={self.token_ttl:g}"]
         slack = Service(
             name="slack",
-            argv=[
-                self.python,
-                "-m",
-                "example_project.fake_slack",
-                # "--opt=value": a random secret may start with "-".
-                f"--port={self.ports['slack']}",
-                f"--signing-secret={self.signing_secret}",
-                f"--bot-token={self.bot_token}",
-            ],  # fmt: skip
+            argv=slack_argv,
             env=dict(self._env),
             log_path=self.var_dir / "slack.log",
             health_url=self._url("slack") + "/_fake/health",
         )
-        worker = self._celery_worker("worker", "example_project.settings.control", "celery", "control-worker")
+        workers = [
+            self._celery_worker(name, "control", "celery", f"control-{name}")
+            for name in ["worker", *(f"worker-{n}" for n in range(2, self.control_workers + 1))]
+        ]
         region_workers = [
-            self._celery_worker(
-                f"{region}-worker",
-                f"example_project.settings.region_{region}",
-                QUEUE_PREFIX + region,
-                f"region-{region}-worker",
-            )
+            self._celery_worker(f"{region}-worker", region, QUEUE_PREFIX + region, f"region-{region}-worker")
             for region, transport in self.region_transports.items()
             if transport == "celery"
         ]
         return [
             slack,
-            self._gunicorn("us", "example_project.settings.region_us"),
-            self._gunicorn("eu", "example_project.settings.region_eu"),
-            self._gunicorn("control", "example_project.settings.control", port="control-app"),
+            self._gunicorn("us", "us"),
+            self._gunicorn("eu", "eu"),
+            self._gunicorn("control", "control", port="control-app", workers=self.control_processes),
             self._buffering_proxy(),
-            worker,
+            *workers,
             self._beat(),
             *region_workers,
         ]
@@ -449,7 +622,7 @@ class Cluster:
         return Service(
             name="beat",
             argv=argv,
-            env={**self._env, "DJANGO_SETTINGS_MODULE": "example_project.settings.control"},
+            env=self.silo_env("control"),
             log_path=self.var_dir / "beat.log",
             ready_marker="beat: Starting...",
         )
@@ -457,7 +630,11 @@ class Cluster:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> Cluster:
-        """Make a fresh var dir, migrate and seed every silo, start every service, wait for health."""
+        """Make a fresh var dir, migrate and seed every silo, start every service, wait for health.
+
+        Then the workspaces are created in the fake Slack and (``install_workspaces``)
+        installed through the OAuth flow, one install per organization.
+        """
         if self._started:
             raise ClusterError("the cluster is already started")
         self._started = True
@@ -465,9 +642,18 @@ class Cluster:
         try:
             self._fresh_var_dir()
             self._seed()
+            # The regions make their install links while the services start.
+            link_jobs = self._start_link_jobs(self._installed_organizations() if self.install_workspaces else ())
             for name in self.services:
                 self._spawn(self.services[name])
-            self._wait_ready(list(self.services))
+            try:
+                self._wait_ready(list(self.services))
+            finally:
+                links = self._collect_links(link_jobs)
+            for team_id, workspace in self.workspaces.items():
+                self.fake.add_workspace(team_id, name=workspace.name, channels=workspace.channels)
+            if self.install_workspaces:
+                self.install_all(links)
         except BaseException:
             self.stop()
             raise
@@ -520,10 +706,9 @@ class Cluster:
         The command gets the silo's environment (database, broker, tunables), as a
         service of this cluster would; its output is captured, its exit code not checked.
         """
-        settings_module = self.services[silo].env["DJANGO_SETTINGS_MODULE"]
         return subprocess.run(
             [self.python, "-m", "example_project.manage", *args],
-            env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+            env=self.silo_env(silo),
             cwd=REPO_DIR,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -551,21 +736,18 @@ class Cluster:
     def _seed(self) -> None:
         """Migrate and seed the three databases in parallel."""
         jobs = {
-            "control": (
-                "example_project.settings.control",
-                ["control", f"--operator-password={self.operator_password}"],
-            ),
-            "us": ("example_project.settings.region_us", ["region"]),
-            "eu": ("example_project.settings.region_eu", ["region"]),
+            "control": ["control", f"--operator-password={self.operator_password}"],
+            "us": ["region"],
+            "eu": ["region"],
         }
         running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-        for name, (settings_module, args) in jobs.items():
+        for name, args in jobs.items():
             log_path = self.var_dir / f"seed-{name}.log"
             with log_path.open("wb") as log:
                 running[name] = (
                     subprocess.Popen(
                         [self.python, "-m", "example_project.seed", *args],
-                        env={**self._env, "DJANGO_SETTINGS_MODULE": settings_module},
+                        env=self.silo_env(name),
                         cwd=REPO_DIR,
                         stdin=subprocess.DEVNULL,
                         stdout=log,
@@ -675,6 +857,88 @@ class Cluster:
             fake=self.slack_url, signing_secret=self.signing_secret, target_url=self.slack_request_url, **kwargs
         )
 
+    def install_links(self, organizations: Collection[str]) -> dict[str, str]:
+        """``{organization slug: install link}``, each made by its organization's region silo.
+
+        Runs ``install_url(organization_id)`` of :mod:`silo_router.region.installs` in a
+        management shell of the region (one per region, in parallel), as a region's page
+        would when an admin asks to connect Slack.
+        """
+        return self._collect_links(self._start_link_jobs(organizations))
+
+    def _start_link_jobs(self, organizations: Collection[str]) -> dict[str, subprocess.Popen[str]]:
+        """One region shell per region of ``organizations``, printing their install links."""
+        by_region: dict[str, dict[str, str]] = {}
+        for slug in organizations:
+            organization_id, region = ORGANIZATIONS[slug]
+            by_region.setdefault(region, {})[slug] = organization_id
+        return {
+            region: subprocess.Popen(
+                [self.python, "-m", "example_project.manage", "shell", "-c", install_links_script(orgs)],
+                env=self.silo_env(region),
+                cwd=REPO_DIR,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                preexec_fn=self._death_signal,
+            )
+            for region, orgs in by_region.items()
+        }
+
+    def _collect_links(self, running: Mapping[str, subprocess.Popen[str]]) -> dict[str, str]:
+        """What the region shells printed, ``{slug: link}``; ``ClusterError`` if one failed."""
+        links: dict[str, str] = {}
+        try:
+            for region, process in running.items():
+                out, err = process.communicate(timeout=self.startup_timeout)
+                line = next((line for line in out.splitlines() if line.startswith(INSTALL_LINKS_MARKER)), None)
+                if process.returncode != 0 or line is None:
+                    raise ClusterError(f"region {region} made no install links ({process.returncode}):\n{err[-2000:]}")
+                links.update(json.loads(line.removeprefix(INSTALL_LINKS_MARKER)))
+        finally:
+            for process in running.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        return links
+
+    def install(self, team_id: str, organization: str, *, link: str | None = None) -> PageSeen:
+        """Install workspace ``team_id`` for ``organization`` through the OAuth flow; control's last page.
+
+        An install link from the organization's region, Slack's consent (the fake plays the
+        user choosing ``team_id``), the redirect back to control. ``ClusterError`` unless
+        control then holds an active installation of ``team_id`` linked to ``organization``.
+        """
+        link = link or self.install_links([organization])[organization]
+        with self.sender().authorize(link, team_id=team_id) as answer:
+            page = PageSeen(answer.status_code, answer.url, answer.text)
+        installed = self.installation(team_id)
+        if not page.ok or installed is None or not installed.active or organization not in installed.organizations:
+            raise ClusterError(
+                f"installing {team_id} for {organization}: HTTP {page.status}, {installed}; {page.text[-400:]!r}"
+            )
+        return page
+
+    def install_all(self, links: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+        """Install every workspace for each of its organizations; ``(team id, organization)`` in order."""
+        if links is None:
+            links = self.install_links(self._installed_organizations())
+        installs = [(team_id, slug) for team_id, ws in self.workspaces.items() for slug in ws.organizations]
+        for team_id, slug in installs:
+            self.install(team_id, slug, link=links[slug])
+        return installs
+
+    def _installed_organizations(self) -> set[str]:
+        """Every organization a workspace is installed for."""
+        return {slug for workspace in self.workspaces.values() for slug in workspace.organizations}
+
+    def uninstall(self, team_id: str) -> Sent:
+        """Uninstall the app from workspace ``team_id``: Slack revokes its tokens and sends ``app_uninstalled``."""
+        self.fake.revoke(team_id)
+        return self.sender().app_uninstalled(team_id=team_id)
+
     def admin_login(self, session: requests.Session, *, username: str = OPERATOR, password: str | None = None) -> None:
         """Log ``session`` in to control's admin as the operator, like a browser (CSRF from the form)."""
         login_url = self.control_url + "/admin/login/"
@@ -702,6 +966,43 @@ class Cluster:
                 "SELECT status FROM issues_issue WHERE organization_id = ? AND number = ?", (organization_id, number)
             ).fetchone()
         return None if row is None else str(row[0])
+
+    def control_rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` (``?`` placeholders) on control's database, SQLite or PostgreSQL, as committed now."""
+        if self.control_database_url is None:
+            with contextlib.closing(sqlite3.connect(self.control_db, timeout=10)) as db:
+                return db.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.control_database_url, autocommit=True, connect_timeout=10) as connection:
+            return list(connection.execute(sql.replace("?", "%s"), params).fetchall())
+
+    def installation(self, team_id: str) -> Installed | None:
+        """Workspace ``team_id``'s installation as control's database holds it, or ``None``."""
+        rows = self.control_rows(
+            "SELECT i.id, i.active, i.deactivation_reason, s.encrypted_bot_token, s.bot_token_expires_at "
+            "FROM silo_router_control_integration i "
+            "LEFT JOIN silo_router_control_slackinstallation s ON s.integration_id = i.id "
+            "WHERE i.provider = 'slack' AND i.external_id = ?",
+            (team_id,),
+        )
+        if not rows:
+            return None
+        [(integration_id, active, reason, encrypted, expires_at)] = rows
+        slugs = self.control_rows(
+            "SELECT o.slug FROM silo_router_control_organizationmapping o "
+            "JOIN silo_router_control_integration_organizations io ON io.organizationmapping_id = o.id "
+            "WHERE io.integration_id = ? ORDER BY o.slug",
+            (integration_id,),
+        )
+        return Installed(
+            installation_id=str(integration_id),
+            active=bool(active),
+            deactivation_reason=str(reason or ""),
+            organizations=tuple(str(slug) for (slug,) in slugs),
+            encrypted_bot_token=str(encrypted or ""),
+            bot_token_expires_at=_timestamp(expires_at),
+        )
 
     def open_issues(self, region: str, organization_id: str) -> list[tuple[int, str]]:
         """``(number, title)`` of an organization's open issues, from the region's database."""

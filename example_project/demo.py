@@ -3,19 +3,28 @@
 Starts the whole example on loopback (fake Slack, control silo, us and eu region silos,
 a Celery worker; see ``cluster.py``) and plays the story of the control response:
 
+0. The app is installed in three workspaces through Slack's OAuth flow: an install link
+   made by the organization's region, Slack's consent screen (the fake Slack plays the
+   user), the redirect back to control, which stores the workspace's tokens encrypted.
+   T0US00001 -> acme (us), T0EU00001 -> globex (eu), T0BOTH001 -> both.
 a. Control responses off: a user clicks "Resolve". Slack gets its 200 at once, but the
    region's handler opens its modal only after the hop and a slow upstream call; the
    trigger_id has expired by then (``expired_trigger_id``) and the user sees nothing.
 b. An operator turns ``slack.control_responses.enabled`` on in control's Django admin
    (no restart).
-c. The same click: control opens a Loading modal within Slack's window, the region does
-   the work and replaces the modal with the result; the issue changed in us only.
+c. The same click, in each workspace: control opens a Loading modal within Slack's
+   window with that workspace's token, the region does the work and replaces the modal
+   (through control's Web API proxy, again with that workspace's token); the issue
+   changed in its own region only.
 d. Other kinds still route by workspace: a slash command and an app_mention go to eu,
    an options load is answered synchronously by us.
 e. A region outage is absorbed and drained: region eu is stopped while events arrive
    for both workspaces. Slack gets every 200 in time, us handles its events at once,
    control keeps eu's payloads pending behind eu's circuit breaker; eu is started again,
    the backlog drains, and eu's effect ledger has each event exactly once.
+f. T0EU00001 uninstalls the app: Slack revokes its tokens and sends ``app_uninstalled``;
+   control deactivates the installation, the next click from it is kept unroutable and
+   opens no modal, and T0US00001 still works.
 
 Prints a timeline (milliseconds since start) and a summary; exits 0 only if every check
 passed.
@@ -40,8 +49,10 @@ from typing import Any
 
 import requests
 
-from example_project.cluster import Cluster, ClusterError, FakeSlackAPI, form_csrf_token
+from example_project.cluster import Cluster, ClusterError, FakeSlackAPI, JsonDict, form_csrf_token
 from example_project.fake_slack import Sent, SlackSender
+from example_project.install_browser import InstallBrowser, InstallFlowError, query_param
+from example_project.seed import ORGANIZATIONS
 
 #: Slack's answer window and a trigger_id's lifetime.
 SLACK_WINDOW_MS = 3000.0
@@ -53,7 +64,10 @@ OPTION_KEY = "slack.control_responses.enabled"
 OPTION_ADMIN = "/admin/silo_router_control/option/"
 US_TEAM, EU_TEAM = "T0US00001", "T0EU00001"
 US_ORG, EU_ORG = "101", "201"
-EU_CHANNEL = "C0EUCHAN1"
+#: A channel of workspace T0EU00001 (the fake Slack refuses other workspaces' tokens in it).
+EU_CHANNEL = "C0EU00001"
+#: Step f: how long control may take to act on ``app_uninstalled``.
+UNINSTALL_WAIT_S = 10.0
 #: Step e: events sent to each workspace while region eu is down.
 OUTAGE_EU_EVENTS, OUTAGE_US_EVENTS = 20, 3
 #: Step e: how long eu may take to drain once it is back (bounded, not a sleep).
@@ -172,41 +186,106 @@ class Demo:
     def run(self) -> bool:
         """Every step in order; a step that fails is recorded and the next one still runs."""
         steps: list[tuple[str, Callable[[], None]]] = [
+            ("0", self.step_0_install),
             ("a", self.step_a_flag_off),
             ("b", self.step_b_operator_enables),
             ("c", self.step_c_flag_on),
             ("d", self.step_d_other_kinds),
             ("e", self.step_e_region_outage),
+            ("f", self.step_f_uninstall),
         ]
         for name, step in steps:
             try:
                 step()
             except StepFailedError:
                 pass
-            except (TimeoutError, requests.RequestException, ClusterError, KeyError, ValueError) as exc:
+            except (
+                TimeoutError,
+                requests.RequestException,
+                ClusterError,
+                InstallFlowError,
+                KeyError,
+                ValueError,
+            ) as exc:
                 self.expect(name, "step ended early", False, None, f"{type(exc).__name__}: {exc}")
         return all(check.ok for check in self.checks)
 
-    def click_resolve(self, issue: int) -> tuple[float, Sent]:
-        """Click "Resolve" on acme's issue ``issue`` in workspace T0US00001; returns (wall time of the click, Sent)."""
+    def click_resolve(self, issue: int, *, team_id: str = US_TEAM, organization: str = "acme") -> tuple[float, Sent]:
+        """Click "Resolve" on an organization's issue in workspace ``team_id``; (wall time of the click, Sent)."""
         clicked = time.time()
         sent = self.sender.click_button(
-            team_id=US_TEAM, action_id="resolve_dialog", value=json.dumps({"organization": "acme", "issue": issue})
+            team_id=team_id,
+            action_id="resolve_dialog",
+            value=json.dumps({"organization": organization, "issue": issue}),
+            channel_id=self.cluster.workspaces[team_id].channels[0],
         )
         return clicked, sent
 
-    def click_and_check_ack(self, step: str, issue: int) -> tuple[float, Sent]:
-        """Click "Resolve" on ``issue``; Slack must get its 200 within 3 s (else the demo stops)."""
-        clicked, sent = self.click_resolve(issue)
+    def click_and_check_ack(
+        self, step: str, issue: int, *, team_id: str = US_TEAM, organization: str = "acme"
+    ) -> tuple[float, Sent]:
+        """Click "Resolve" on ``issue``; Slack must get its 200 within 3 s (else the step stops)."""
+        clicked, sent = self.click_resolve(issue, team_id=team_id, organization=organization)
         self.expect(
             step,
-            "Slack got its 200 within 3 s",
+            f"{team_id}: Slack got its 200 within 3 s",
             sent.status == 200 and sent.elapsed_ms < SLACK_WINDOW_MS,
             sent.elapsed_ms,
             f"HTTP {sent.status}",
             fatal=True,
         )
         return clicked, sent
+
+    # -- step 0 ----------------------------------------------------------------------------------
+
+    def step_0_install(self) -> None:
+        """Every workspace installed through the OAuth flow, for each of its organizations."""
+        self.say("0. installing the app through Slack's OAuth flow (the fake Slack plays the user's consent)")
+        installs = [(team_id, slug) for team_id, ws in self.cluster.workspaces.items() for slug in ws.organizations]
+        started = time.monotonic()
+        links = self.cluster.install_links({slug for _, slug in installs})
+        self.say(
+            f"   each region made install links for its organizations ({(time.monotonic() - started) * 1000:.0f} ms)"
+        )
+        for team_id, slug in installs:
+            self.install(team_id, slug, links[slug])
+
+    def install(self, team_id: str, slug: str, link: str) -> None:
+        """One install, step by step as the browser sees it."""
+        _, region = ORGANIZATIONS[slug]
+        started = time.monotonic()
+        self.say(f"   {slug}'s admin opens {region}'s link {link.split('?', 1)[0]} (grant signed with {region}'s key)")
+        with InstallBrowser() as browser:
+            authorize = browser.start(link)
+            self.say(f"     control -> Slack's consent screen {authorize.split('?', 1)[0]}")
+            redirect = browser.consent(authorize, team_id=team_id)
+            got_code = query_param(redirect, "code") is not None
+            self.say(
+                f"     the user picks {team_id} and allows -> {redirect.split('?', 1)[0]} (with a code: {got_code})"
+            )
+            page = browser.finish(redirect)
+        installed = self.cluster.installation(team_id)
+        tokens = self.fake_tokens(team_id)
+        stored = installed.encrypted_bot_token if installed else ""
+        self.expect(
+            "0",
+            f"workspace {team_id} -> {slug} ({region})",
+            page.ok
+            and installed is not None
+            and installed.active
+            and slug in installed.organizations
+            and bool(stored)
+            and not any(token in stored for token in tokens),
+            (time.monotonic() - started) * 1000,
+            f"HTTP {page.status}; control stored its bot token encrypted ({len(stored)} characters of ciphertext)"
+            + (f"; linked to {', '.join(installed.organizations)}" if installed else ""),
+        )
+
+    def fake_tokens(self, team_id: str) -> list[str]:
+        """Every token the fake Slack issued to ``team_id``'s installs (to look for them elsewhere)."""
+        return self.fake.tokens(team_id)
+
+    # -- steps a-f -------------------------------------------------------------------------------
 
     def step_a_flag_off(self) -> None:
         """Control responses off: the region's views.open comes too late."""
@@ -272,9 +351,34 @@ class Demo:
         time.sleep(OPTION_PROPAGATION_S)
 
     def step_c_flag_on(self) -> None:
-        """Control responses on: Loading modal at once, replaced by the region's result."""
-        self.say('c. control responses ON: the same kind of click, "Resolve" on issue #2')
-        clicked, sent = self.click_and_check_ack("c1", 2)
+        """Control responses on: Loading modal at once, replaced by the region's result, in each workspace."""
+        self.say('c. control responses ON: the same kind of click, "Resolve" on issue #2, in each workspace')
+        self.say("   T0US00001 (-> acme -> us)")
+        if self.resolve_with_loading_modal("c", 2, team_id=US_TEAM, organization="acme"):
+            us_status, eu_status = (
+                self.cluster.issue_status("us", US_ORG, 2),
+                self.cluster.issue_status("eu", EU_ORG, 2),
+            )
+            self.expect(
+                "c5",
+                "issue #2 resolved in us's database, untouched in eu's",
+                us_status == "resolved" and eu_status == "open",
+                None,
+                f"us: {us_status}, eu #2: {eu_status}",
+            )
+        self.say("   T0EU00001 (-> globex -> eu)")
+        if self.resolve_with_loading_modal("c", 2, team_id=EU_TEAM, organization="globex"):
+            self.expect(
+                "c5",
+                "issue #2 resolved in eu's database too",
+                self.cluster.issue_status("eu", EU_ORG, 2) == "resolved",
+                None,
+                f"eu: {self.cluster.issue_status('eu', EU_ORG, 2)}",
+            )
+
+    def resolve_with_loading_modal(self, step: str, issue: int, *, team_id: str, organization: str) -> bool:
+        """Click Resolve; control's Loading modal, then the region's views.update, each with ``team_id``'s token."""
+        clicked, sent = self.click_and_check_ack(f"{step}1", issue, team_id=team_id, organization=organization)
         opened = self.fake.wait_for_call(
             lambda call: call["ok"] and call["params"].get("trigger_id") == sent.trigger_id,
             method="views.open",
@@ -285,8 +389,8 @@ class Demo:
         title = loading.get("title", {}).get("text")
         view = self.fake.view_by_external_id(str(loading.get("external_id"))) if loading.get("external_id") else None
         self.expect(
-            "c2",
-            "control opened the Loading modal within 3 s",
+            f"{step}2",
+            f"{team_id}: control opened the Loading modal within 3 s",
             open_ms < SLACK_WINDOW_MS and title == "Loading" and view is not None,
             open_ms,
             f"views.open ok, title '{title}', view {view['id'] if view else '?'}",
@@ -302,20 +406,19 @@ class Demo:
         new_title = FakeSlackAPI.view_of(updated).get("title", {}).get("text")
         shown = (self.fake.view(view_id) or {}).get("title", {}).get("text")
         self.expect(
-            "c3",
-            'views.update replaced it with "Issue #2 resolved"',
-            new_title == shown == "Issue #2 resolved",
+            f"{step}3",
+            f'{team_id}: views.update replaced it with "Issue #{issue} resolved"',
+            new_title == shown == f"Issue #{issue} resolved",
             (updated["wall"] - clicked) * 1000,
             f"the user now sees '{shown}'",
         )
-        us_status = self.cluster.issue_status("us", US_ORG, 2)
-        eu_status = self.cluster.issue_status("eu", EU_ORG, 2)
-        self.expect(
-            "c4",
-            "issue #2 resolved in us's database, untouched in eu's",
-            us_status == "resolved" and eu_status != "resolved",
+        return self.expect(
+            f"{step}4",
+            f"{team_id}: both calls used {team_id}'s own token",
+            opened.get("team_id") == updated.get("team_id") == team_id,
             None,
-            f"us: {us_status}, eu #2: {eu_status}",
+            f"views.open by control: {opened.get('team_id')}, views.update through control's proxy: "
+            f"{updated.get('team_id')}",
         )
 
     def step_d_other_kinds(self) -> None:
@@ -375,10 +478,10 @@ class Demo:
         text = str(posted["params"].get("text"))
         self.expect(
             "d4",
-            "chat.postMessage from the region names eu",
-            "region eu" in text,
+            "chat.postMessage from the region names eu, with T0EU00001's token",
+            "region eu" in text and posted.get("team_id") == EU_TEAM,
             (posted["wall"] - mentioned) * 1000,
-            repr(text),
+            f"{text!r} ({posted.get('team_id')})",
         )
 
         self.say("   options load (block_suggestion pick_issue) from T0US00001, answered in the HTTP body")
@@ -489,6 +592,63 @@ class Demo:
             + (f" ({held_for_probe} had waited for a probe's lease)" if held_for_probe else ""),
         )
 
+    def step_f_uninstall(self) -> None:
+        """T0EU00001 uninstalls: deactivated at control, its clicks kept unroutable; T0US00001 unaffected."""
+        self.say("f. T0EU00001 uninstalls the app: Slack revokes its tokens and sends app_uninstalled")
+        started = time.monotonic()
+        sent = self.cluster.uninstall(EU_TEAM)
+        self.expect(
+            "f1", "Slack got its 200 for app_uninstalled", sent.status == 200, sent.elapsed_ms, f"HTTP {sent.status}"
+        )
+
+        def deactivated() -> bool:
+            installed = self.cluster.installation(EU_TEAM)
+            return installed is not None and not installed.active
+
+        gone = self.wait_until(deactivated, UNINSTALL_WAIT_S)
+        installed = self.cluster.installation(EU_TEAM)
+        self.expect(
+            "f2",
+            "control deactivated T0EU00001's installation and wiped its tokens",
+            gone
+            and installed is not None
+            and installed.deactivation_reason == "app_uninstalled"
+            and not installed.encrypted_bot_token,
+            (time.monotonic() - started) * 1000,
+            f"reason '{installed.deactivation_reason if installed else '?'}'",
+        )
+        before = self.payload_ids()
+        _, sent = self.click_and_check_ack("f3", 3, team_id=EU_TEAM, organization="globex")
+        stored = self.payload_rows(self.payload_ids() - before)
+        time.sleep(0.5)  # a Loading modal, if control wrongly opened one, would be recorded by now
+        opened = [c for c in self.fake.calls("views.open") if c["params"].get("trigger_id") == sent.trigger_id]
+        self.expect(
+            "f4",
+            "the next click from T0EU00001 is kept unroutable (app_uninstalled), no modal",
+            [(row["state"], "app_uninstalled" in row["last_error"]) for row in stored] == [("unroutable", True)]
+            and not opened
+            and self.cluster.issue_status("eu", EU_ORG, 3) == "open",
+            None,
+            ", ".join(f"{row['state']}: {row['last_error']}" for row in stored) or "nothing stored",
+        )
+        self.say("   T0US00001 still works")
+        self.resolve_with_loading_modal("f5.", 3, team_id=US_TEAM, organization="acme")
+
+    def payload_ids(self) -> set[str]:
+        """Ids of every payload control has stored."""
+        return {str(row[0]) for row in _rows(self.cluster.control_db, "SELECT id FROM silo_router_control_payload")}
+
+    def payload_rows(self, ids: Collection[str]) -> list[JsonDict]:
+        """``state`` and ``last_error`` of the payloads ``ids``."""
+        if not ids:
+            return []
+        rows = _rows(
+            self.cluster.control_db,
+            f"SELECT id, state, last_error FROM silo_router_control_payload WHERE id IN ({_in(ids)})",
+            list(ids),
+        )
+        return [{"id": str(i), "state": str(state), "last_error": str(error)} for i, state, error in rows]
+
     # -- summary ---------------------------------------------------------------------------------
 
     def summary(self) -> str:
@@ -510,7 +670,7 @@ def main() -> int:
     """Start the cluster, run the scenario, stop the cluster; 0 only if every check passed."""
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
-    cluster = Cluster(extra_env=DEMO_DELIVERY_ENV)
+    cluster = Cluster(extra_env=DEMO_DELIVERY_ENV, install_workspaces=False)
     demo: Demo | None = None
     try:
         print(

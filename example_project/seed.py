@@ -1,8 +1,10 @@
 """Create a silo's database and its demo data: ``python -m example_project.seed control|region``.
 
-``DJANGO_SETTINGS_MODULE`` picks the silo. Control gets the organizations, the Slack
-installations, the control-response options (with the flag left off) and a staff
-superuser ``operator``; a region gets a few issues for its organizations.
+``DJANGO_SETTINGS_MODULE`` picks the silo. Control gets the organizations, the
+control-response options (with the flag left off) and a staff superuser ``operator``;
+a region gets a few issues for its organizations. No Slack workspace is installed here:
+workspaces are installed through the OAuth flow once the silos run
+(``Cluster.install``), as a real one is.
 """
 
 from __future__ import annotations
@@ -13,12 +15,6 @@ import sys
 
 #: organization slug -> (organization id, region)
 ORGANIZATIONS: dict[str, tuple[str, str]] = {"acme": ("101", "us"), "globex": ("201", "eu")}
-#: Slack team id -> organization slugs
-INSTALLATIONS: dict[str, tuple[str, ...]] = {
-    "T0US00001": ("acme",),
-    "T0EU00001": ("globex",),
-    "T0BOTH001": ("acme", "globex"),
-}
 #: region -> (organization id, issue number, title)
 ISSUES: dict[str, tuple[tuple[str, int, str], ...]] = {
     "us": (
@@ -38,22 +34,17 @@ OPERATOR = "operator"
 
 
 def seed_control(operator_password: str) -> None:
-    """Organizations, installations, options and the operator account."""
+    """Organizations, options and the operator account."""
     from django.contrib.auth import get_user_model
 
-    from silo_router.control.models import Integration, Option, OrganizationMapping
+    from silo_router.control.models import Option, OrganizationMapping
     from silo_router.control.options import CONTROL_RESPONSE_ACTIONS as ACTIONS_KEY
     from silo_router.control.options import CONTROL_RESPONSES_ENABLED
 
-    mappings = {
-        slug: OrganizationMapping.objects.update_or_create(
+    for slug, (org_id, region) in ORGANIZATIONS.items():
+        OrganizationMapping.objects.update_or_create(
             slug=slug, defaults={"organization_id": org_id, "region": region, "name": slug.title()}
-        )[0]
-        for slug, (org_id, region) in ORGANIZATIONS.items()
-    }
-    for team_id, slugs in INSTALLATIONS.items():
-        integration, _ = Integration.objects.get_or_create(provider="slack", external_id=team_id, app_id="")
-        integration.organizations.set([mappings[slug] for slug in slugs])
+        )
     Option.objects.update_or_create(key=ACTIONS_KEY, defaults={"value": CONTROL_RESPONSE_ACTIONS})
     Option.objects.update_or_create(key=CONTROL_RESPONSES_ENABLED, defaults={"value": False})
     user_model = get_user_model()

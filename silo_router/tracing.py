@@ -9,6 +9,7 @@ continue that trace, so the flow shares one trace id.
 from __future__ import annotations
 
 import contextlib
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,6 +20,9 @@ from .conf import conf
 
 #: Transactions and spans of this library start with this op prefix.
 OP_PREFIX = "silo_router"
+#: Query parameters of the install flow that are credentials: Slack's OAuth code, the
+#: state that goes with it, a region's install grant.
+INSTALL_FLOW_PARAMS = frozenset({"code", "state", "grant"})
 
 
 def traces_sampler(sampling_context: Mapping[str, Any]) -> float:
@@ -96,7 +100,8 @@ def set_data(current: Any, **data: Any) -> None:
 def before_send(event: dict[str, Any], hint: Mapping[str, Any]) -> dict[str, Any]:
     """A ``before_send`` for ``sentry_sdk.init``: redacts capabilities and secrets in the event.
 
-    A signed request's body (a Slack request, an envelope) is dropped. Every part is
+    A signed request's body (a Slack request, an envelope) is dropped, and so is the
+    query string of an install-flow request (an OAuth code and state, a grant). Every part is
     scrubbed (frame locals, request data and headers, breadcrumbs,
     extra, contexts, tags, messages, span descriptions and data) with
     :func:`silo_router.redaction.scrub`: by key (``response_url``, ``trigger_id``,
@@ -107,10 +112,23 @@ def before_send(event: dict[str, Any], hint: Mapping[str, Any]) -> dict[str, Any
     request = scrubbed.get("request")
     if isinstance(request, dict) and redaction.is_signed_request(request.get("headers")):
         request["data"] = redaction.REDACTED  # a raw Slack body or envelope: never sent whole
+    if isinstance(request, dict) and _has_install_flow_params(request.get("query_string")):
+        request["query_string"] = redaction.REDACTED
     logentry = event.get("logentry")
     if isinstance(logentry, Mapping) and logentry.get("params"):
         scrubbed["logentry"] = {"message": redaction.scrub_text(_formatted(logentry)), "params": []}
     return scrubbed
+
+
+def _has_install_flow_params(query: Any) -> bool:
+    """Whether a request's query string (text or mapping) carries an OAuth code, state or grant."""
+    if isinstance(query, str):
+        names = {name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+    elif isinstance(query, Mapping):
+        names = {str(name) for name in query}
+    else:
+        return False
+    return not INSTALL_FLOW_PARAMS.isdisjoint(names)
 
 
 def _formatted(logentry: Mapping[str, Any]) -> str:

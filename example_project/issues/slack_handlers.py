@@ -7,6 +7,10 @@ on, the control silo has already opened a Loading modal, and the handler replace
 ``views.open`` with the click's trigger_id, which has expired by now (a trigger lives 3
 seconds and the hop to the region plus the upstream call take longer): Slack answers
 ``expired_trigger_id`` and the user sees nothing.
+
+Every Slack call here (``update_view``, ``open_view``, ``say``, ``respond``'s fallbacks,
+``request.client``) is made with the token of the workspace the request came from. A
+region holds no token: the calls go through control's Web API proxy, which adds it.
 """
 
 from __future__ import annotations
@@ -135,22 +139,23 @@ def ticket(request: SlackHandlerRequest) -> None:
     )
 
 
+@slack.command("/whoami", atomic=False)
+def whoami(request: SlackHandlerRequest) -> None:
+    """``/whoami``: who the app is in this workspace, asked of Slack with ``auth.test`` (outside a transaction)."""
+    identity = request.client.auth_test()
+    request.respond(
+        f"Workspace {identity.get('team_id')} knows this app as {identity.get('user_id')} "
+        f"(answered by region {settings.SILO_ROUTER['REGION']})."
+    )
+
+
 @slack.event("app_mention")
 def mentioned(request: SlackHandlerRequest) -> None:
-    """An @-mention of the app: say hello in the channel, naming this region."""
-    channel = request.channel_id
-    if not channel:
+    """An @-mention of the app: say hello in the channel, naming this region (posted after commit)."""
+    if not request.channel_id:
         logger.warning("app_mention without a channel; nothing to answer")
         return
-    text = f"Hello from region {settings.SILO_ROUTER['REGION']} (organization {request.organization_id})."
-
-    def post(channel: str = channel) -> None:
-        try:
-            request.client.chat_postMessage(channel=channel, text=text)
-        except SlackApiError as exc:
-            logger.error("chat.postMessage failed: %s", exc.response.get("error"))
-
-    request.after_commit(post)
+    request.say(f"Hello from region {settings.SILO_ROUTER['REGION']} (organization {request.organization_id}).")
 
 
 @slack.options("pick_issue")

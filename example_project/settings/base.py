@@ -114,7 +114,8 @@ LOGGING: dict[str, Any] = {
 # -- the control-to-region hop and Slack ----------------------------------------------
 
 #: Each region has its own hop key (``SILO_ROUTER_<REGION>_SIGNING_KEY[_ID]``): control holds
-#: every region's, a region silo only its own, so one region cannot speak for another.
+#: every region's, a region silo only its own, so one region cannot speak for another (nor
+#: call Slack for another's installations through control's Web API proxy).
 REGION_NAMES = ("us", "eu")
 
 
@@ -127,17 +128,17 @@ def region_signing_key(region: str) -> tuple[str, str]:
     )
 
 
-SLACK_SIGNING_SECRET = os.environ.get("SLACK_SIGNING_SECRET", "demo-only-slack-signing-secret-0123456789")
-SLACK_BOT_TOKEN = os.environ.get("SLACK_BOT_TOKEN", "xoxb-demo-only-bot-token")
+#: Where the fake Slack (or Slack) is: control's Web API calls, the OAuth consent page, and
+#: the response_urls Slack hands out. Only control holds Slack credentials; see control.py.
 SLACK_API_URL = os.environ.get("SLACK_API_URL", "http://127.0.0.1:8010/api/")
+SLACK_BASE_URL = SLACK_API_URL.removesuffix("/").removesuffix("/api")
 
 #: The fake Slack serves response_urls under this prefix; like hooks.slack.com URLs they
 #: are capabilities, so logs and Sentry events show only the prefix.
-FAKE_RESPONSE_URL_PREFIX = SLACK_API_URL.removesuffix("/").removesuffix("/api") + "/response/"
+FAKE_RESPONSE_URL_PREFIX = SLACK_BASE_URL + "/response/"
 
 #: What every silo shares; control.py and region_*.py add their parts.
 SILO_ROUTER_BASE: dict[str, Any] = {
-    "SLACK": {"BOT_TOKEN": SLACK_BOT_TOKEN, "API_URL": SLACK_API_URL},
     "REDACTED_URL_PREFIXES": [FAKE_RESPONSE_URL_PREFIX],
     "TRACES_SAMPLE_RATE": float(os.environ.get("SILO_ROUTER_TRACES_SAMPLE_RATE") or 0.01),
 }

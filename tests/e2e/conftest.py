@@ -1,7 +1,10 @@
 """The clusters the end-to-end tests drive: fake Slack, control, us and eu, Celery workers, all real processes.
 
-``cluster`` is shared by the whole session (started on first use, about 5 s); the
-Celery-transport test starts its own (``celery_cluster``, module-scoped). Both always
+``cluster`` is shared by the whole session (started on first use, 5 to 15 s): its
+workspaces (``example_project.cluster.WORKSPACES``) are installed through the OAuth flow
+as it starts, so every token comes from the fake Slack. The Celery-transport test starts
+its own (``celery_cluster``, module-scoped), and so do the modules that need a cluster
+of their own (each workspace's Slack calls, token rotation, the leak checks). Both always
 stop every process they started, also when a test fails or the run is interrupted, and
 keep their logs and databases under pytest's temporary directory. A failing test gets
 the tails of every service's log in its report.

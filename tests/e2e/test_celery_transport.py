@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from example_project.cluster import Cluster
+from example_project.cluster import WORKSPACES, Cluster
 
 from .helpers import (
     EU_ORG,
@@ -38,7 +38,7 @@ def test_command_and_event_for_eu_are_handled_by_eu_celery_worker(celery_cluster
     assert cluster.region_transports == {"us": "http", "eu": "celery"}
     assert cluster.services["eu-worker"].running
     cluster.stop_service("eu")  # eu's HTTP receiver is gone: only the queue leads to eu now
-    channel = "C0E2ECELERY"
+    channel = WORKSPACES[EU_TEAM].channels[1]
     open_in_eu = len(cluster.open_issues("eu", EU_ORG))
     sender = cluster.sender()
     before = payload_ids(cluster)

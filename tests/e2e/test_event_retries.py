@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from example_project.cluster import Cluster
+from example_project.cluster import WORKSPACES, Cluster
 
 from .helpers import (
     ASYNC_TIMEOUT,
@@ -32,7 +32,7 @@ def test_the_same_event_id_sent_four_times_is_handled_once_per_region(cluster: C
     Only the event_id is shared (each copy has its own timestamp and event_context), so
     deduplication must key on the event_id, as Slack's retry contract requires.
     """
-    channel = "C0E2ERETRY"
+    channel = WORKSPACES[BOTH_TEAM].channels[1]
     event_id = "Ev" + secrets.token_hex(5).upper()
     sender = cluster.sender()
     before = payload_ids(cluster)

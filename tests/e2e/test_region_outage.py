@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from example_project.cluster import Cluster
+from example_project.cluster import WORKSPACES, Cluster
 
 from .helpers import (
     BOTH_TEAM,
@@ -38,7 +38,7 @@ UNDELIVERED = ("pending", "in_flight")
 
 def test_every_region_down_then_back_every_payload_delivered_and_handled_once(cluster: Cluster) -> None:
     """us and eu stopped: six kinds acknowledged in time; regions restarted: each payload handled exactly once."""
-    channel = "C0E2EOUTAGE"
+    channel = WORKSPACES[BOTH_TEAM].channels[2]
     assert cluster.issue_status("us", US_ORG, 3) == "open"
     open_in_eu = len(cluster.open_issues("eu", EU_ORG))
     sender = cluster.sender()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from example_project.cluster import Cluster
+from example_project.cluster import WORKSPACES, Cluster
 
 from .helpers import (
     ASYNC_TIMEOUT,
@@ -67,7 +67,7 @@ def test_slash_command_is_answered_through_response_url_by_eu(cluster: Cluster) 
 
 def test_app_mention_in_a_workspace_of_both_regions_reaches_both(cluster: Cluster) -> None:
     """T0BOTH001 is installed for acme (us) and globex (eu): the event fans out, each region answers once."""
-    channel = "C0E2EBOTH1"
+    channel = WORKSPACES[BOTH_TEAM].channels[0]
     before = payload_ids(cluster)
 
     sent = mention(cluster.sender(), team_id=BOTH_TEAM, channel=channel)

@@ -508,6 +508,7 @@ def _check_control_url() -> list[CheckMessage]:
         )
     ]
 
+
 def _check_installations() -> list[CheckMessage]:
     """Token encryption keys (E025, W005) and where Slack credentials may live (E026, E027)."""
     from cryptography.fernet import Fernet

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import abc
-import collections
 import dataclasses
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from silo_router.conf import conf
 from silo_router.providers.base import InboundRequest
 
+from .lookup_cache import LookupCache
 from .routing import Fanout, fanout_for
 
 if TYPE_CHECKING:
@@ -92,7 +90,6 @@ CacheKey = tuple[str, str, str, str, bool]
 
 @dataclasses.dataclass(frozen=True)
 class _Lookup:
-    at: float
     integration_id: str | None
     rows: tuple[tuple[str, str, str], ...]
     reason: str
@@ -116,14 +113,12 @@ class ModelResolver(Resolver):
     """
 
     def __init__(self) -> None:
-        self._cache: collections.OrderedDict[CacheKey, _Lookup] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        connect_invalidation(self.clear)
+        self._cache: LookupCache[CacheKey, _Lookup] = LookupCache()
+        connect_invalidation(self._cache.clear)
 
-    def clear(self, **kwargs: object) -> None:
+    def clear(self) -> None:
         """Forget every cached answer."""
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
 
     def cache_size(self) -> int:
         """How many installations are cached now."""
@@ -138,14 +133,10 @@ class ModelResolver(Resolver):
             keys.app_id or "",
             keys.is_enterprise_install,
         )
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(cache_key)
-            if hit is not None:
-                self._cache.move_to_end(cache_key)
-        if hit is None or now - hit.at > conf.RESOLVER_CACHE_SECONDS:
-            hit = self._lookup(inbound, now=now)
-            self._remember(cache_key, hit)
+        hit = self._cache.get(cache_key)
+        if hit is None:
+            hit = self._lookup(inbound)
+            self._cache.put(cache_key, hit)
         if hit.integration_id is None:
             return Resolution(integration_id=None, targets=(), reason=hit.reason)
         if hit.deactivated:
@@ -155,16 +146,8 @@ class ModelResolver(Resolver):
                 return Resolution(integration_id=hit.integration_id, targets=(), reason=hit.deactivated)
         return group_by_region(hit.rows, inbound=inbound, integration_id=hit.integration_id)
 
-    def _remember(self, cache_key: CacheKey, lookup: _Lookup) -> None:
-        limit = conf.RESOLVER_CACHE_SIZE
-        with self._lock:
-            self._cache[cache_key] = lookup
-            self._cache.move_to_end(cache_key)
-            while len(self._cache) > limit:
-                self._cache.popitem(last=False)
-
     @staticmethod
-    def _lookup(inbound: InboundRequest, *, now: float) -> _Lookup:
+    def _lookup(inbound: InboundRequest) -> _Lookup:
         from django.db.models import Q
 
         from .models import Integration
@@ -176,7 +159,7 @@ class ModelResolver(Resolver):
         if keys.enterprise_id:
             match |= Q(external_id=keys.enterprise_id)
         if not match:
-            return _Lookup(now, None, (), "the request names no team or enterprise")
+            return _Lookup(None, (), "the request names no team or enterprise")
         candidates = Integration.objects.filter(match, provider=inbound.provider)
         if keys.app_id:
             candidates = candidates.filter(Q(app_id="") | Q(app_id=keys.app_id))
@@ -186,11 +169,11 @@ class ModelResolver(Resolver):
         preferred = keys.enterprise_id if keys.is_enterprise_install else keys.team_id
         ranked = sorted(candidates, key=lambda i: (i.external_id != preferred, i.app_id == "", i.pk))
         if not ranked:
-            return _Lookup(now, None, (), _no_installation_reason(inbound, match))
+            return _Lookup(None, (), _no_installation_reason(inbound, match))
         integration = ranked[0]
         rows = integration.organizations.order_by("id").values_list("organization_id", "slug", "region")
         deactivated = "" if integration.active else _deactivation_reason(integration)
-        return _Lookup(now, str(integration.pk), tuple(rows), "", deactivated)
+        return _Lookup(str(integration.pk), tuple(rows), "", deactivated)
 
 
 def _deactivation_reason(integration: Integration) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import threading
 import time
 from collections.abc import Callable
 
@@ -13,6 +11,7 @@ from django.db.models import Q, QuerySet
 from silo_router.conf import conf
 from silo_router.providers.base import Authorization, RoutingKeys
 
+from ..lookup_cache import LookupCache
 from ..models import Integration, SlackInstallation
 from . import rotation
 from .rotation import rotate_expiring_tokens
@@ -25,7 +24,6 @@ CacheKey = tuple[str, ...]
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-    at: float
     authorization: Authorization | None
     #: Unix time the token expires (``None``: it does not).
     expires_at: float | None
@@ -72,14 +70,12 @@ class InstallationAuthorizer:
     """
 
     def __init__(self) -> None:
-        self._cache: collections.OrderedDict[CacheKey, _Entry] = collections.OrderedDict()
-        self._lock = threading.Lock()
-        connect_invalidation(self.clear)
+        self._cache: LookupCache[CacheKey, _Entry] = LookupCache()
+        connect_invalidation(self._cache.clear)
 
-    def clear(self, **kwargs: object) -> None:
+    def clear(self) -> None:
         """Forget every cached answer."""
-        with self._lock:
-            self._cache.clear()
+        self._cache.clear()
 
     def cache_size(self) -> int:
         """How many answers are cached now."""
@@ -101,22 +97,17 @@ class InstallationAuthorizer:
         return self._cached(("id", str(installation_id)), lambda: self._by_id(int(installation_id)))
 
     def _cached(self, key: CacheKey, load: Callable[[], SlackInstallation | None]) -> Authorization | None:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-        if hit is not None and now - hit.at <= conf.RESOLVER_CACHE_SECONDS and not self._due(hit):
+        hit = self._cache.get(key)
+        if hit is not None and not self._due(hit):
             return hit.authorization
         record = load()
         if record is not None:
             record = self._fresh(record)
         entry = _Entry(
-            at=now,
             authorization=authorization_of(record) if record is not None and record.has_bot_token else None,
             expires_at=record.bot_token_expires_at.timestamp() if record and record.bot_token_expires_at else None,
         )
-        self._remember(key, entry)
+        self._cache.put(key, entry)
         return entry.authorization
 
     @staticmethod
@@ -129,14 +120,6 @@ class InstallationAuthorizer:
     def _fresh(record: SlackInstallation) -> SlackInstallation | None:
         """The installation with a token that is not about to expire (refreshed if needed)."""
         return rotation.ensure_fresh(record)
-
-    def _remember(self, key: CacheKey, entry: _Entry) -> None:
-        limit = conf.RESOLVER_CACHE_SIZE
-        with self._lock:
-            self._cache[key] = entry
-            self._cache.move_to_end(key)
-            while len(self._cache) > limit:
-                self._cache.popitem(last=False)
 
     @staticmethod
     def _lookup(routing: RoutingKeys) -> SlackInstallation | None:

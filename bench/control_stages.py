@@ -195,13 +195,13 @@ def measure(iterations: int) -> dict[str, float]:
     )
 
     def spans() -> None:
-        with tracing.flow("silo_router.control", "slack request") as flow:
+        with tracing.flow("control", "request", "slack request") as flow:
             for stage in ("verify", "classify", "resolve", "store"):
-                with tracing.span(stage, "slack"):
+                with tracing.stage("control", stage, "slack"):
                     pass
-            tracing.set_data(flow, kind=inbound.kind)
+            flow.set(kind=inbound.kind)
             tracing.propagation_headers()
-            tracing.set_data(flow, ack_ms=1.0, status=200)
+            flow.set(ack_ms=1.0, status=200)
 
     stages["tracing (sentry-sdk not initialised)"] = timed(spans, iterations)
     return stages

@@ -52,7 +52,7 @@ def _in_trace(func: Callback, headers: dict[str, str]) -> Callback:
         return func
 
     def run() -> Any:
-        with tracing.flow("silo_router.region.after_receipt", "after-receipt work", headers=headers):
+        with tracing.flow("region", "after_receipt", "after-receipt work", carrier=headers, detached=True):
             return func()
 
     run.__qualname__ = getattr(func, "__qualname__", type(func).__name__)

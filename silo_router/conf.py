@@ -85,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "OPTIONS_REFRESH_INTERVAL": 1.0,
     "HANDLER_MODULES": [],
     "TRACES_SAMPLE_RATE": 0.01,
+    #: Spans through the OpenTelemetry API too; None: when opentelemetry-api is installed.
+    "OPENTELEMETRY": None,
     "QUEUED_SIGNATURE_MAX_AGE": 86400,
     "SLACK": {},
     #: URL prefixes (besides https://hooks.slack.com/) under which a URL is a capability.
@@ -331,6 +333,11 @@ class SiloRouterSettings:
     @property
     def TRACES_SAMPLE_RATE(self) -> float:
         return float(self.get("TRACES_SAMPLE_RATE"))
+
+    @property
+    def OPENTELEMETRY(self) -> bool | None:
+        value = self.get("OPENTELEMETRY")
+        return None if value is None else bool(value)
 
     @property
     def RESOLVER_CACHE_SECONDS(self) -> float:

@@ -95,6 +95,10 @@ class Envelope:
     #: What control knows of the installation, never its token (``Authorization.facts()``).
     installation: Mapping[str, Any] | None = None
     trace: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: The notification the request answers (``InboundRequest.notification_id``).
+    notification_id: str | None = None
+    #: When control received the request (epoch seconds), for the notification funnel.
+    received_at: float | None = None
     created_at: float = dataclasses.field(default_factory=time.time)
     version: int = VERSION
 
@@ -154,6 +158,12 @@ class Envelope:
             isinstance(installation, dict) and _depth(installation) <= MAX_CONTROL_RESPONSE_DEPTH
         ):
             raise _malformed("The envelope field installation must be a small JSON object.")
+        notification_id = data.get("notification_id")
+        if notification_id is not None and not (isinstance(notification_id, str) and len(notification_id) <= 64):
+            raise _malformed("The envelope field notification_id must be a short string.")
+        received_at = data.get("received_at")
+        if received_at is not None and (type(received_at) not in (int, float) or not math.isfinite(received_at)):
+            raise _malformed("The envelope field received_at must be a number.")
         created_at = data.get("created_at", time.time())
         if type(created_at) not in (int, float) or not math.isfinite(created_at):
             raise _malformed("The envelope field created_at must be a number.")
@@ -171,6 +181,8 @@ class Envelope:
             control_response=control_response,
             installation=installation,
             trace=_text_map(data, "trace") if "trace" in data else {},
+            notification_id=notification_id,
+            received_at=None if received_at is None else float(received_at),
             created_at=float(created_at),
             version=version,
         )

@@ -306,10 +306,19 @@ def attempt(payload_id: str, *, region: str, caller: Caller, wait: bool) -> Atte
         envelope = Envelope.from_json(payload.envelope)
     except Exception as exc:  # a corrupt row: a failure in control, not in the region
         return Attempt(_control_failure(payload, exc, probe=decision.probe, caller=caller))
-    with tracing.flow("silo_router.deliver", f"deliver {envelope.kind} to {region}", headers=envelope.trace) as flow:
-        tracing.set_data(flow, payload_id=payload_id, region=region, attempt=payload.attempts)
+    with tracing.flow(
+        "control", "attempt", f"deliver {envelope.kind} to {region}", carrier=envelope.trace, span_kind="producer"
+    ) as flow:
+        flow.set(
+            provider=envelope.provider,
+            kind=envelope.kind,
+            region=region,
+            envelope_id=envelope.id,
+            payload_id=payload_id,
+            attempt=payload.attempts,
+        )
         result = _call_region(payload, envelope, probe=decision.probe, caller=caller, wait=wait)
-        tracing.set_data(flow, outcome=str(result.outcome))
+        flow.set(outcome=str(result.outcome))
         return result
 
 

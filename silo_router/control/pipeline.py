@@ -87,23 +87,25 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
     except SiloRouterConfigurationError:
         logger.exception("the provider %r of this URL prefix cannot be built", provider_name)
         return _rejection(NotConfigured(f"The {provider_name} provider is not configured on this server."))
-    with tracing.flow("silo_router.control", f"{provider_name} request") as flow:
+    with tracing.flow(
+        "control", "request", f"{provider_name} request", span_kind="server", provider=provider_name
+    ) as flow:
         headers = {key.lower(): value for key, value in request.headers.items()}
         deadline = Deadline.start(sent_at=provider.sent_at(headers))
         try:
             body = read_body(request, limit=conf.MAX_BODY_SIZE)
-            with tracing.span("verify", provider_name):
+            with tracing.stage("control", "verify", provider_name):
                 provider.verify(body=body, headers=headers)
-            with tracing.span("classify", provider_name):
+            with tracing.stage("control", "classify", provider_name):
                 inbound = provider.parse(body=body, headers=headers)
         except RequestRejected as exc:
             level = logging.ERROR if exc.status >= 500 else logging.WARNING
             logger.log(level, "rejected a %s request: %s (%s)", provider_name, exc.reason, exc.status)
-            tracing.set_data(flow, rejected=exc.reason)
+            flow.set(outcome="rejected", rejected=exc.reason, status=exc.status)
             return _rejection(exc)
-        tracing.set_data(flow, kind=inbound.kind)
+        flow.set(kind=inbound.kind)
         response = route(Arrival(provider=provider, inbound=inbound, body=body, headers=headers, deadline=deadline))
-        tracing.set_data(flow, ack_ms=round(deadline.elapsed() * 1000, 1), status=response.status_code)
+        flow.set(ack_ms=round(deadline.elapsed() * 1000, 1), status=response.status_code)
         return response
 
 
@@ -171,11 +173,11 @@ def route(arrival: Arrival) -> HttpResponse:
         return HttpResponse(status=200)
 
     try:
-        with tracing.span("authorize", inbound.kind) as span:
+        with tracing.stage("control", "authorize", inbound.kind) as span:
             inbound = authorize(arrival.provider, inbound)
             own_event = arrival.provider.is_own_event(inbound)
             installation = inbound.authorization.installation_id if inbound.authorization else None
-            tracing.set_data(span, installation=installation, self_event=own_event)
+            span.set(installation=installation, self_event=own_event)
     except DatabaseError as exc:
         return _storage_failed(inbound, exc, None)
     except SiloRouterConfigurationError:
@@ -193,11 +195,11 @@ def route(arrival: Arrival) -> HttpResponse:
             timeout = max(
                 min(conf.CONTROL_RESPONSE_TIMEOUT, arrival.deadline.remaining()), MIN_CONTROL_RESPONSE_TIMEOUT
             )
-            with tracing.span("control_response", handler):
+            with tracing.stage("control", "control_response", handler):
                 answered = control_responses.run(handler, inbound, timeout=timeout)
 
     try:
-        with tracing.span("resolve", inbound.kind):
+        with tracing.stage("control", "resolve", inbound.kind):
             resolution = resolver().resolve(inbound)
         envelopes = build_envelopes(arrival, resolution, strategy=strategy, answered=answered)
         if not envelopes:
@@ -207,7 +209,7 @@ def route(arrival: Arrival) -> HttpResponse:
             return response
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
-        with tracing.span("store", inbound.kind):
+        with tracing.stage("control", "store", inbound.kind):
             fresh = delivery.store(envelopes, kind_type=inbound.type)
     except DatabaseError as exc:
         return _storage_failed(inbound, exc, answered)
@@ -244,7 +246,7 @@ def apply_lifecycle(inbound: InboundRequest, integration_id: str | None) -> None
     applying it again is harmless.
     """
     if lifecycle.is_lifecycle_event(inbound):
-        with tracing.span("lifecycle", inbound.kind):
+        with tracing.stage("control", "lifecycle", inbound.kind):
             lifecycle.apply(inbound, integration_id)
 
 
@@ -318,7 +320,7 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
     delivery a no-op), and a read-only kind (an options load) is closed as failed.
     """
     inbound = arrival.inbound
-    with tracing.span("forward_sync", f"{inbound.kind} -> {envelope.region}"):
+    with tracing.stage("control", "forward_sync", f"{inbound.kind} -> {envelope.region}"):
         receipt = delivery.deliver_sync(
             envelope,
             budget=arrival.deadline.remaining(),

@@ -82,6 +82,9 @@ class InboundRequest:
     trigger_id: str | None = dataclasses.field(default=None, repr=False)
     response_url: str | None = dataclasses.field(default=None, repr=False)
     organization_hint: str | None = None
+    #: The notification this request answers (a click on a message the region sent with
+    #: :mod:`silo_router.region.notifications`), read from the message's metadata or action value.
+    notification_id: str | None = None
     #: Set by control once the installation is found (``dataclasses.replace``); never in a region.
     authorization: Authorization | None = dataclasses.field(default=None, repr=False, compare=False)
 

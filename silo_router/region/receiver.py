@@ -96,10 +96,12 @@ def dispatch(accepted: Accepted) -> Receipt:
     so the same envelope runs once a handler is deployed.
     """
     envelope, inbound = accepted.envelope, accepted.inbound
-    with tracing.flow("silo_router.region", f"{envelope.provider} {envelope.kind}", headers=envelope.trace) as flow:
-        tracing.set_data(flow, envelope_id=envelope.id, region=envelope.region, kind=envelope.kind)
+    with tracing.flow(
+        "region", "receive", f"{envelope.provider} {envelope.kind}", carrier=envelope.trace, span_kind="consumer"
+    ) as flow:
+        flow.set(provider=envelope.provider, kind=envelope.kind, region=envelope.region, envelope_id=envelope.id)
         receipt = _dispatch(envelope, inbound)
-        tracing.set_data(flow, outcome=str(receipt.outcome))
+        flow.set(outcome=str(receipt.outcome))
         return receipt
 
 
@@ -151,7 +153,7 @@ def _run_in_transaction(registration: Registration, request: HandlerRequest) -> 
         record = _record(request.envelope)
         request.in_transaction = True
         try:
-            with tracing.span("handler", registration.name):
+            with tracing.stage("region", "handler", registration.name):
                 response = _json_object(registration.handler(request))
         finally:
             request.in_transaction = False
@@ -163,7 +165,7 @@ def _run_in_transaction(registration: Registration, request: HandlerRequest) -> 
 
 def _run_then_record(registration: Registration, request: HandlerRequest) -> Mapping[str, Any] | None:
     """``atomic=False``: run outside any transaction, then record (at least once on a crash)."""
-    with tracing.span("handler", registration.name):
+    with tracing.stage("region", "handler", registration.name):
         response = _json_object(registration.handler(request))
     _record(request.envelope, response)
     return response

@@ -45,11 +45,16 @@ def test_the_proxy_continues_the_callers_trace(
 ) -> None:
     trace_id = uuid.uuid4().hex
     incoming = {"sentry-trace": f"{trace_id}-{uuid.uuid4().hex[:16]}-1"}
-    with tracing.flow("silo_router.region", "a handler", headers=incoming):
+    with tracing.flow("region", "handler", "a handler", carrier=incoming):
         proxy_client("us").auth_test()
     sentry_sdk.flush()
-    by_name = {t["transaction"]: t for t in captured.transactions}
-    assert {"a handler", "slack api auth.test"} <= set(by_name)
-    assert by_name["a handler"]["contexts"]["trace"]["trace_id"] == trace_id
-    assert by_name["slack api auth.test"]["contexts"]["trace"]["trace_id"] == trace_id
-    assert by_name["slack api auth.test"]["tags"]["silo_router.region"] == "us"
+    spans = {
+        span["op"]: span
+        for transaction in captured.transactions
+        for span in [transaction["contexts"]["trace"], *transaction.get("spans", ())]
+    }
+    assert {"silo_router.region.handler", "silo_router.control.proxy"} <= set(spans)
+    assert spans["silo_router.region.handler"]["trace_id"] == trace_id
+    assert spans["silo_router.control.proxy"]["trace_id"] == trace_id
+    assert spans["silo_router.control.proxy"]["data"]["silo_router.region"] == "us"
+    assert spans["silo_router.control.proxy"]["data"]["silo_router.method"] == "auth.test"

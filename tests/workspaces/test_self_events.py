@@ -113,7 +113,7 @@ def test_the_authorize_span_says_the_event_was_the_bots_own(
     finally:
         sentry_sdk.get_client().close()
         sentry_sdk.init()
-    (control,) = [t for t in transport.transactions if t["contexts"]["trace"]["op"] == "silo_router.control"]
-    (span,) = [s for s in control["spans"] if s["op"] == "silo_router.authorize"]
-    assert span["data"]["self_event"] is True
-    assert span["data"]["installation"] == t1.installation_id
+    (control,) = [t for t in transport.transactions if t["contexts"]["trace"]["op"] == "silo_router.control.request"]
+    (span,) = [s for s in control["spans"] if s["op"] == "silo_router.control.authorize"]
+    assert span["data"]["silo_router.self_event"] is True
+    assert span["data"]["silo_router.installation"] == t1.installation_id

@@ -97,15 +97,21 @@ def handle(request: HttpRequest, method: str) -> HttpResponse:
     """Check one region's call and forward it to Slack with the installation's token."""
     call = Call(method=method if METHOD_RE.match(method) else "(not a method name)")
     trace = {name: value for name in TRACE_HEADERS if (value := request.headers.get(name))}
-    with tracing.flow("silo_router.control", f"slack api {call.method}", headers=trace or None) as flow:
+    with tracing.flow("control", "proxy", f"slack api {call.method}", carrier=trace, span_kind="server") as flow:
         try:
             call = _checked(request, method)
             token = _token_for(call)
         except Refused as refused:
-            tracing.set_data(flow, rejected=refused.reason)
+            flow.set(outcome="refused", rejected=refused.reason)
             return _refusal(call, refused)
         response = forward(call, token=token, content_type=request.META.get("CONTENT_TYPE") or "")
-        tracing.set_data(flow, region=call.region, installation=call.installation_id, status=response.status_code)
+        flow.set(
+            provider="slack",
+            method=call.method,
+            region=call.region,
+            installation=call.installation_id,
+            status=response.status_code,
+        )
         return response
 
 

@@ -338,9 +338,11 @@ class SlackHandlerRequest(HandlerRequest):
         self.after_commit(lambda: self._say_now(message))
 
     def _say_now(self, message: Mapping[str, Any]) -> ReplyOutcome:
-        with tracing.span("reply", "slack say") as span:
+        with tracing.stage(
+            "region", "reply", "slack chat.postMessage", span_kind="client", method="chat.postMessage"
+        ) as span:
             outcome = self._call("chat.postMessage", ReplyOutcome.CHANNEL_MESSAGE, **message)
-            tracing.set_data(span, outcome=str(outcome))
+            span.set(outcome=str(outcome))
         return outcome
 
     def respond(
@@ -384,11 +386,13 @@ class SlackHandlerRequest(HandlerRequest):
 
     def _respond_now(self, message: Mapping[str, Any]) -> ReplyOutcome:
         response_type = ResponseType(message["response_type"])
-        with tracing.span("reply", f"slack respond {response_type}") as span:
+        with tracing.stage(
+            "region", "reply", f"slack respond {response_type}", span_kind="client", method="response_url"
+        ) as span:
             outcome = self._post_to_response_url(message)
             if outcome is None:
                 outcome = self._post_instead(message, response_type)
-            tracing.set_data(span, outcome=str(outcome))
+            span.set(outcome=str(outcome))
         return outcome
 
     def _post_to_response_url(self, message: Mapping[str, Any]) -> ReplyOutcome | None:
@@ -485,9 +489,9 @@ class SlackHandlerRequest(HandlerRequest):
             raise NoViewToUpdate(f"No loading modal is open for {self.kind} and no fallback_text was given.")
 
     def _update_now(self, view_id: str, view: Mapping[str, Any]) -> ReplyOutcome:
-        with tracing.span("reply", "slack views.update") as span:
+        with tracing.stage("region", "reply", "slack views.update", span_kind="client", method="views.update") as span:
             outcome = self._call("views.update", ReplyOutcome.VIEW_UPDATED, view_id=view_id, view=dict(view))
-            tracing.set_data(span, outcome=str(outcome))
+            span.set(outcome=str(outcome))
         return outcome
 
     def open_view(self, view: Mapping[str, Any]) -> Mapping[str, Any]:

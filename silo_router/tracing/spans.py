@@ -1,0 +1,205 @@
+"""Spans of a flow, written once and sent to every active back end (sentry-sdk, OpenTelemetry).
+
+:func:`stage` is a step inside the current span; :func:`flow` is where one process's
+part of a flow begins: it joins the trace its carrier names (as a child span when
+Django's or Celery's integration has already continued it, else as a transaction of
+its own), or starts a new trace, linked to its causes. With no back end active both
+cost one check and yield :data:`NO_SPAN`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from . import links as _links
+from . import names
+
+
+class Part(Protocol):
+    """One back end's half of a :class:`Span`."""
+
+    def set(self, key: str, value: Any, *, tag: bool) -> None: ...
+    def link(self, link: _links.Link) -> None: ...
+    def fail(self) -> None: ...
+    def trace_id(self) -> str | None: ...
+
+
+class Backend(Protocol):
+    """A tracing back end: sentry-sdk, or OpenTelemetry through its API."""
+
+    name: str
+
+    def active(self) -> bool: ...
+    def child(self, op: str, description: str, kind: str | None) -> contextlib.AbstractContextManager[Part]: ...
+    def join(
+        self, op: str, description: str, kind: str | None, carrier: Mapping[str, str], detached: bool
+    ) -> contextlib.AbstractContextManager[Part]: ...
+    def root(
+        self, op: str, description: str, kind: str | None, trace_id: str | None, span_id: str | None
+    ) -> contextlib.AbstractContextManager[Part]: ...
+    def inject(self, carrier: dict[str, str]) -> None: ...
+
+
+class Span:
+    """One stage of a flow in every active back end; set attributes and links on it."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: Mapping[str, Part]) -> None:
+        self._parts = parts
+
+    def set(self, **attributes: Any) -> None:
+        """Set attributes by short name (``kind=...`` is ``silo_router.kind``); ``None`` is skipped."""
+        if not self._parts:
+            return
+        for name, value in attributes.items():
+            if value is None:
+                continue
+            key, tag = names.attribute(name), name in names.TAGS
+            for part in self._parts.values():
+                part.set(key, value, tag=tag)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set attributes by full name (``messaging.message.id``, say); never tags."""
+        for key, value in attributes.items():
+            if value is None:
+                continue
+            for part in self._parts.values():
+                part.set(key, value, tag=False)
+
+    def link(self, *links: _links.Link | Mapping[str, _links.Link]) -> None:
+        """Link this span to other spans: a :class:`Link` for every back end, or one per back end
+        (what :func:`silo_router.tracing.links.from_headers` returns)."""
+        for link in links:
+            for backend, part in self._parts.items():
+                chosen = link.get(backend) if isinstance(link, Mapping) else link
+                if chosen is not None:
+                    part.link(chosen)
+
+    def fail(self, outcome: str) -> None:
+        """Mark the span failed with ``outcome`` (a short reason, never a secret)."""
+        self.set(outcome=outcome)
+        for part in self._parts.values():
+            part.fail()
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id of this span (Sentry's when both back ends are on)."""
+        for part in self._parts.values():
+            return part.trace_id()
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+
+#: The span every call gets when no back end is active.
+NO_SPAN = Span({})
+_NO_SPAN_CONTEXT = contextlib.nullcontext(NO_SPAN)
+
+
+def _backends() -> list[Backend]:
+    from . import registry
+
+    return [backend for backend in registry.BACKENDS if backend.active()]
+
+
+def stage(
+    silo: str,
+    stage: str,
+    description: str = "",
+    *,
+    span_kind: str | None = None,
+    links: Iterable[_links.Link | Mapping[str, _links.Link]] = (),
+    **attributes: Any,
+) -> contextlib.AbstractContextManager[Span]:
+    """A span ``silo_router.<silo>.<stage>`` under the current one (a transaction when there is none)."""
+    backends = _backends()
+    if not backends:
+        return _NO_SPAN_CONTEXT
+    return _entered(backends, names.op(silo, stage), description, span_kind, None, links, attributes)
+
+
+def flow(
+    silo: str,
+    stage: str,
+    description: str = "",
+    *,
+    carrier: Mapping[str, str] | None = None,
+    detached: bool = False,
+    new_trace: bool = False,
+    trace_id: str | None = None,
+    span_id: str | None = None,
+    span_kind: str | None = None,
+    links: Iterable[_links.Link | Mapping[str, _links.Link]] = (),
+    **attributes: Any,
+) -> contextlib.AbstractContextManager[Span]:
+    """Where a process's part of a flow begins.
+
+    With ``carrier`` (propagation headers from an envelope, a task, a request) it joins
+    that trace; ``detached`` makes it a transaction of its own even inside a live span,
+    for work that may outlive that span (on another thread, after a response). With
+    ``new_trace`` (or an explicit ``trace_id``) it starts a trace of its own, to be linked
+    to its causes with ``links``; with neither it is a :func:`stage`. ``span_kind`` is
+    OpenTelemetry's (``server``, ``client``, ``producer``, ``consumer``).
+    """
+    backends = _backends()
+    if not backends:
+        return _NO_SPAN_CONTEXT
+    if new_trace or trace_id:
+        mode: Any = ("root", trace_id, span_id)
+    elif carrier:
+        mode = ("join", carrier, detached)
+    else:
+        mode = None
+    return _entered(backends, names.op(silo, stage), description, span_kind, mode, links, attributes)
+
+
+@contextlib.contextmanager
+def _entered(
+    backends: list[Backend],
+    op: str,
+    description: str,
+    kind: str | None,
+    mode: Any,
+    links: Iterable[_links.Link | Mapping[str, _links.Link]],
+    attributes: Mapping[str, Any],
+) -> Iterator[Span]:
+    with contextlib.ExitStack() as stack:
+        parts: dict[str, Part] = {}
+        for backend in backends:
+            if mode is None:
+                manager = backend.child(op, description or op, kind)
+            elif mode[0] == "join":
+                manager = backend.join(op, description or op, kind, mode[1], mode[2])
+            else:
+                manager = backend.root(op, description or op, kind, mode[1], mode[2])
+            parts[backend.name] = stack.enter_context(manager)
+        span = Span(parts)
+        span.set(**attributes)
+        span.link(*links)
+        try:
+            yield span
+        except BaseException:
+            for part in parts.values():
+                part.fail()
+            raise
+
+
+def propagation_headers() -> dict[str, str]:
+    """The propagation headers of the current span in every active back end.
+
+    ``sentry-trace`` and ``baggage`` from sentry-sdk, ``traceparent`` (and
+    ``tracestate``) from OpenTelemetry: what an envelope, a task or a request carries.
+    """
+    headers: dict[str, str] = {}
+    for backend in _backends():
+        backend.inject(headers)
+    return headers
+
+
+def active() -> bool:
+    """Whether any tracing back end is on (so callers can skip building costly attributes)."""
+    return bool(_backends())

@@ -75,7 +75,11 @@ class Summary:
     stages: tuple[StageSummary, ...]
 
     def __getitem__(self, stage: str) -> StageSummary:
-        return next(each for each in self.stages if each.stage == stage)
+        """The summary of ``stage`` (``summary["handled"]``); ``KeyError`` for anything else."""
+        for each in self.stages:
+            if each.stage == stage:
+                return each
+        raise KeyError(stage)
 
 
 def service_name(region: str | None) -> str:

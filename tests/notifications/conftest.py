@@ -16,7 +16,6 @@ import sentry_sdk
 from sentry_sdk.envelope import Envelope as SentryEnvelope
 from sentry_sdk.transport import Transport
 
-from example_project.fake_slack import FakeSlack
 from silo_router import tracing
 from silo_router.envelope import Envelope
 from silo_router.region import notifications
@@ -89,9 +88,15 @@ def flush(captured: CapturingTransport) -> CapturingTransport:
 
 def send(workspace: Installed, **options: Any) -> notifications.Notification:
     """An incident notification with two buttons to ``workspace``'s channel, from outside any handler."""
-    fields: dict[str, Any] = {"name": "incident_opened", "text": "Disk almost full on db-1", "blocks": BLOCKS}
+    fields: dict[str, Any] = {
+        "installation_id": workspace.installation_id,
+        "channel": workspace.channel,
+        "name": "incident_opened",
+        "text": "Disk almost full on db-1",
+        "blocks": BLOCKS,
+    }
     fields.update(options)
-    return notifications.send(installation_id=workspace.installation_id, channel=workspace.channel, **fields)
+    return notifications.send(**fields)
 
 
 def click_envelope(

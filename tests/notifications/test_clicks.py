@@ -65,7 +65,8 @@ def _with_metadata(metadata: Any) -> dict[str, Any]:
 
 
 def _with_private_metadata(text: Any) -> dict[str, Any]:
-    return {"type": "view_submission", "team": {"id": "T0US00001"}, "view": {"callback_id": "c", "private_metadata": text}}
+    view = {"callback_id": "c", "private_metadata": text}
+    return {"type": "view_submission", "team": {"id": "T0US00001"}, "view": view}
 
 
 MALFORMED = {

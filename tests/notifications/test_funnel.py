@@ -66,7 +66,8 @@ def test_every_stage_once_however_often_the_click_is_delivered(
     assert deliver(envelope) is Outcome.DUPLICATE  # a retried delivery of the same envelope
     flush(captured)
 
-    assert stages(sent.id) == [("triggered", True), ("sent", True), ("acted", True), ("handled", True), ("replied", True)]
+    every = [("triggered", True), ("sent", True), ("acted", True), ("handled", True), ("replied", True)]
+    assert stages(sent.id) == every
     acted = funnel.events_for(sent.id)[2]
     assert acted.at.timestamp() == arrived, "acted is when control received the click"
     assert acted.envelope_id == envelope.id

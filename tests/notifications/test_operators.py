@@ -47,7 +47,8 @@ def test_the_command_shows_where_one_notification_stopped(two_notifications: Any
     out = run("--notification", clicked.id)
     lines = out.splitlines()
     assert lines[0].startswith(f"notification {clicked.id} 'incident_opened' to {clicked.channel} ts {clicked.ts}")
-    assert [line.split()[0] for line in lines[2:-1]] == ["triggered", "sent", "acted", "handled"]
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("stage")) + 1 : -1]
+    assert [line.split()[0] for line in table] == ["triggered", "sent", "acted", "handled"]
     assert "FAILED" in lines[-2] and "LookupError" in lines[-2]
     assert lines[-1] == "stopped at handled: failed (LookupError)"
     assert click["response_url"] not in out and click["trigger_id"] not in out

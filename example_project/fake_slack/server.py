@@ -62,6 +62,12 @@ Behaviour Slack does not document, chosen here (inferred, and kept in one place)
   ``invalid_payload`` / ``no_text`` (400) for bad bodies, following the status-code style
   of Slack's incoming-webhook errors. Only successful posts count as uses.
 - An unknown Web API method answers HTTP 200 ``unknown_method``.
+- Message ``metadata``: chat.postMessage and chat.update keep a ``metadata`` object whose
+  ``event_type`` is letters, digits, ``_`` and ``-`` and whose ``event_payload`` is an
+  object, and echo it in the message; other metadata is ignored (Slack documents an
+  ``invalid_metadata_schema`` warning). Slack's block_actions reference does not say
+  whether a click's ``message`` carries the metadata: `message_click` includes it unless
+  told not to, so tests can cover both.
 - Workspaces: a channel registered to a workspace (``add_workspace(channels=...)``)
   belongs to it; a channel never registered is accepted from any workspace's token, so
   tests that never register channels keep working. A trigger or response_url issued
@@ -102,6 +108,7 @@ import copy
 import html
 import ipaddress
 import json
+import re
 import secrets
 import threading
 import time
@@ -129,6 +136,7 @@ DEFAULT_CLIENT_SECRET = "fake-slack-client-secret"
 _REDACTED = "(redacted)"
 _SECRET_PARAMS = ("client_secret", "code", "refresh_token")
 _JSON_FIELDS = ("view", "blocks", "attachments", "metadata")
+_METADATA_EVENT_TYPE = re.compile(r"[A-Za-z0-9_-]+")
 
 JsonDict = dict[str, Any]
 
@@ -548,6 +556,69 @@ class FakeSlack:
             target_url=target_url,
             app_id=app_id or self.app_id,
         )
+
+    def message_click(
+        self,
+        *,
+        channel: str,
+        ts: str,
+        action_id: str,
+        user_id: str = "U0USER001",
+        include_metadata: bool = True,
+    ) -> JsonDict:
+        """The ``block_actions`` payload of a click on element ``action_id`` of a message this fake posted.
+
+        As Slack sends it: the element with its ``block_id``, the message's full state,
+        a fresh trigger_id and response_url of the message's workspace. The message's
+        ``metadata`` is left out with ``include_metadata=False``. KeyError when there is
+        no such message or element.
+        """
+        with self._lock:
+            message = next(
+                (m for m in self._messages if m["kind"] == "message" and m["channel"] == channel and m["ts"] == ts),
+                None,
+            )
+            if message is None:
+                raise KeyError(f"no message {ts} in {channel}")
+            message = copy.deepcopy(message)
+        block, element = next(
+            (
+                (block, element)
+                for block in message.get("blocks") or ()
+                for element in [*(block.get("elements") or ()), block.get("accessory") or {}]
+                if isinstance(element, dict) and element.get("action_id") == action_id
+            ),
+            (None, None),
+        )
+        if block is None or element is None:
+            raise KeyError(f"message {ts} has no element {action_id!r}")
+        team_id = message.pop("team_id")
+        hidden = {"kind", "channel"} | (set() if include_metadata else {"metadata"})
+        action: JsonDict = {
+            "type": element.get("type", "button"),
+            "action_id": action_id,
+            "block_id": block.get("block_id", ""),
+            "action_ts": f"{time.time():.6f}",
+        }
+        if "text" in element:
+            action["text"] = element["text"]
+        if "value" in element:
+            action["value"] = element["value"]
+        return {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": "fake.user", "name": "fake.user", "team_id": team_id},
+            "api_app_id": self.app_id,
+            "team": {"id": team_id, "domain": "fake-team"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "trigger_id": self.issue_trigger(user_id=user_id, team_id=team_id),
+            "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False},
+            "channel": {"id": channel, "name": "fake-channel"},
+            "message": {key: value for key, value in message.items() if key not in hidden},
+            "state": {"values": {}},
+            "response_url": self.issue_response_url(channel_id=channel, user_id=user_id, team_id=team_id),
+            "actions": [action],
+        }
 
     # -- fault injection --------------------------------------------------------------
 
@@ -1129,6 +1200,14 @@ class FakeSlack:
             content["blocks"] = copy.deepcopy(blocks)
         if params.get("attachments"):
             content["attachments"] = copy.deepcopy(params["attachments"])
+        metadata = params.get("metadata")
+        if (
+            isinstance(metadata, dict)
+            and isinstance(metadata.get("event_type"), str)
+            and _METADATA_EVENT_TYPE.fullmatch(metadata["event_type"])
+            and isinstance(metadata.get("event_payload"), dict)
+        ):
+            content["metadata"] = copy.deepcopy(metadata)
         return content
 
     def _channel_team(self, channel: Any, principal: Principal) -> str | None:
@@ -1180,6 +1259,8 @@ class FakeSlack:
         content = self._message_content(params)
         for key in ("text", "blocks", "attachments"):
             target.pop(key, None)
+        if "metadata" not in content and "metadata" in target:
+            content["metadata"] = target.pop("metadata")  # chat.update without metadata keeps it
         target.update(content)
         target["edited"] = {"user": principal.user_id, "ts": self._next_ts()}
         hidden = {"kind", "channel", "team_id"}

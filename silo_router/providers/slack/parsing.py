@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -40,6 +41,18 @@ MAX_ID_LENGTH = 255
 _SURROGATES = range(0xD800, 0xE000)
 
 JsonObject = Mapping[str, Any]
+
+#: The ``metadata.event_type`` of a notification's message.
+NOTIFICATION_EVENT_TYPE = "silo_router_notification"
+#: The key of the notification id in ``metadata.event_payload`` and in a modal's
+#: ``private_metadata`` (a JSON object text).
+NOTIFICATION_KEY = "notification_id"
+#: What separates a block's own id from the notification id appended to it.
+NOTIFICATION_BLOCK_MARK = "~notification:"
+#: A notification id: 32 lower-case hex digits (a UUID4's), not all zero.
+_NOTIFICATION_ID = re.compile(r"[0-9a-f]{32}")
+#: Request types that can answer a notification: a click on it, or a modal opened from it.
+_NOTIFICATION_TYPES = frozenset({"block_actions", "view_submission", "view_closed"})
 
 
 def parse_request(*, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
@@ -253,6 +266,7 @@ def _build(
         trigger_id=_str(payload.get("trigger_id")),
         response_url=_response_url(payload),
         organization_hint=hint,
+        notification_id=notification_id_of(payload) if request_type in _NOTIFICATION_TYPES else None,
     )
 
 
@@ -374,13 +388,58 @@ def organization_hint(payload: JsonObject) -> str | None:
 
 def _hint_from(value: Any) -> str | None:
     """The string ``organization`` key of a JSON object text, else ``None``."""
+    return _str(_json_object_text(value).get("organization"))
+
+
+# -- notifications --------------------------------------------------------------------
+
+
+def is_notification_id(value: Any) -> bool:
+    """Whether ``value`` is a notification id: 32 lower-case hex digits, not all zero."""
+    return isinstance(value, str) and _NOTIFICATION_ID.fullmatch(value) is not None and value != "0" * 32
+
+
+def notification_id_of(payload: JsonObject) -> str | None:
+    """The notification a click (or a modal opened from one) answers, or ``None``.
+
+    Read, in this order, from the ``block_id`` of the action (``<block id>~notification:<id>``,
+    which every ``block_actions`` payload carries), the message's ``metadata`` (when Slack
+    includes it and its ``event_type`` is this library's) and the modal's
+    ``private_metadata`` (a JSON object text with a ``notification_id`` key). Anything
+    else (absent, malformed, another app's metadata) gives ``None``, never an error.
+    """
+    actions = payload.get("actions")
+    first_action = _obj(actions[0]) if isinstance(actions, list) and actions else {}
+    block_id = first_action.get("block_id")
+    if isinstance(block_id, str):
+        _, mark, carried = block_id.rpartition(NOTIFICATION_BLOCK_MARK)
+        if mark and is_notification_id(carried):
+            return carried
+    metadata = _obj(_obj(payload.get("message")).get("metadata"))
+    if metadata.get("event_type") == NOTIFICATION_EVENT_TYPE:
+        found = _obj(metadata.get("event_payload")).get(NOTIFICATION_KEY)
+        if is_notification_id(found):
+            return str(found)
+    private = _json_object_text(_obj(payload.get("view")).get("private_metadata"))
+    found = private.get(NOTIFICATION_KEY)
+    return str(found) if is_notification_id(found) else None
+
+
+def strip_notification(block_id: str) -> str:
+    """A ``block_id`` without the notification id a notification appended to it."""
+    head, mark, tail = block_id.rpartition(NOTIFICATION_BLOCK_MARK)
+    return head if mark and is_notification_id(tail) else block_id
+
+
+def _json_object_text(value: Any) -> JsonObject:
+    """The JSON object a text holds (``private_metadata``, an action value), else ``{}``."""
     if not isinstance(value, str) or not value.lstrip().startswith("{"):
-        return None
+        return {}
     try:
         decoded = json.loads(value)
     except (ValueError, RecursionError):
-        return None
-    return _str(decoded.get("organization")) if isinstance(decoded, dict) else None
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
 
 
 def _response_url(payload: JsonObject) -> str | None:

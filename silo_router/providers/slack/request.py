@@ -6,6 +6,11 @@ in a region through control's Web API proxy). Replies never leak: an ephemeral
 to ``chat.postEphemeral`` to the user, never to a public ``chat.postMessage``. Uses of a
 ``response_url`` are counted per URL by a ledger (``SLACK["RESPONSE_URL_LEDGER"]``; the
 region's database by default), so earlier attempts, replays and other handlers count too.
+
+Each reply is a span (``silo_router.region.reply``) with the ``method`` that carried it,
+``ok``, Slack's ``error`` code and the ``outcome``, never the ``response_url``. A reply
+to a click on a notification is recorded in the region's notification funnel, and
+``request.notify()`` sends a notification (:mod:`silo_router.region.notifications`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import http.client
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -28,6 +33,10 @@ from silo_router.plugins import cached, import_by_alias
 from silo_router.providers.handler_request import HandlerRequest
 
 from .client import NoInstallation, SlackCallInTransaction, installation_client
+from .parsing import is_notification_id
+
+if TYPE_CHECKING:
+    from silo_router.region.notifications import Notification
 
 logger = logging.getLogger("silo_router.slack")
 
@@ -57,6 +66,19 @@ class ReplyOutcome(enum.StrEnum):
     MESSAGE_DELETED = "chat.delete"
     VIEW_UPDATED = "views.update"
     FAILED = "failed"
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyResult:
+    """How one reply ended: its outcome, the method that carried it, Slack's error code if it failed."""
+
+    outcome: ReplyOutcome
+    method: str
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not ReplyOutcome.FAILED
 
 
 class NoViewToUpdate(RuntimeError):
@@ -151,6 +173,9 @@ class SlackHandlerRequest(HandlerRequest):
     is whichever of ``event``, ``action``, ``view``, ``command``, ``options`` or
     ``shortcut`` is not ``None``.
     """
+
+    #: How many replies this handler run has scheduled (a reply's place in the funnel's ids).
+    _replies: int = dataclasses.field(default=0, init=False, repr=False, compare=False)
 
     # -- the installation and its client ---------------------------------------------
 
@@ -279,6 +304,16 @@ class SlackHandlerRequest(HandlerRequest):
     def user_id(self) -> str | None:
         return self.inbound.routing.user_id
 
+    @property
+    def notification_id(self) -> str | None:
+        """The notification this request answers (a click on it, or a modal opened from it), or ``None``.
+
+        Control's reading travels in the envelope; the region's own reading of the
+        payload stands in when the envelope does not carry one.
+        """
+        carried = self.envelope.notification_id
+        return carried if is_notification_id(carried) else self.inbound.notification_id
+
     def _source_message(self) -> tuple[str, str] | None:
         """``(channel, ts)`` of the public message an action came from, when the payload names one."""
         channel = self.channel_id
@@ -335,15 +370,16 @@ class SlackHandlerRequest(HandlerRequest):
         if not target:
             raise ValueError(f"say() needs a conversation: {self.kind} has no channel, so pass channel=...")
         message["channel"] = target
-        self.after_commit(lambda: self._say_now(message))
+        sequence = self._next_reply()
+        self.after_commit(lambda: self._say_now(message, sequence))
 
-    def _say_now(self, message: Mapping[str, Any]) -> ReplyOutcome:
+    def _say_now(self, message: Mapping[str, Any], sequence: int) -> ReplyResult:
         with tracing.stage(
             "region", "reply", "slack chat.postMessage", span_kind="client", method="chat.postMessage"
         ) as span:
-            outcome = self._call("chat.postMessage", ReplyOutcome.CHANNEL_MESSAGE, **message)
-            span.set(outcome=str(outcome))
-        return outcome
+            result = self._call("chat.postMessage", ReplyOutcome.CHANNEL_MESSAGE, **message)
+            self._finish_reply(span, result, sequence)
+        return result
 
     def respond(
         self,
@@ -382,21 +418,22 @@ class SlackHandlerRequest(HandlerRequest):
         )
         # A whole message given as a dict keeps its own response_type.
         message["response_type"] = str(ResponseType(message.get("response_type") or response_type))
-        self.after_commit(lambda: self._respond_now(message))
+        sequence = self._next_reply()
+        self.after_commit(lambda: self._respond_now(message, sequence))
 
-    def _respond_now(self, message: Mapping[str, Any]) -> ReplyOutcome:
+    def _respond_now(self, message: Mapping[str, Any], sequence: int) -> ReplyResult:
         response_type = ResponseType(message["response_type"])
         with tracing.stage(
             "region", "reply", f"slack respond {response_type}", span_kind="client", method="response_url"
         ) as span:
-            outcome = self._post_to_response_url(message)
-            if outcome is None:
-                outcome = self._post_instead(message, response_type)
-            span.set(outcome=str(outcome))
-        return outcome
+            result = self._post_to_response_url(message)
+            if result is None or not result.ok:
+                result = self._post_instead(message, response_type)
+            self._finish_reply(span, result, sequence)
+        return result
 
-    def _post_to_response_url(self, message: Mapping[str, Any]) -> ReplyOutcome | None:
-        """Post to the response_url if it is still usable; ``None`` when it was not used or failed."""
+    def _post_to_response_url(self, message: Mapping[str, Any]) -> ReplyResult | None:
+        """Post to the response_url if it is still usable; ``None`` when it was not used, FAILED when it failed."""
         url = self.inbound.response_url
         if not url:
             return None
@@ -410,19 +447,19 @@ class SlackHandlerRequest(HandlerRequest):
             result = WebhookClient(url, timeout=RESPONSE_URL_TIMEOUT).send_dict(dict(message))
         except SLACK_CALL_ERRORS as exc:
             logger.warning("posting to the response_url of %s failed: %s", self.kind, type(exc).__name__)
-            return None
+            return ReplyResult(ReplyOutcome.FAILED, "response_url", type(exc).__name__)
         if result.status_code == 200:
-            return ReplyOutcome.RESPONSE_URL
+            return ReplyResult(ReplyOutcome.RESPONSE_URL, "response_url")
         logger.warning("the response_url of %s answered HTTP %s", self.kind, result.status_code)
-        return None
+        return ReplyResult(ReplyOutcome.FAILED, "response_url", f"http_{result.status_code}")
 
-    def _post_instead(self, message: Mapping[str, Any], response_type: ResponseType) -> ReplyOutcome:
+    def _post_instead(self, message: Mapping[str, Any], response_type: ResponseType) -> ReplyResult:
         """The fallback: the source message for delete / replace, else ephemeral to the user or to the channel."""
         source = self._source_message()
         if message.get("delete_original"):
             if source is None:
                 logger.error("a delete_original reply to %s was not sent: no usable response_url or message", self.kind)
-                return ReplyOutcome.FAILED
+                return ReplyResult(ReplyOutcome.FAILED, "chat.delete", "no_message")
             return self._call("chat.delete", ReplyOutcome.MESSAGE_DELETED, channel=source[0], ts=source[1])
         if message.get("replace_original") and source is not None:
             replaced = self._call(
@@ -432,7 +469,7 @@ class SlackHandlerRequest(HandlerRequest):
                 ts=source[1],
                 **_only(message, [name for name in MESSAGE_FIELDS if name != "thread_ts"]),
             )
-            if replaced is not ReplyOutcome.FAILED:
+            if replaced.ok:
                 return replaced
         channel = self.channel_id
         if response_type is ResponseType.EPHEMERAL:
@@ -441,7 +478,7 @@ class SlackHandlerRequest(HandlerRequest):
                 logger.error(
                     "an ephemeral reply to %s was not sent: no usable response_url, channel or user", self.kind
                 )
-                return ReplyOutcome.FAILED
+                return ReplyResult(ReplyOutcome.FAILED, "chat.postEphemeral", "no_channel")
             return self._call(
                 "chat.postEphemeral",
                 ReplyOutcome.EPHEMERAL_MESSAGE,
@@ -451,12 +488,12 @@ class SlackHandlerRequest(HandlerRequest):
             )
         if not channel:
             logger.error("a reply to %s was not sent: no usable response_url and no channel", self.kind)
-            return ReplyOutcome.FAILED
+            return ReplyResult(ReplyOutcome.FAILED, "chat.postMessage", "no_channel")
         return self._call(
             "chat.postMessage", ReplyOutcome.CHANNEL_MESSAGE, channel=channel, **_only(message, MESSAGE_FIELDS)
         )
 
-    def _call(self, method: str, success: ReplyOutcome, **arguments: Any) -> ReplyOutcome:
+    def _call(self, method: str, success: ReplyOutcome, **arguments: Any) -> ReplyResult:
         """One Web API call with the installation's client; failures are logged at ERROR and returned as FAILED."""
         try:
             self.client.api_call(method, json={k: v for k, v in arguments.items() if v is not None})
@@ -464,14 +501,40 @@ class SlackHandlerRequest(HandlerRequest):
             logger.error(
                 "%s for %s was not sent: installation %s is not active", method, self.kind, self.installation_id
             )
-            return ReplyOutcome.FAILED
+            return ReplyResult(ReplyOutcome.FAILED, method, "no_installation")
         except SlackApiError as exc:
-            logger.error("%s for %s failed: %s", method, self.kind, exc.response.get("error"))
-            return ReplyOutcome.FAILED
+            error = str(exc.response.get("error") or "slack_error")
+            logger.error("%s for %s failed: %s", method, self.kind, error)
+            return ReplyResult(ReplyOutcome.FAILED, method, error)
         except SLACK_CALL_ERRORS as exc:
             logger.error("%s for %s failed: %s", method, self.kind, type(exc).__name__)
-            return ReplyOutcome.FAILED
-        return success
+            return ReplyResult(ReplyOutcome.FAILED, method, type(exc).__name__)
+        return ReplyResult(success, method)
+
+    def _next_reply(self) -> int:
+        """The place of the next reply among this handler run's replies (1, 2, ...)."""
+        self._replies += 1
+        return self._replies
+
+    def _finish_reply(self, span: tracing.Span, result: ReplyResult, sequence: int) -> None:
+        """Put the reply's outcome on its span and, for a click on a notification, in the funnel."""
+        span.set(method=result.method, ok=result.ok, error=result.error, outcome=str(result.outcome))
+        if not result.ok:
+            span.fail(str(result.outcome))
+        notification_id = self.notification_id
+        if notification_id is None:
+            return
+        from silo_router.region import funnel  # the funnel lives in the region, where handler requests run
+
+        funnel.on_replied(
+            self.envelope,
+            method=result.method,
+            ok=result.ok,
+            error=result.error,
+            notification_id=notification_id,
+            sequence=sequence,
+            outcome=str(result.outcome),
+        )
 
     def update_view(self, view: Mapping[str, Any], *, fallback_text: str | None = None) -> None:
         """Replace the Loading modal with ``view`` after commit.
@@ -482,17 +545,58 @@ class SlackHandlerRequest(HandlerRequest):
         """
         if self.loading_view_open:
             view_id = self.control_response["view_id"]  # type: ignore[index]
-            self.after_commit(lambda: self._update_now(view_id, view))
+            sequence = self._next_reply()
+            self.after_commit(lambda: self._update_now(view_id, view, sequence))
         elif fallback_text is not None:
             self.respond(fallback_text)
         else:
             raise NoViewToUpdate(f"No loading modal is open for {self.kind} and no fallback_text was given.")
 
-    def _update_now(self, view_id: str, view: Mapping[str, Any]) -> ReplyOutcome:
+    def _update_now(self, view_id: str, view: Mapping[str, Any], sequence: int) -> ReplyResult:
         with tracing.stage("region", "reply", "slack views.update", span_kind="client", method="views.update") as span:
-            outcome = self._call("views.update", ReplyOutcome.VIEW_UPDATED, view_id=view_id, view=dict(view))
-            span.set(outcome=str(outcome))
-        return outcome
+            result = self._call("views.update", ReplyOutcome.VIEW_UPDATED, view_id=view_id, view=dict(view))
+            self._finish_reply(span, result, sequence)
+        return result
+
+    # -- notifications ----------------------------------------------------------------------
+
+    def notify(
+        self,
+        *,
+        name: str,
+        channel: str | None = None,
+        text: str = "",
+        blocks: Sequence[Mapping[str, Any]] | None = None,
+        metadata_payload: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Notification:
+        """Send a notification (:func:`silo_router.region.notifications.send`) as this installation.
+
+        To ``channel_id`` unless ``channel``; linked to this handler's trace. Inside the
+        handler's transaction it is posted after commit (never for work that rolled
+        back) and the returned ``Notification`` is filled in then (``ok`` is ``None``
+        until); outside one it is posted now. Its id is known at once. Raises
+        ``ValueError`` at once when there is no conversation.
+        """
+        from silo_router.region import notifications  # notifications are the region's, like handler requests
+
+        target = channel or self.channel_id
+        if not target:
+            raise ValueError(f"notify() needs a conversation: {self.kind} has no channel, so pass channel=...")
+        pending = notifications.prepare(
+            installation_id=self.installation_id or "",
+            channel=target,
+            name=name,
+            text=text,
+            blocks=blocks,
+            region=self.envelope.region,
+            metadata_payload=metadata_payload,
+            **fields,
+        )
+        if self.in_transaction:
+            self.after_commit(pending.send)
+            return pending.notification
+        return pending.send()
 
     def open_view(self, view: Mapping[str, Any]) -> Mapping[str, Any]:
         """``views.open`` with this request's trigger, now, never retried (a trigger lives 3 s, once).

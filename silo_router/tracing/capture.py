@@ -127,9 +127,7 @@ def captured(source: Source) -> list[CapturedEnvelope]:
     if isinstance(source, CaptureTransport):
         with source._lock:
             return list(source.captured)
-    return [
-        each if isinstance(each, CapturedEnvelope) else CapturedEnvelope(each, "memory", "") for each in source
-    ]
+    return [each if isinstance(each, CapturedEnvelope) else CapturedEnvelope(each, "memory", "") for each in source]
 
 
 def items(source: Source, type: str) -> list[dict[str, Any]]:
@@ -262,8 +260,10 @@ def traces(source: Source) -> dict[str, Trace]:
     return {trace.trace_id: trace for trace in sorted(built, key=lambda trace: trace.start)}
 
 
-def transaction_from_event(event: Mapping[str, Any], *, process: str = "", source: str = "") -> CapturedTransaction | None:
-    """A transaction event (as sentry-sdk serialises it) as a :class:`CapturedTransaction`; ``None`` if it has no trace."""
+def transaction_from_event(
+    event: Mapping[str, Any], *, process: str = "", source: str = ""
+) -> CapturedTransaction | None:
+    """A transaction event, as sentry-sdk serialises it, as a :class:`CapturedTransaction` (``None``: no trace)."""
     contexts = event.get("contexts")
     context = contexts.get("trace") if isinstance(contexts, Mapping) else None
     if not isinstance(context, Mapping) or not context.get("trace_id") or not context.get("span_id"):

@@ -179,7 +179,9 @@ def _write(cells: list[str], at: int, text: str) -> None:
 def _label(row: Row) -> str:
     if row.is_link:
         return f"-> linked to trace {row.linked_trace_id} ({row.link_type})"
-    description = row.description if len(row.description) <= MAX_DESCRIPTION else row.description[: MAX_DESCRIPTION - 3] + "..."
+    description = (
+        row.description if len(row.description) <= MAX_DESCRIPTION else row.description[: MAX_DESCRIPTION - 3] + "..."
+    )
     text = row.op if not description or description == row.op else f"{row.op}  {description}"
     if row.note:
         text += f"  [{row.note}]"
@@ -205,7 +207,7 @@ def build(
     hidden = [span for span in every if _matches(span.op, quiet)]
     start = trace.start
     line_at, window = _deadline(trace, start, deadline_ms)
-    labels = {transaction.event_id: process_label(transaction) for transaction in trace.transactions}
+    labels = process_labels(trace)
     rows: list[Row] = []
     for depth, span in _tree(shown, {span.span_id: span.parent_span_id for span in every}):
         offset = (span.start - start) * 1000
@@ -252,7 +254,9 @@ def build(
     )
 
 
-def render(trace: Trace, *, deadline_ms: float | None = None, hide: Iterable[str] = QUIET_OPS, width: int = BAR_WIDTH) -> str:
+def render(
+    trace: Trace, *, deadline_ms: float | None = None, hide: Iterable[str] = QUIET_OPS, width: int = BAR_WIDTH
+) -> str:
     """:func:`build` then :meth:`Waterfall.render`."""
     return build(trace, deadline_ms=deadline_ms, hide=hide).render(width=width)
 
@@ -336,20 +340,42 @@ def note(span: CapturedSpan) -> str:
     return ", ".join(parts)
 
 
-def process_label(transaction: CapturedTransaction) -> str:
-    """Which process sent a transaction, as far as its spans tell: ``control web``, ``region us worker``..."""
+def process_labels(trace: Trace) -> dict[str, str]:
+    """Which process sent each transaction (by event id), as far as the spans tell: ``control web``, ``region us``...
+
+    A transaction with none of the library's spans (Django's ``http.server`` around a
+    region's envelope endpoint, say) takes the silo its process showed elsewhere.
+    """
+    own = {transaction.event_id: _silo_and_region(transaction) for transaction in trace.transactions}
+    by_process: dict[str, tuple[str, str]] = {}
+    for transaction in trace.transactions:
+        silo, region = own[transaction.event_id]
+        if transaction.process and silo:
+            known = by_process.get(transaction.process, ("", ""))
+            by_process[transaction.process] = (known[0] or silo, known[1] or region)
+    labels = {}
+    for transaction in trace.transactions:
+        silo, region = own[transaction.event_id]
+        process_silo, process_region = by_process.get(transaction.process, ("", ""))
+        silo = silo or process_silo
+        region = region or (process_region if silo == process_silo else "")
+        root = transaction.root.op
+        kind = "web" if root == "http.server" else "worker" if root.startswith("queue.") else ""
+        label = " ".join(part for part in (silo, region, kind) if part)
+        if transaction.process:
+            label = f"{label}, pid {transaction.process}" if label else f"pid {transaction.process}"
+        labels[transaction.event_id] = label
+    return labels
+
+
+def _silo_and_region(transaction: CapturedTransaction) -> tuple[str, str]:
+    """The silo of the transaction's first library span, and for a region the region its spans name."""
     silo = ""
     for span in transaction.all_spans:
         parts = span.op.split(".")
         if names.is_integration_op(span.op) and len(parts) >= 3 and parts[1] in names.SILOS:
             silo = parts[1]
             break
-    region = ""
-    if silo == names.REGION:
-        region = next((str(value) for span in transaction.all_spans if (value := span.attribute("region"))), "")
-    root = transaction.root.op
-    kind = "web" if root == "http.server" else "worker" if root.startswith("queue.") else ""
-    label = " ".join(part for part in (silo, region, kind) if part)
-    if transaction.process:
-        label = f"{label}, pid {transaction.process}" if label else f"pid {transaction.process}"
-    return label
+    if silo != names.REGION:
+        return silo, ""
+    return silo, next((str(value) for span in transaction.all_spans if (value := span.attribute("region"))), "")

@@ -35,7 +35,9 @@ class Command(BaseCommand):
         chosen.add_argument("--last", type=int, default=1, metavar="N", help="the N latest traces (default 1)")
         parser.add_argument("--op", help="only traces with a span of this op, or an op under it (silo_router.region)")
         parser.add_argument("--list", action="store_true", help="one line per trace instead of waterfalls")
-        parser.add_argument("--all", action="store_true", help=f"also the spans hidden by default ({', '.join(waterfall.QUIET_OPS)})")
+        parser.add_argument(
+            "--all", action="store_true", help=f"also the spans hidden by default ({', '.join(waterfall.QUIET_OPS)})"
+        )
         parser.add_argument("--width", type=int, default=waterfall.BAR_WIDTH, help="the bar's width in characters")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -55,7 +57,9 @@ class Command(BaseCommand):
         else:
             found = found[-options["last"] :]
         if not found:
-            raise CommandError(f"no trace in {directory}" + (f" with a span of op {options['op']}" if options["op"] else ""))
+            raise CommandError(
+                f"no trace in {directory}" + (f" with a span of op {options['op']}" if options["op"] else "")
+            )
         if options["list"]:
             for trace in found:
                 self._write(_summary(trace))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import names
@@ -119,7 +119,12 @@ class Waterfall:
             if line is not None:
                 bar[line] = "|"
             if not row.is_link:
-                for cell in range(column(row.offset_ms), column(row.end_ms) + 1):
+                first, last = column(row.offset_ms), column(row.end_ms)
+                if line is not None and row.past_deadline:
+                    last = max(last, line)  # a span past the line always crosses or follows it
+                elif line is not None and line > 0:
+                    first, last = min(first, line - 1), min(last, line - 1)  # and one inside never touches it
+                for cell in range(first, last + 1):
                     bar[cell] = "+" if cell == line else "#"
             label = "  " * row.depth + _label(row)
             if row.is_link:
@@ -195,12 +200,16 @@ def build(
     *,
     deadline_ms: float | None = None,
     hide: Iterable[str] = QUIET_OPS,
+    scrub: Callable[[str], str] | None = None,
 ) -> Waterfall:
     """Lay ``trace`` out as a :class:`Waterfall`.
 
     ``deadline_ms`` overrides the window the request span recorded; ``hide`` lists op
-    prefixes to leave out (their children move up to the nearest shown ancestor).
+    prefixes to leave out (their children move up to the nearest shown ancestor);
+    ``scrub`` rewrites every description and note before it is shortened
+    (:func:`silo_router.redaction.scrub_text`, for a capture made without the scrubbers).
     """
+    clean = scrub or _as_is
     quiet = tuple(hide)
     every = _unique(trace.spans)
     shown = [span for span in every if not _matches(span.op, quiet)]
@@ -215,11 +224,11 @@ def build(
             Row(
                 depth=depth,
                 op=span.op,
-                description=span.description,
+                description=clean(span.description),
                 offset_ms=offset,
                 duration_ms=span.duration_ms,
                 past_deadline=line_at is not None and offset + span.duration_ms > line_at,
-                note=note(span),
+                note=clean(note(span)),
                 process=labels.get(span.transaction_id, "") if span.is_root else "",
                 span=span,
             )
@@ -255,10 +264,19 @@ def build(
 
 
 def render(
-    trace: Trace, *, deadline_ms: float | None = None, hide: Iterable[str] = QUIET_OPS, width: int = BAR_WIDTH
+    trace: Trace,
+    *,
+    deadline_ms: float | None = None,
+    hide: Iterable[str] = QUIET_OPS,
+    scrub: Callable[[str], str] | None = None,
+    width: int = BAR_WIDTH,
 ) -> str:
     """:func:`build` then :meth:`Waterfall.render`."""
-    return build(trace, deadline_ms=deadline_ms, hide=hide).render(width=width)
+    return build(trace, deadline_ms=deadline_ms, hide=hide, scrub=scrub).render(width=width)
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def _unique(spans: Iterable[CapturedSpan]) -> list[CapturedSpan]:

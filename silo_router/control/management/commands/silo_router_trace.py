@@ -68,7 +68,8 @@ class Command(BaseCommand):
         for number, trace in enumerate(found):
             if number:
                 self._write("")
-            self._write(waterfall.build(trace, hide=hide).render(width=options["width"]))
+            drawn = waterfall.build(trace, hide=hide, scrub=redaction.scrub_text)
+            self._write(drawn.render(width=options["width"]))
 
     @staticmethod
     def _one(traces: list[capture.Trace], wanted: str) -> capture.Trace:
@@ -83,7 +84,7 @@ class Command(BaseCommand):
         return matching[0]
 
     def _write(self, text: str) -> None:
-        self.stdout.write(redaction.scrub_text(text))  # captured without the scrubbers, a capability stays unprinted
+        self.stdout.write(redaction.scrub_text(text))  # a capture made without the scrubbers prints none either
 
 
 def _summary(trace: capture.Trace) -> str:
@@ -93,5 +94,6 @@ def _summary(trace: capture.Trace) -> str:
     first = next((span for span in spans if names.is_integration_op(span.op)), spans[0])
     return (
         f"{trace.trace_id}  {started}  {(trace.end - trace.start) * 1000:8.1f} ms  "
-        f"{len(trace.transactions):3} transactions {len(spans):4} spans  {first.op}  {first.description}"
+        f"{len(trace.transactions):3} transactions {len(spans):4} spans  {first.op}  "
+        f"{redaction.scrub_text(first.description)[: waterfall.MAX_DESCRIPTION]}"
     )

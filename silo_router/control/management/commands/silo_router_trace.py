@@ -23,6 +23,7 @@ MIN_TRACE_PREFIX = 6
 
 
 class Command(BaseCommand):
+    requires_system_checks: list[str] = []  # it reads files only: a silo's settings problems do not matter here
     help = (
         "Print waterfalls (spans, start offsets, durations, Slack's deadline line) of traces captured "
         "by silo_router.tracing.capture.CaptureTransport in a directory."
@@ -92,8 +93,10 @@ def _summary(trace: capture.Trace) -> str:
     started = datetime.datetime.fromtimestamp(trace.start, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
     spans = trace.spans
     first = next((span for span in spans if names.is_integration_op(span.op)), spans[0])
+    kind = next((str(span.attribute(names.KIND)) for span in spans if span.attribute(names.KIND)), "")
+    description = redaction.scrub_text(first.description)[: waterfall.MAX_DESCRIPTION]
     return (
         f"{trace.trace_id}  {started}  {(trace.end - trace.start) * 1000:8.1f} ms  "
-        f"{len(trace.transactions):3} transactions {len(spans):4} spans  {first.op}  "
-        f"{redaction.scrub_text(first.description)[: waterfall.MAX_DESCRIPTION]}"
+        f"{len(trace.transactions):3} tx {len(spans):4} spans  {first.op}  {description}"
+        + (f"  [{kind}]" if kind else "")
     )

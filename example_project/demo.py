@@ -54,6 +54,7 @@ import signal
 import sqlite3
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Collection
 from pathlib import Path
 from types import FrameType
@@ -783,7 +784,7 @@ class Demo:
             notification_id = self.assign(number, assignee, channel)
             if notification_id is None:
                 continue
-            self.click_notification(notification_id, assignee, action, channel)
+            self.click_notification(notification_id, assignee, action, channel, number)
             notified.append((notification_id, action))
         if notified:
             self.check_funnels(notified)
@@ -843,22 +844,14 @@ class Demo:
                     return dict(element)
         return None
 
-    def click_notification(self, notification_id: str, assignee: str, action: str, channel: str) -> None:
+    def click_notification(self, notification_id: str, assignee: str, action: str, channel: str, number: int) -> None:
         """The assignee clicks ``action`` on the notification's message, as Slack sends it."""
-        message = next(
-            (m for m in reversed(self.fake.messages()) if notification_id in json.dumps(m.get("metadata") or {})),
-            None,
-        ) or next((m for m in reversed(self.fake.messages()) if self.button(m, action) is not None), {})
-        button = self.button(message, action) or {}
         label = "Acknowledge" if action == ACKNOWLEDGE_ACTION else "Escalate"
-        sent = self.sender.click_button(
-            team_id=US_TEAM,
-            user_id=assignee,
-            action_id=action,
-            value=button.get("value"),
-            channel_id=channel,
-            message_ts=str(message.get("ts") or "") or None,
-        )
+        message = self.notification_message(channel, number)
+        if message is None:
+            self.expect("g3", f"{assignee} clicks {label}", False, None, "the notification's message is not in Slack")
+            return
+        sent, response_url = self.click_message(message, action, user_id=assignee)
         self.expect(
             "g3",
             f"{assignee} clicks {label}: Slack got its 200 within 3 s",
@@ -866,6 +859,58 @@ class Demo:
             sent.elapsed_ms,
             f"notification {notification_id}, HTTP {sent.status}",
         )
+        if action == ACKNOWLEDGE_ACTION:  # its reply closes the funnel: wait for it to reach Slack
+            with contextlib.suppress(TimeoutError):
+                self.fake.wait_for_call(
+                    lambda call: call["params"].get("response_url") == response_url,
+                    method="response_url",
+                    timeout=ASYNC_WAIT_S,
+                )
+
+    def click_message(self, message: JsonDict, action_id: str, *, user_id: str) -> tuple[Sent, str]:
+        """Click the element ``action_id`` of a message Slack holds, as Slack sends it; (Sent, its response_url).
+
+        The payload carries the element's ``block_id`` and the message as posted (its
+        blocks and ``metadata``), where a notification's id travels, with a fresh
+        trigger_id and response_url from the fake Slack.
+        """
+        block, element = next(
+            (
+                (block, element)
+                for block in message.get("blocks") or ()
+                for element in block.get("elements") or ()
+                if element.get("action_id") == action_id
+            ),
+            ({}, {}),
+        )
+        channel, team_id = str(message.get("channel")), str(message.get("team_id") or US_TEAM)
+        issued = requests.post(
+            f"{self.cluster.slack_url}/_fake/response_url",
+            json={"team_id": team_id, "channel_id": channel, "user_id": user_id},
+            timeout=10,
+        )
+        issued.raise_for_status()
+        response_url = str(issued.json()["response_url"])
+        action: JsonDict = {"type": element.get("type", "button"), "action_id": action_id}
+        action.update({key: element[key] for key in ("text", "value") if key in element})
+        action.update({"block_id": block.get("block_id", ""), "action_ts": f"{time.time():.6f}"})
+        payload: JsonDict = {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": "fake.user", "name": "fake.user", "team_id": team_id},
+            "api_app_id": self.sender.app_id,
+            "team": {"id": team_id, "domain": "fake-team"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "trigger_id": self.fake.issue_trigger(team_id=team_id, user_id=user_id),
+            "container": {"type": "message", "message_ts": message.get("ts"), "channel_id": channel},
+            "channel": {"id": channel, "name": "fake-channel"},
+            "message": {key: value for key, value in message.items() if key not in ("kind", "channel", "team_id")},
+            "state": {"values": {}},
+            "response_url": response_url,
+            "actions": [action],
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
+        return self.sender.send_raw(body, content_type="application/x-www-form-urlencoded"), response_url
 
     def check_funnels(self, notified: list[tuple[str, str]]) -> None:
         """Each notification's funnel from the region (its API and its ``silo_router_funnel`` command)."""

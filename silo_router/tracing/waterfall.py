@@ -57,8 +57,9 @@ class Row:
     #: On a transaction's root row: the process that sent it (``control web``, ``region worker``...).
     process: str = ""
     span: CapturedSpan | None = None
-    #: On a link row: the linked trace id and the link's type.
+    #: On a link row: the linked trace and span ids and the link's type.
     linked_trace_id: str | None = None
+    linked_span_id: str | None = None
     link_type: str | None = None
 
     @property
@@ -183,6 +184,8 @@ def _write(cells: list[str], at: int, text: str) -> None:
 
 def _label(row: Row) -> str:
     if row.is_link:
+        if row.span is not None and row.linked_trace_id == row.span.trace_id:
+            return f"-> linked to span {row.linked_span_id} of this trace ({row.link_type})"
         return f"-> linked to trace {row.linked_trace_id} ({row.link_type})"
     description = (
         row.description if len(row.description) <= MAX_DESCRIPTION else row.description[: MAX_DESCRIPTION - 3] + "..."
@@ -246,6 +249,7 @@ def build(
                     past_deadline=False,
                     span=span,
                     linked_trace_id=str(link.get("trace_id") or "?"),
+                    linked_span_id=str(link.get("span_id") or "?"),
                     link_type=str(kind or "link"),
                 )
             )

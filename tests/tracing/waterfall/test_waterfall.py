@@ -168,6 +168,19 @@ def test_links_to_other_traces_get_a_row(captured: capture.CaptureTransport) -> 
     assert f"-> linked to trace {notification} (silo_router.notification)" in text
 
 
+def test_a_link_inside_the_trace_names_the_span(captured: capture.CaptureTransport) -> None:
+    with tracing.flow("control", "request", "slack request") as request:
+        headers = tracing.propagation_headers()
+    with tracing.flow("region", "handler", "mention", carrier=headers, links=[links.from_headers(headers)]):
+        pass
+    drawn = waterfall.build(only_trace(captured))
+    [link] = drawn.links
+    [request_row] = drawn.spans("silo_router.control.request")
+    assert request_row.span is not None and link.linked_trace_id == request.trace_id
+    assert link.linked_span_id == request_row.span.span_id
+    assert f"-> linked to span {link.linked_span_id} of this trace (silo_router.caused_by)" in drawn.render()
+
+
 def test_children_of_hidden_spans_move_up(captured: capture.CaptureTransport) -> None:
     with tracing.flow("region", "receive", "slack"):
         with sentry_sdk.start_span(op="db", name="SAVEPOINT"):

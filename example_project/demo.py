@@ -25,6 +25,16 @@ e. A region outage is absorbed and drained: region eu is stopped while events ar
 f. T0EU00001 uninstalls the app: Slack revokes its tokens and sends ``app_uninstalled``;
    control deactivates the installation, the next click from it is kept unroutable and
    opens no modal, and T0US00001 still works.
+g. Notifications: ``/ticket assign`` notifies an assignee twice, each time with
+   "Acknowledge" and "Escalate" buttons; one is acknowledged, the other escalated, whose
+   handler fails (the on-call service is down). Each notification's funnel is printed:
+   all five stages for the first, the stage where the second stopped.
+
+Every process runs sentry-sdk as the README recommends, writing what it would send to
+``<var>/sentry/`` (``SILO_DEMO_SENTRY_CAPTURE_DIR``). Steps a and c print the Resolve
+flow's waterfall built from those envelopes, with Slack's deadline line: the region's
+``views.open`` past it in (a), control's Loading modal well inside it in (c).
+``manage.py silo_router_trace <var>/sentry`` prints any captured trace afterwards.
 
 Prints a timeline (milliseconds since start) and a summary; exits 0 only if every check
 passed.
@@ -35,13 +45,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import importlib.util
 import json
+import os
 import re
 import secrets
 import signal
 import sqlite3
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Collection
 from pathlib import Path
 from types import FrameType
@@ -49,10 +62,13 @@ from typing import Any
 
 import requests
 
-from example_project.cluster import Cluster, ClusterError, FakeSlackAPI, JsonDict, form_csrf_token
+from example_project.cluster import REPO_DIR, Cluster, ClusterError, FakeSlackAPI, JsonDict, form_csrf_token
 from example_project.fake_slack import Sent, SlackSender
 from example_project.install_browser import InstallBrowser, InstallFlowError, query_param
+from example_project.issues.buttons import ACKNOWLEDGE_ACTION, ESCALATE_ACTION
 from example_project.seed import ORGANIZATIONS
+from example_project.sentry_setup import CAPTURE_DIR_ENV
+from silo_router.tracing import capture, waterfall
 
 #: Slack's answer window and a trigger_id's lifetime.
 SLACK_WINDOW_MS = 3000.0
@@ -86,6 +102,50 @@ DEMO_DELIVERY_ENV = {
     "SILO_ROUTER_LEASE_MARGIN": "1",
     "SILO_ROUTER_SWEEP_EVERY": "1",
 }
+
+
+#: Steps a and c: how long a flow's envelopes may take to reach the capture directory once it is done.
+CAPTURE_WAIT_S = 10.0
+#: The kind of a Resolve click, as the control request span records it.
+RESOLVE_KIND = "block_actions:resolve_dialog"
+#: The app's span around the naive views.open, and the region's reply span.
+OPEN_MODAL_OP = "issues.open_modal"
+REPLY_OP = "silo_router.region.reply"
+CONTROL_RESPONSE_OP = "silo_router.control.control_response"
+#: The waterfall's bar width in the demo's output.
+WATERFALL_WIDTH = 40
+#: Step g: who is assigned what (issue number, assignee), and which button they click.
+ASSIGNMENTS = ((4, "U0USER002", ACKNOWLEDGE_ACTION), (3, "U0USER003", ESCALATE_ACTION))
+#: The funnel's stages, in order.
+FUNNEL_STAGES = ("triggered", "sent", "acted", "handled", "replied")
+#: Step g: how long a notification's funnel may take to reach its last stage.
+FUNNEL_WAIT_S = 15.0
+FUNNEL_MARKER = "funnel-events: "
+NOTIFICATION_ID = re.compile(r"\b([0-9a-f]{32})\b")
+
+
+def funnel_script(notification_ids: Collection[str]) -> str:
+    """Code for a region's ``manage.py shell -c``: each notification's funnel events as JSON, and its table.
+
+    The events come from the funnel API (``silo_router.region.funnel.events_for``), the
+    table from the region's ``silo_router_funnel --notification ID`` command.
+    """
+    return (
+        "import io, json\n"
+        "from django.core.management import call_command\n"
+        "from silo_router.region import funnel\n"
+        "def fact(event, name):\n"
+        "    value = event.get(name) if isinstance(event, dict) else getattr(event, name, None)\n"
+        "    return value if value is None or isinstance(value, bool) else str(value)\n"
+        "found = {}\n"
+        f"for notification in {list(notification_ids)!r}:\n"
+        "    table = io.StringIO()\n"
+        "    call_command('silo_router_funnel', '--notification', notification, stdout=table)\n"
+        "    events = funnel.events_for(notification)\n"
+        "    events = [{name: fact(e, name) for name in ('stage', 'ok', 'error')} for e in events]\n"
+        "    found[notification] = {'events': events, 'table': table.getvalue()}\n"
+        f"print({FUNNEL_MARKER!r} + json.dumps(found))\n"
+    )
 
 
 def _rows(db: Path, sql: str, params: Collection[str] = ()) -> list[tuple[Any, ...]]:
@@ -157,8 +217,9 @@ class Check:
 class Demo:
     """The scenario, run against a started ``Cluster``."""
 
-    def __init__(self, cluster: Cluster, *, started: float) -> None:
+    def __init__(self, cluster: Cluster, *, started: float, capture_dir: Path) -> None:
         self.cluster = cluster
+        self.capture_dir = capture_dir
         self.fake: FakeSlackAPI = cluster.fake
         self.sender: SlackSender = cluster.sender()
         self.started = started
@@ -193,6 +254,7 @@ class Demo:
             ("d", self.step_d_other_kinds),
             ("e", self.step_e_region_outage),
             ("f", self.step_f_uninstall),
+            ("g", self.step_g_notifications),
         ]
         for name, step in steps:
             try:
@@ -308,6 +370,22 @@ class Demo:
             (failed["wall"] - clicked) * 1000,
             f"issue #1 is '{status}' in us, but the user saw nothing",
         )
+        trace = self.resolve_trace(clicked, lambda trace: bool(trace.find(OPEN_MODAL_OP)))
+        drawn = self.show_waterfall("a3", trace)
+        if drawn is None:
+            return
+        opens, acks = drawn.spans(OPEN_MODAL_OP), drawn.spans(waterfall.REQUEST_OP)
+        line = drawn.deadline_at_ms or 0.0
+        self.expect(
+            "a3",
+            "the waterfall shows the region's views.open past the deadline line",
+            bool(opens and acks) and all(row.past_deadline for row in opens) and not acks[0].past_deadline,
+            None,
+            f"control acked at {acks[0].end_ms:.0f} ms, inside the line at {line:.0f} ms; views.open at "
+            f"{opens[0].offset_ms:.0f} ms, {opens[0].offset_ms - line:.0f} ms past it [{opens[0].note}]"
+            if opens and acks
+            else "no views.open or control request span in the trace",
+        )
 
     def step_b_operator_enables(self) -> None:
         """The operator ticks the option in control's admin."""
@@ -354,7 +432,9 @@ class Demo:
         """Control responses on: Loading modal at once, replaced by the region's result, in each workspace."""
         self.say('c. control responses ON: the same kind of click, "Resolve" on issue #2, in each workspace')
         self.say("   T0US00001 (-> acme -> us)")
+        before = time.time()
         if self.resolve_with_loading_modal("c", 2, team_id=US_TEAM, organization="acme"):
+            self.check_loading_modal_waterfall(before)
             us_status, eu_status = (
                 self.cluster.issue_status("us", US_ORG, 2),
                 self.cluster.issue_status("eu", EU_ORG, 2),
@@ -420,6 +500,64 @@ class Demo:
             f"views.open by control: {opened.get('team_id')}, views.update through control's proxy: "
             f"{updated.get('team_id')}",
         )
+
+    def check_loading_modal_waterfall(self, since: float) -> None:
+        """Step c's waterfall: control's Loading modal inside the deadline line, the region's update after it."""
+
+        def updated(trace: capture.Trace) -> bool:
+            return any(span.attribute("method") == "views.update" for span in trace.find(REPLY_OP))
+
+        drawn = self.show_waterfall("c6", self.resolve_trace(since, updated))
+        if drawn is None:
+            return
+        opened = drawn.spans(CONTROL_RESPONSE_OP)
+        updates = [row for row in drawn.spans(REPLY_OP) if row.span and row.span.attribute("method") == "views.update"]
+        line = drawn.deadline_at_ms or 0.0
+        self.expect(
+            "c6",
+            "the waterfall shows control's Loading modal well inside the deadline line",
+            bool(opened and updates) and not any(row.past_deadline for row in opened),
+            None,
+            f"Loading modal opened by {opened[0].end_ms:.0f} ms, {line - opened[0].end_ms:.0f} ms before the line; "
+            f"the region's views.update at {updates[0].offset_ms:.0f} ms replaced it"
+            if opened and updates
+            else "no control response or views.update span in the trace",
+        )
+        self.say(
+            "   (what ends past the line is the region's work: Slack no longer waits, the user sees the Loading modal)"
+        )
+
+    def resolve_trace(self, since: float, done: Callable[[capture.Trace], bool]) -> capture.Trace | None:
+        """The captured trace of the first Resolve click after ``since`` (wall time), once ``done`` holds for it."""
+        found: capture.Trace | None = None
+
+        def ready() -> bool:
+            nonlocal found
+            found = next(
+                (
+                    trace
+                    for trace in capture.traces(self.capture_dir).values()
+                    if any(
+                        span.start >= since and span.attribute("kind") == RESOLVE_KIND
+                        for span in trace.find(waterfall.REQUEST_OP)
+                    )
+                ),
+                None,
+            )
+            return found is not None and done(found)
+
+        self.wait_until(ready, CAPTURE_WAIT_S)
+        return found
+
+    def show_waterfall(self, step: str, trace: capture.Trace | None) -> waterfall.Waterfall | None:
+        """Print ``trace``'s waterfall; ``None`` (and a failed check) when nothing was captured."""
+        if trace is None:
+            self.expect(step, "sentry-sdk captured the flow's trace", False, None, f"nothing in {self.capture_dir}")
+            return None
+        drawn = waterfall.build(trace)
+        self.say(f"   the flow as sentry-sdk emitted it, from every process (capture transport, {self.capture_dir}):")
+        print("\n".join("      " + line for line in drawn.render(width=WATERFALL_WIDTH).splitlines()), flush=True)
+        return drawn
 
     def step_d_other_kinds(self) -> None:
         """A command and an event from eu's workspace, an options load from us's."""
@@ -634,6 +772,196 @@ class Demo:
         self.say("   T0US00001 still works")
         self.resolve_with_loading_modal("f5.", 3, team_id=US_TEAM, organization="acme")
 
+    def step_g_notifications(self) -> None:
+        """Two assignment notifications: one acknowledged (five stages), one escalated (its handler fails)."""
+        self.say("g. notifications: /ticket assign in T0US00001 (-> acme -> us) notifies the assignee with buttons")
+        if importlib.util.find_spec("silo_router.region.notifications") is None:
+            self.say("   skipped: this build of the library has no notification API (silo_router.region.notifications)")
+            return
+        channel = self.cluster.workspaces[US_TEAM].channels[0]
+        notified: list[tuple[str, str]] = []
+        for number, assignee, action in ASSIGNMENTS:
+            notification_id = self.assign(number, assignee, channel)
+            if notification_id is None:
+                continue
+            self.click_notification(notification_id, assignee, action, channel, number)
+            notified.append((notification_id, action))
+        if notified:
+            self.check_funnels(notified)
+            trace = capture.traces(self.capture_dir).get(notified[0][0])
+            if trace is not None:
+                self.say("   the first notification's own trace (trace id = notification id), linked to its cause:")
+                text = waterfall.build(trace).render(width=WATERFALL_WIDTH)
+                print("\n".join("      " + line for line in text.splitlines()), flush=True)
+
+    def assign(self, number: int, assignee: str, channel: str) -> str | None:
+        """``/ticket assign <number> <@assignee>``; the notification's id once it was posted with its buttons."""
+        self.say(f"   /ticket assign {number} <@{assignee}>")
+        commanded = time.time()
+        sent = self.sender.slash_command(
+            team_id=US_TEAM, command="/ticket", text=f"assign {number} <@{assignee}>", channel_id=channel
+        )
+        self.expect(
+            "g1",
+            "Slack got its 200 for /ticket assign",
+            sent.status == 200 and sent.elapsed_ms < SLACK_WINDOW_MS,
+            sent.elapsed_ms,
+            f"HTTP {sent.status}",
+            fatal=True,
+        )
+        reply = self.fake.wait_for_call(
+            lambda call: call["params"].get("response_url") == sent.response_url,
+            method="response_url",
+            timeout=ASYNC_WAIT_S,
+        )
+        text = str(reply["params"].get("text"))
+        match = NOTIFICATION_ID.search(text)
+        posted = self.notification_message(channel, number)
+        self.expect(
+            "g2",
+            f"#{number}: the assignee's notification has Acknowledge and Escalate buttons; the assigner is told",
+            match is not None and posted is not None,
+            (reply["wall"] - commanded) * 1000,
+            repr(text),
+        )
+        return match.group(1) if match else None
+
+    def notification_message(self, channel: str, number: int) -> JsonDict | None:
+        """The latest message in ``channel`` with buttons for issue ``number`` (as the fake Slack stored it)."""
+        for message in reversed(self.fake.messages()):
+            if message.get("channel") == channel and self.button(message, ACKNOWLEDGE_ACTION, number) is not None:
+                return message
+        return None
+
+    @staticmethod
+    def button(message: JsonDict, action_id: str, number: int | None = None) -> JsonDict | None:
+        """The button ``action_id`` of a message (for issue ``number``, when given), or ``None``."""
+        for block in message.get("blocks") or ():
+            for element in block.get("elements") or ():
+                if element.get("action_id") != action_id:
+                    continue
+                if number is None or f'"issue": {number}' in str(element.get("value")):
+                    return dict(element)
+        return None
+
+    def click_notification(self, notification_id: str, assignee: str, action: str, channel: str, number: int) -> None:
+        """The assignee clicks ``action`` on the notification's message, as Slack sends it."""
+        label = "Acknowledge" if action == ACKNOWLEDGE_ACTION else "Escalate"
+        message = self.notification_message(channel, number)
+        if message is None:
+            self.expect("g3", f"{assignee} clicks {label}", False, None, "the notification's message is not in Slack")
+            return
+        sent, response_url = self.click_message(message, action, user_id=assignee)
+        self.expect(
+            "g3",
+            f"{assignee} clicks {label}: Slack got its 200 within 3 s",
+            sent.status == 200 and sent.elapsed_ms < SLACK_WINDOW_MS,
+            sent.elapsed_ms,
+            f"notification {notification_id}, HTTP {sent.status}",
+        )
+        if action == ACKNOWLEDGE_ACTION:  # its reply closes the funnel: wait for it to reach Slack
+            with contextlib.suppress(TimeoutError):
+                self.fake.wait_for_call(
+                    lambda call: call["params"].get("response_url") == response_url,
+                    method="response_url",
+                    timeout=ASYNC_WAIT_S,
+                )
+
+    def click_message(self, message: JsonDict, action_id: str, *, user_id: str) -> tuple[Sent, str]:
+        """Click the element ``action_id`` of a message Slack holds, as Slack sends it; (Sent, its response_url).
+
+        The payload carries the element's ``block_id`` and the message as posted (its
+        blocks and ``metadata``), where a notification's id travels, with a fresh
+        trigger_id and response_url from the fake Slack.
+        """
+        block, element = next(
+            (
+                (block, element)
+                for block in message.get("blocks") or ()
+                for element in block.get("elements") or ()
+                if element.get("action_id") == action_id
+            ),
+            ({}, {}),
+        )
+        channel, team_id = str(message.get("channel")), str(message.get("team_id") or US_TEAM)
+        issued = requests.post(
+            f"{self.cluster.slack_url}/_fake/response_url",
+            json={"team_id": team_id, "channel_id": channel, "user_id": user_id},
+            timeout=10,
+        )
+        issued.raise_for_status()
+        response_url = str(issued.json()["response_url"])
+        action: JsonDict = {"type": element.get("type", "button"), "action_id": action_id}
+        action.update({key: element[key] for key in ("text", "value") if key in element})
+        action.update({"block_id": block.get("block_id", ""), "action_ts": f"{time.time():.6f}"})
+        payload: JsonDict = {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": "fake.user", "name": "fake.user", "team_id": team_id},
+            "api_app_id": self.sender.app_id,
+            "team": {"id": team_id, "domain": "fake-team"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "trigger_id": self.fake.issue_trigger(team_id=team_id, user_id=user_id),
+            "container": {"type": "message", "message_ts": message.get("ts"), "channel_id": channel},
+            "channel": {"id": channel, "name": "fake-channel"},
+            "message": {key: value for key, value in message.items() if key not in ("kind", "channel", "team_id")},
+            "state": {"values": {}},
+            "response_url": response_url,
+            "actions": [action],
+        }
+        body = urllib.parse.urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
+        return self.sender.send_raw(body, content_type="application/x-www-form-urlencoded"), response_url
+
+    def check_funnels(self, notified: list[tuple[str, str]]) -> None:
+        """Each notification's funnel from the region (its API and its ``silo_router_funnel`` command)."""
+        wanted = {ACKNOWLEDGE_ACTION: set(FUNNEL_STAGES), ESCALATE_ACTION: set(FUNNEL_STAGES[:4])}
+        found: dict[str, Any] = {}
+
+        def complete() -> bool:
+            nonlocal found
+            found = self.funnels([notification_id for notification_id, _ in notified])
+            return all(
+                {event["stage"] for event in found.get(notification_id, {}).get("events", ())} >= wanted[action]
+                for notification_id, action in notified
+            )
+
+        started = time.monotonic()
+        self.wait_until(complete, FUNNEL_WAIT_S)
+        for notification_id, action in notified:
+            events = found.get(notification_id, {}).get("events", [])
+            self.say(f"   silo_router_funnel --notification {notification_id} (region us):")
+            table = str(found.get(notification_id, {}).get("table") or "(no output)")
+            print("\n".join("      " + line for line in table.rstrip().splitlines()), flush=True)
+            stages = [str(event["stage"]) for event in events]
+            failed = [event for event in events if event.get("ok") is False]
+            if action == ACKNOWLEDGE_ACTION:
+                self.expect(
+                    "g4",
+                    "the acknowledged notification's funnel lists every stage",
+                    set(stages) == set(FUNNEL_STAGES) and not failed,
+                    (time.monotonic() - started) * 1000,
+                    " -> ".join(stages) or "no events",
+                )
+            else:
+                handled = [event for event in events if event["stage"] == "handled"]
+                self.expect(
+                    "g5",
+                    "the escalated notification's funnel stops at handled: its handler failed",
+                    bool(handled) and all(e.get("ok") is False for e in handled) and "replied" not in stages,
+                    (time.monotonic() - started) * 1000,
+                    " -> ".join(stages) + "".join(f"; {e['stage']} failed: {e.get('error')}" for e in failed),
+                )
+
+    def funnels(self, notification_ids: list[str]) -> dict[str, Any]:
+        """``{notification id: {"events": [...], "table": text}}`` from region us; ``{}`` if the shell failed."""
+        done = self.cluster.manage("us", "shell", "-c", funnel_script(notification_ids))
+        line = next((line for line in done.stdout.splitlines() if line.startswith(FUNNEL_MARKER)), None)
+        if done.returncode != 0 or line is None:
+            self.say(f"   the region's funnel could not be read ({done.returncode}): {done.stderr.strip()[-300:]}")
+            return {}
+        found: dict[str, Any] = json.loads(line.removeprefix(FUNNEL_MARKER))
+        return found
+
     def payload_ids(self) -> set[str]:
         """Ids of every payload control has stored."""
         return {str(row[0]) for row in _rows(self.cluster.control_db, "SELECT id FROM silo_router_control_payload")}
@@ -670,7 +998,11 @@ def main() -> int:
     """Start the cluster, run the scenario, stop the cluster; 0 only if every check passed."""
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
-    cluster = Cluster(extra_env=DEMO_DELIVERY_ENV, install_workspaces=False)
+    var_dir = Path(os.environ.get("SILO_DEMO_VAR") or REPO_DIR / "var" / "demo").resolve()
+    capture_dir = Path(os.environ.get(CAPTURE_DIR_ENV) or var_dir / "sentry").resolve()
+    cluster = Cluster(
+        var_dir, extra_env={**DEMO_DELIVERY_ENV, CAPTURE_DIR_ENV: str(capture_dir)}, install_workspaces=False
+    )
     demo: Demo | None = None
     try:
         print(
@@ -678,7 +1010,7 @@ def main() -> int:
             flush=True,
         )
         cluster.start()
-        demo = Demo(cluster, started=started)
+        demo = Demo(cluster, started=started, capture_dir=capture_dir)
         ports = ", ".join(f"{name} :{port}" for name, port in cluster.ports.items())
         broker = cluster.broker_url.split("://", 1)[0]
         demo.say(f"cluster up ({ports}; Celery worker on the {broker} broker); logs in {cluster.var_dir}")

@@ -8,6 +8,12 @@ on, the control silo has already opened a Loading modal, and the handler replace
 seconds and the hop to the region plus the upstream call take longer): Slack answers
 ``expired_trigger_id`` and the user sees nothing.
 
+``/ticket assign <number> @someone`` notifies the assignee with a message that has
+"Acknowledge" and "Escalate" buttons (``request.notify``: the notification is its own
+trace, and its funnel records each stage). Acknowledge answers; Escalate fails on
+purpose (its upstream, the on-call service, is down), so the funnel shows where it
+stopped.
+
 Every Slack call here (``update_view``, ``open_view``, ``say``, ``respond``'s fallbacks,
 ``request.client``) is made with the token of the workspace the request came from. A
 region holds no token: the calls go through control's Web API proxy, which adds it.
@@ -18,15 +24,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 from typing import Any
 
+import sentry_sdk
 from django.conf import settings
 from slack_sdk.errors import SlackApiError
 
 from silo_router.providers.slack.request import SlackHandlerRequest
 from silo_router.region.handlers import slack
 
+from .buttons import ACKNOWLEDGE_ACTION, ASSIGNMENT_NOTIFICATION, ESCALATE_ACTION
 from .models import Antidote, Effect, Issue
 from .upstream import fetch_issue_details
 
@@ -34,6 +43,8 @@ logger = logging.getLogger("example_project.issues")
 
 #: Slack's limit on options in one block_suggestion answer.
 MAX_OPTIONS = 100
+#: ``/ticket assign 4 <@U0USER002>`` (Slack escapes a mention as ``<@U...>`` or ``<@U...|name>``).
+ASSIGN_COMMAND = re.compile(r"^assign\s+#?(\d+)\s+<@([UW][A-Z0-9]+)(?:\|[^>]*)?>\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +111,15 @@ def show_result(request: SlackHandlerRequest, issue: Issue) -> None:
     if request.loading_view_open:
         request.update_view(view, fallback_text=f"Issue #{issue.number} is now {issue.status}.")
         return
-    try:
-        request.open_view(view)
-    except SlackApiError as exc:
-        logger.error(
-            "views.open for issue #%s failed: %s (the user sees nothing)", issue.number, exc.response.get("error")
-        )
+    # The app's own span, in the library's trace: the waterfall shows it past Slack's deadline.
+    with sentry_sdk.start_span(op="issues.open_modal", name=f"views.open for issue #{issue.number}") as span:
+        try:
+            request.open_view(view)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error"))
+            span.set_status("internal_error")
+            span.set_data("slack.error", error)
+            logger.error("views.open for issue #%s failed: %s (the user sees nothing)", issue.number, error)
 
 
 @slack.action("resolve_dialog")
@@ -124,19 +138,102 @@ class TicketServiceDown(RuntimeError):
     """``/ticket crash``: the demo's handler that raises (its effects roll back; control retries)."""
 
 
+class EscalationServiceDown(RuntimeError):
+    """The "Escalate" button: the on-call service it would page is down (on purpose, in the demo)."""
+
+
 @slack.command("/ticket")
 def ticket(request: SlackHandlerRequest) -> None:
     """``/ticket``: how many issues of the organization are open, answered via response_url.
 
-    ``/ticket crash`` raises instead, to show (and test) what a failing handler leaves in
-    logs and error reports: no response_url or trigger_id.
+    ``/ticket assign <number> @someone`` notifies the assignee instead. ``/ticket crash``
+    raises, to show (and test) what a failing handler leaves in logs and error reports:
+    no response_url or trigger_id.
     """
-    if str(request.payload.get("text") or "").strip() == "crash":
+    text = str(request.payload.get("text") or "").strip()
+    if text == "crash":
         raise TicketServiceDown("the ticket service is down")
+    if text.startswith("assign"):
+        assign(request, text)
+        return
     count = Issue.objects.filter(organization_id=request.organization_id, status=Issue.Status.OPEN).count()
     request.respond(
         f"Organization {request.organization_id} has {count} open issues (region {settings.SILO_ROUTER['REGION']})."
     )
+
+
+def assign(request: SlackHandlerRequest, text: str) -> None:
+    """``/ticket assign <number> @someone``: once the handler commits, notify the assignee with buttons."""
+    match = ASSIGN_COMMAND.match(text)
+    if match is None:
+        request.respond("Usage: /ticket assign <issue number> @someone")
+        return
+    number, assignee = int(match.group(1)), match.group(2)
+    issue = Issue.objects.filter(organization_id=request.organization_id, number=number).first()
+    if issue is None:
+        request.respond(f"Issue #{number} does not exist.")
+        return
+    # A notification is a Slack call: it goes out after commit, never inside the handler's transaction.
+    request.after_commit(lambda: notify_assignee(request, issue, assignee))
+
+
+def assignment_blocks(issue: Issue, organization: str, assignee: str) -> list[dict[str, Any]]:
+    """The assignment message: what is assigned to whom, and the Acknowledge and Escalate buttons."""
+    value = json.dumps({"organization": organization, "issue": issue.number})
+    return [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"<@{assignee}>, *#{issue.number} {issue.title}* is assigned to you."},
+        },
+        {
+            "type": "actions",
+            "block_id": "assignment",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": ACKNOWLEDGE_ACTION,
+                    "text": {"type": "plain_text", "text": "Acknowledge"},
+                    "style": "primary",
+                    "value": value,
+                },
+                {
+                    "type": "button",
+                    "action_id": ESCALATE_ACTION,
+                    "text": {"type": "plain_text", "text": "Escalate"},
+                    "style": "danger",
+                    "value": value,
+                },
+            ],
+        },
+    ]
+
+
+def notify_assignee(request: SlackHandlerRequest, issue: Issue, assignee: str) -> None:
+    """Send the assignment notification (its own trace, linked to this command's) and tell the assigner."""
+    notification = request.notify(
+        channel=request.channel_id,
+        text=f"Issue #{issue.number} {issue.title} is assigned to you.",
+        blocks=assignment_blocks(issue, str(request.organization_id), assignee),
+        name=ASSIGNMENT_NOTIFICATION,
+    )
+    if not notification.ok:
+        request.respond(f"Could not notify <@{assignee}>: {notification.error}.")
+        return
+    request.respond(f"Assigned #{issue.number} to <@{assignee}> (notification {notification.id}).")
+
+
+@slack.action(ACKNOWLEDGE_ACTION)
+def acknowledge(request: SlackHandlerRequest) -> None:
+    """The assignee acknowledges: the reply closes the notification's funnel (replied)."""
+    ref = IssueRef.from_value(_first_action_value(request))
+    what = f"issue #{ref.number}" if ref else "the issue"
+    request.respond(f"Thanks <@{request.user_id}>, {what} is yours (notification {request.notification_id}).")
+
+
+@slack.action(ESCALATE_ACTION)
+def escalate(request: SlackHandlerRequest) -> None:
+    """The assignee escalates: paging on-call fails (its service is down), so the funnel stops at handled."""
+    raise EscalationServiceDown("the on-call service is down")
 
 
 @slack.command("/whoami", atomic=False)

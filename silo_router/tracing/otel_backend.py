@@ -117,7 +117,8 @@ def otel_link(link: _links.Link) -> trace.Link | None:
 def record_exception(span: trace.Span, exc: BaseException) -> None:
     """An ``exception`` event (OpenTelemetry's conventions) and an error status, both scrubbed."""
     exc_type = type(exc)
-    qualified = exc_type.__qualname__ if exc_type.__module__ == "builtins" else f"{exc_type.__module__}.{exc_type.__qualname__}"
+    module = exc_type.__module__
+    qualified = exc_type.__qualname__ if module == "builtins" else f"{module}.{exc_type.__qualname__}"
     span.add_event(
         "exception",
         {

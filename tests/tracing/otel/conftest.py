@@ -8,15 +8,22 @@ between tests, so the rest of the suite runs as if no SDK were set up.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
+from sentry_sdk.envelope import Envelope as SentryEnvelope
+from sentry_sdk.transport import Transport
+
+from example_project.fake_slack import FakeSlack
+from silo_router import tracing
 
 
 class Switchboard(trace.TracerProvider):
@@ -118,3 +125,71 @@ def otel(switchboard: Switchboard) -> Iterator[Exported]:
     finally:
         switchboard.current = None
         exported.provider.shutdown()
+
+
+def hex_id(value: int, digits: int) -> str:
+    """An OpenTelemetry id as the hex digits Sentry and ``traceparent`` write."""
+    return format(value, f"0{digits}x")
+
+
+def exported_text(span: ReadableSpan) -> list[str]:
+    """Every string an exported span carries: name, attributes, events, links and status."""
+    texts = [span.name, span.status.description or ""]
+    mappings: list[Any] = [span.attributes or {}]
+    mappings += [event.attributes or {} for event in span.events]
+    mappings += [link.attributes or {} for link in span.links]
+    texts += [event.name for event in span.events]
+    for mapping in mappings:
+        for key, value in mapping.items():
+            texts.append(key)
+            texts.extend(str(each) for each in (value if isinstance(value, tuple) else (value,)))
+    return texts
+
+
+class CapturingTransport(Transport):
+    """Keeps what sentry-sdk would send, instead of sending it."""
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.transactions: list[dict[str, Any]] = []
+
+    def capture_envelope(self, envelope: SentryEnvelope) -> None:
+        for item in envelope.items:
+            if item.type == "transaction":
+                self.transactions.append(json.loads(item.get_bytes()))
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Every captured transaction's root span and child spans."""
+        return [t["contexts"]["trace"] for t in self.transactions] + [
+            span for t in self.transactions for span in t.get("spans", ())
+        ]
+
+
+@pytest.fixture
+def sentry() -> Iterator[CapturingTransport]:
+    """sentry-sdk initialised as README recommends, sending to a capturing transport."""
+    transport = CapturingTransport()
+    sentry_sdk.init(
+        dsn="https://key@sentry.invalid/1",
+        transport=transport,
+        traces_sampler=tracing.traces_sampler,
+        before_send=tracing.before_send,
+        before_send_transaction=tracing.before_send_transaction,
+    )
+    try:
+        yield transport
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.init()
+
+
+@pytest.fixture
+def fake_slack(settings: Any) -> Iterator[FakeSlack]:
+    """A fake Slack on loopback that the region's replies go to."""
+    with FakeSlack(signing_secret=settings.SLACK_SIGNING_SECRET, bot_token="xoxb-tests") as server:
+        settings.SILO_ROUTER = {
+            **settings.SILO_ROUTER,
+            "SLACK": {**settings.SILO_ROUTER["SLACK"], "API_URL": server.api_url},
+            "REDACTED_URL_PREFIXES": [f"{server.base_url}/response/"],
+        }
+        yield server

@@ -173,9 +173,14 @@ class OtelBackend:
     def __init__(self, enabled: Callable[[], bool]) -> None:
         self.enabled = enabled
         self.tracer = trace.get_tracer("silo_router", __version__)
+        self.provider_set = False  # a global tracer provider is set once and for good
 
     def active(self) -> bool:
-        return self.enabled() and not isinstance(trace.get_tracer_provider(), _NO_PROVIDER)
+        if not self.enabled():
+            return False
+        if not self.provider_set:
+            self.provider_set = not isinstance(trace.get_tracer_provider(), _NO_PROVIDER)
+        return self.provider_set
 
     @contextlib.contextmanager
     def _span(

@@ -180,7 +180,7 @@ def sentry() -> Iterator[CapturingTransport]:
         yield transport
     finally:
         sentry_sdk.get_client().close()
-        sentry_sdk.init()
+        sentry_sdk.get_global_scope().set_client(None)  # inactive again (``init()`` would leave a client on)
 
 
 @pytest.fixture

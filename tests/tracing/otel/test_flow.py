@@ -19,7 +19,7 @@ from example_project.fake_slack import FakeSlack
 from silo_router import tracing
 from silo_router.control.models import Payload
 from silo_router.region.handlers import slack
-from silo_router.tracing import links
+from silo_router.tracing import links, registry
 
 from ...slack_signing import block_actions, event_callback, interactive_body, post_slack
 from .conftest import CapturingTransport, Exported, exported_text, hex_id
@@ -124,17 +124,19 @@ def test_opentelemetry_is_off_when_the_setting_says_so(
     client: Client, installations: Any, otel: Exported, settings: Any
 ) -> None:
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "OPENTELEMETRY": False}
+    propagated: list[dict[str, str]] = []
 
     @slack.event("app_mention")
     def mention(request: Any) -> None:
-        with tracing.stage("region", "work") as span:
-            assert span is tracing.NO_SPAN
+        with tracing.stage("region", "work"):
+            propagated.append(tracing.propagation_headers())
 
     body = json.dumps(event_callback(event_id="EvOtelOff")).encode()
     assert post_slack(client, body, content_type="application/json").status_code == 200
     assert otel.spans == ()
+    assert len(propagated) == 1 and "traceparent" not in propagated[0]
     assert "traceparent" not in stored_trace()
-    assert not tracing.active()
+    assert not [backend for backend in registry.BACKENDS if backend.name == "otel" and backend.active()]
 
 
 def test_with_sentry_on_too_each_back_end_gets_the_whole_flow(

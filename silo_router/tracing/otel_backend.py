@@ -61,6 +61,9 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _DESCRIPTION = names.attribute("description")
 #: The link attribute Sentry (and this library's docs) name a link's type with.
 LINK_TYPE_ATTRIBUTE = "sentry.link.type"
+SENTRY_TRACE = "sentry-trace"
+BAGGAGE = "baggage"
+SENTRY_BAGGAGE_PREFIX = "sentry-"
 #: The providers that record nothing: with one of them the back end stays off.
 _NO_PROVIDER = (ProxyTracerProvider, NoOpTracerProvider)
 
@@ -259,16 +262,30 @@ class OtelBackend:
         return self._span(op, description, kind, trace.set_span_in_context(NonRecordingSpan(parent)), links)
 
     def inject(self, carrier: dict[str, str]) -> None:
+        """Add the global propagator's headers to ``carrier`` (which another back end may have filled).
+
+        Keys already there stay, and ``baggage`` members are merged, unless the propagator
+        writes ``sentry-trace`` itself (Sentry's OTLP integration sets such a propagator):
+        then OpenTelemetry is the source of Sentry's headers too, and its ``sentry-trace``
+        and ``sentry-*`` baggage replace sentry-sdk's own.
+        """
         if not trace.get_current_span().get_span_context().is_valid:
             return
         written: dict[str, str] = {}
         propagate.inject(written)
+        owns_sentry = SENTRY_TRACE in written
         for key, value in written.items():
-            present = carrier.get(key)
-            if not present:
+            if key != BAGGAGE and (owns_sentry or not carrier.get(key)):
                 carrier[key] = value
-            elif key == "baggage":
-                carrier[key] = merged_baggage(present, value)
+        ours, theirs = written.get(BAGGAGE, ""), carrier.get(BAGGAGE, "")
+        if owns_sentry:
+            baggage = merged_baggage(ours, theirs, skip_prefix=SENTRY_BAGGAGE_PREFIX)
+        else:
+            baggage = merged_baggage(theirs, ours)
+        if baggage:
+            carrier[BAGGAGE] = baggage
+        else:
+            carrier.pop(BAGGAGE, None)
 
 
 def _chosen_parent(trace_id: str, span_id: str | None) -> SpanContext | None:
@@ -286,13 +303,17 @@ def _chosen_parent(trace_id: str, span_id: str | None) -> SpanContext | None:
     return parent
 
 
-def merged_baggage(present: str, added: str) -> str:
-    """Two ``baggage`` headers as one: every member of ``present``, then the new keys of ``added``."""
-    members = [member.strip() for member in present.split(",") if member.strip()]
-    keys = {member.split("=", 1)[0].strip() for member in members}
-    for member in added.split(","):
-        key = member.split("=", 1)[0].strip()
-        if key and key not in keys:
-            members.append(member.strip())
-            keys.add(key)
+def merged_baggage(first: str, second: str, *, skip_prefix: str | None = None) -> str:
+    """Two ``baggage`` headers as one: the members of ``first``, then those of ``second`` with new keys.
+
+    Members of ``second`` whose key starts with ``skip_prefix`` are left out.
+    """
+    members: list[str] = []
+    keys: set[str] = set()
+    for header, skipping in ((first, None), (second, skip_prefix)):
+        for member in header.split(","):
+            key = member.split("=", 1)[0].strip()
+            if key and key not in keys and not (skipping and key.startswith(skipping)):
+                members.append(member.strip())
+                keys.add(key)
     return ",".join(members)

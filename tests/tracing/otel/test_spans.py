@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
+from opentelemetry.propagators.textmap import TextMapPropagator, default_getter, default_setter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -289,3 +291,54 @@ def test_propagation_headers_name_the_current_span_and_merge_with_sentrys_baggag
 
 def _otel_backend() -> Any:
     return next(backend for backend in registry.BACKENDS if backend.name == "otel")
+
+
+class SentryHeadersFromOpenTelemetry(TextMapPropagator):
+    """Like the propagator Sentry's OTLP integration sets: Sentry's headers, written from OpenTelemetry's span."""
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = default_setter) -> None:
+        span_context = trace.get_current_span(context).get_span_context()
+        trace_id, span_id = hex_id(span_context.trace_id, 32), hex_id(span_context.span_id, 16)
+        setter.set(carrier, "sentry-trace", f"{trace_id}-{span_id}-1")
+        setter.set(carrier, "baggage", f"sentry-trace_id={trace_id}")
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = default_getter) -> Any:
+        found = links.from_headers({"sentry-trace": (getter.get(carrier, "sentry-trace") or [""])[0]}).get("sentry")
+        if found is None:
+            return context or otel_context.Context()
+        parent = trace.SpanContext(int(found.trace_id, 16), int(found.span_id, 16), True, trace.TraceFlags(1))
+        return trace.set_span_in_context(trace.NonRecordingSpan(parent), context)
+
+    @property
+    def fields(self) -> set[str]:
+        return {"sentry-trace", "baggage"}
+
+
+@pytest.fixture
+def sentry_headers_from_opentelemetry() -> Iterator[None]:
+    previous = propagate.get_global_textmap()
+    propagate.set_global_textmap(SentryHeadersFromOpenTelemetry())
+    try:
+        yield
+    finally:
+        propagate.set_global_textmap(previous)
+
+
+def test_a_propagator_writing_sentrys_headers_is_their_source(
+    otel: Exported, sentry_headers_from_opentelemetry: None
+) -> None:
+    """Sentry through its OTLP integration: the trace Sentry sees is OpenTelemetry's, end to end."""
+    sentry_own = {
+        "sentry-trace": "1" * 32 + "-" + "2" * 16 + "-0",
+        "baggage": "sentry-trace_id=" + "1" * 32 + ",tenant=acme",
+    }
+    with tracing.stage("control", "request"):
+        carrier = dict(sentry_own)
+        _otel_backend().inject(carrier)
+    with tracing.flow("region", "receive", carrier=carrier):
+        pass
+    request, receive = otel.one("silo_router.control.request"), otel.one("silo_router.region.receive")
+    trace_id = hex_id(request.context.trace_id, 32)
+    assert carrier["sentry-trace"] == f"{trace_id}-{hex_id(request.context.span_id, 16)}-1"
+    assert carrier["baggage"] == f"sentry-trace_id={trace_id},tenant=acme"
+    assert otel.parent_of(receive) is request

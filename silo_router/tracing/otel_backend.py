@@ -24,12 +24,14 @@ processes through the global propagator (W3C ``traceparent``/``tracestate`` and
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from django.core.signals import setting_changed
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import (
@@ -67,6 +69,26 @@ SENTRY_BAGGAGE_PREFIX = "sentry-"
 #: The providers that record nothing: with one of them the back end stays off.
 _NO_PROVIDER = (ProxyTracerProvider, NoOpTracerProvider)
 
+#: Texts up to this long are remembered once scrubbed.
+_REMEMBERED_LENGTH = 256
+
+
+def scrubbed(text: str) -> str:
+    """:func:`silo_router.redaction.scrub_text`, remembered for short texts (kinds, regions, descriptions repeat)."""
+    return _scrubbed(text) if len(text) <= _REMEMBERED_LENGTH else redaction.scrub_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scrubbed(text: str) -> str:
+    return redaction.scrub_text(text)
+
+
+def _forget_scrubbed(**kwargs: Any) -> None:
+    _scrubbed.cache_clear()  # the secrets and capability URL prefixes are settings
+
+
+setting_changed.connect(_forget_scrubbed, dispatch_uid="silo_router.tracing.otel_backend")
+
 AttributeValue = str | bool | int | float | tuple[str, ...] | tuple[bool, ...] | tuple[int, ...] | tuple[float, ...]
 
 
@@ -79,11 +101,11 @@ def attribute_value(key: str, value: Any) -> AttributeValue:
     if redaction.is_capability_key(key.rsplit(".", 1)[-1]):
         return redaction.REDACTED
     if isinstance(value, str):
-        return redaction.scrub_text(value)
+        return scrubbed(value)
     if isinstance(value, bool | int | float):
         return value
     if isinstance(value, list | tuple) and _homogeneous(value):
-        return tuple(redaction.scrub_text(each) if isinstance(each, str) else each for each in value)
+        return tuple(scrubbed(each) if isinstance(each, str) else each for each in value)
     try:
         text = json.dumps(value, default=str, sort_keys=True)
     except (TypeError, ValueError):
@@ -199,7 +221,7 @@ class OtelBackend:
             op,
             context=context,
             kind=_KINDS.get(kind or "internal", SpanKind.INTERNAL),
-            attributes={_DESCRIPTION: redaction.scrub_text(description)} if description and description != op else None,
+            attributes={_DESCRIPTION: scrubbed(description)} if description and description != op else None,
             links=[otel for _, otel in converted if otel is not None],
             record_exception=False,
             set_status_on_exception=False,

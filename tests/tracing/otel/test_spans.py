@@ -342,3 +342,17 @@ def test_a_propagator_writing_sentrys_headers_is_their_source(
     assert carrier["sentry-trace"] == f"{trace_id}-{hex_id(request.context.span_id, 16)}-1"
     assert carrier["baggage"] == f"sentry-trace_id={trace_id},tenant=acme"
     assert otel.parent_of(receive) is request
+
+
+def test_a_secret_configured_later_is_redacted_from_then_on(otel: Exported, settings: Any) -> None:
+    """Scrubbed texts are remembered, and forgotten when the settings (the secrets) change."""
+    secret = "rotated-bot-credential-0123456789"
+    with tracing.stage("control", "authorize") as span:
+        span.set(note=secret)
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "SLACK": {**settings.SILO_ROUTER["SLACK"], "BOT_TOKEN": secret}}
+    with tracing.stage("control", "authorize") as span:
+        span.set(note=secret)
+    assert [span.attributes["silo_router.note"] for span in otel.named("silo_router.control.authorize")] == [
+        secret,
+        REDACTED,
+    ]

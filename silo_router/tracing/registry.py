@@ -1,9 +1,15 @@
-"""Which tracing back ends exist in this process: sentry-sdk always, OpenTelemetry when installed."""
+"""Which tracing back ends exist in this process: sentry-sdk always, OpenTelemetry when installed.
+
+The OpenTelemetry back end exists when ``opentelemetry-api`` is importable (the ``[otel]``
+extra) and is on when ``SILO_ROUTER['OPENTELEMETRY']`` allows it and a tracer provider
+is set; an API that cannot be imported leaves the library working, without it.
+"""
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -11,6 +17,8 @@ from django.core.signals import setting_changed
 from ..conf import conf
 from .sentry_backend import SentryBackend
 from .spans import Backend
+
+logger = logging.getLogger("silo_router.tracing")
 
 
 def otel_installed() -> bool:
@@ -31,9 +39,12 @@ def otel_enabled() -> bool:
 def _backends() -> list[Backend]:
     found: list[Backend] = [SentryBackend()]
     if otel_installed():
-        from .otel_backend import OtelBackend
-
-        found.append(OtelBackend())
+        try:
+            from .otel_backend import OtelBackend
+        except ImportError as exc:  # an API too old or broken: trace with the other back ends
+            logger.warning("OpenTelemetry tracing is off: opentelemetry-api cannot be used (%s)", exc)
+        else:
+            found.append(OtelBackend(otel_enabled))
     return found
 
 

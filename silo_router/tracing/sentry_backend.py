@@ -10,7 +10,7 @@ named after its type, which Sentry can search.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sentry_sdk
@@ -56,32 +56,48 @@ class SentryBackend:
         return sentry_sdk.get_client().is_active()
 
     @contextlib.contextmanager
-    def child(self, op: str, description: str, kind: str | None) -> Iterator[SentryPart]:
+    def child(
+        self, op: str, description: str, kind: str | None, *, links: Sequence[_links.Link] = ()
+    ) -> Iterator[SentryPart]:
         if _live_span() is None:
             with sentry_sdk.start_transaction(op=op, name=description) as transaction:
-                yield SentryPart(transaction)
+                yield _linked(SentryPart(transaction), links)
             return
         with sentry_sdk.start_span(op=op, name=description) as span:
-            yield SentryPart(span)
+            yield _linked(SentryPart(span), links)
 
     @contextlib.contextmanager
     def join(
-        self, op: str, description: str, kind: str | None, carrier: Mapping[str, str], detached: bool
+        self,
+        op: str,
+        description: str,
+        kind: str | None,
+        carrier: Mapping[str, str],
+        detached: bool,
+        *,
+        links: Sequence[_links.Link] = (),
     ) -> Iterator[SentryPart]:
         current = None if detached else _live_span()
         carried = _links.from_headers(carrier).get("sentry")
         if carried is None or (current is not None and current.trace_id == carried.trace_id):
-            with self.child(op, description, kind) as part:  # already continued (Django's, Celery's)
+            with self.child(op, description, kind, links=links) as part:  # already continued (Django's, Celery's)
                 yield part
             return
         with sentry_sdk.isolation_scope():
             transaction = sentry_sdk.continue_trace(dict(carrier), op=op, name=description, source="custom")
             with sentry_sdk.start_transaction(transaction) as started:
-                yield SentryPart(started)
+                yield _linked(SentryPart(started), links)
 
     @contextlib.contextmanager
     def root(
-        self, op: str, description: str, kind: str | None, trace_id: str | None, span_id: str | None
+        self,
+        op: str,
+        description: str,
+        kind: str | None,
+        trace_id: str | None,
+        span_id: str | None,
+        *,
+        links: Sequence[_links.Link] = (),
     ) -> Iterator[SentryPart]:
         with sentry_sdk.isolation_scope():
             fields: dict[str, Any] = {"op": op, "name": description, "source": "custom"}
@@ -90,7 +106,7 @@ class SentryBackend:
             if span_id:
                 fields["span_id"] = span_id
             with sentry_sdk.start_transaction(**fields) as transaction:
-                yield SentryPart(transaction)
+                yield _linked(SentryPart(transaction), links)
 
     def inject(self, carrier: dict[str, str]) -> None:
         traceparent = sentry_sdk.get_traceparent()
@@ -99,6 +115,12 @@ class SentryBackend:
         baggage = sentry_sdk.get_baggage()
         if baggage:
             carrier["baggage"] = baggage
+
+
+def _linked(part: SentryPart, links: Sequence[_links.Link]) -> SentryPart:
+    for link in links:
+        part.link(link)
+    return part
 
 
 def _live_span() -> Any:

@@ -10,7 +10,7 @@ cost one check and yield :data:`NO_SPAN`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import links as _links
@@ -32,12 +32,28 @@ class Backend(Protocol):
     name: str
 
     def active(self) -> bool: ...
-    def child(self, op: str, description: str, kind: str | None) -> contextlib.AbstractContextManager[Part]: ...
+    def child(
+        self, op: str, description: str, kind: str | None, *, links: Sequence[_links.Link] = ()
+    ) -> contextlib.AbstractContextManager[Part]: ...
     def join(
-        self, op: str, description: str, kind: str | None, carrier: Mapping[str, str], detached: bool
+        self,
+        op: str,
+        description: str,
+        kind: str | None,
+        carrier: Mapping[str, str],
+        detached: bool,
+        *,
+        links: Sequence[_links.Link] = (),
     ) -> contextlib.AbstractContextManager[Part]: ...
     def root(
-        self, op: str, description: str, kind: str | None, trace_id: str | None, span_id: str | None
+        self,
+        op: str,
+        description: str,
+        kind: str | None,
+        trace_id: str | None,
+        span_id: str | None,
+        *,
+        links: Sequence[_links.Link] = (),
     ) -> contextlib.AbstractContextManager[Part]: ...
     def inject(self, carrier: dict[str, str]) -> None: ...
 
@@ -167,25 +183,36 @@ def _entered(
     links: Iterable[_links.Link | Mapping[str, _links.Link]],
     attributes: Mapping[str, Any],
 ) -> Iterator[Span]:
+    links = list(links)
     with contextlib.ExitStack() as stack:
         parts: dict[str, Part] = {}
         for backend in backends:
+            chosen = _links_for(backend.name, links)  # at the start, where samplers see them
             if mode is None:
-                manager = backend.child(op, description or op, kind)
+                manager = backend.child(op, description or op, kind, links=chosen)
             elif mode[0] == "join":
-                manager = backend.join(op, description or op, kind, mode[1], mode[2])
+                manager = backend.join(op, description or op, kind, mode[1], mode[2], links=chosen)
             else:
-                manager = backend.root(op, description or op, kind, mode[1], mode[2])
+                manager = backend.root(op, description or op, kind, mode[1], mode[2], links=chosen)
             parts[backend.name] = stack.enter_context(manager)
         span = Span(parts)
         span.set(**attributes)
-        span.link(*links)
         try:
             yield span
         except BaseException:
             for part in parts.values():
                 part.fail()
             raise
+
+
+def _links_for(backend: str, links: list[_links.Link | Mapping[str, _links.Link]]) -> list[_links.Link]:
+    """The links meant for ``backend``: every plain :class:`Link`, and its own of each mapping."""
+    chosen: list[_links.Link] = []
+    for link in links:
+        picked = link.get(backend) if isinstance(link, Mapping) else link
+        if picked is not None:
+            chosen.append(picked)
+    return chosen
 
 
 def propagation_headers() -> dict[str, str]:

@@ -6,6 +6,11 @@ no more than ``timeout``. The region answers an accepted envelope with a leading
 before running the handler; that first byte must come within ``CONNECT_TIMEOUT``
 (a region that does not answer is unwell), while a timeout after it means a slow
 handler, which is not the region's fault.
+
+The request carries the attempt's :class:`~.base.Hop` as headers (``sentry-trace``,
+``baggage``, ``traceparent``, ``tracestate``, the attempt number), so the region's run
+is the child of the attempt in its trace. sentry-sdk's ``http.client`` integration adds
+no second ``sentry-trace`` when the request already has one.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from silo_router import signing
 from silo_router.envelope import Outcome, Receipt, SealedEnvelope
 from silo_router.exceptions import SiloRouterConfigurationError
 
-from .base import DeliveryError, DeliveryTimeout, Transport
+from .base import DeliveryError, DeliveryTimeout, Hop, Transport
 
 #: Statuses after which another attempt at this envelope is pointless: it was refused.
 TERMINAL_STATUSES = frozenset({400, 409, 410, 413, 415, 422})
@@ -134,6 +139,7 @@ class HttpTransport(Transport):
         start = time.monotonic()
         deadline = start + timeout
         accept_by = min(deadline, start + self.connect_timeout)
+        hop = Hop.current()
         conn = self._connection()
         reused = conn.sock is not None
         watchdog = _Watchdog(conn.sock)
@@ -142,13 +148,13 @@ class HttpTransport(Transport):
         response: http.client.HTTPResponse | None = None
         try:
             try:
-                response = self._send(conn, sealed, watchdog, accept_by)
+                response = self._send(conn, sealed, hop, watchdog, accept_by)
             except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
                 if not reused or watchdog.fired:
                     raise
                 # The region closed an idle keep-alive connection: one fresh try.
                 conn.close()
-                response = self._send(conn, sealed, watchdog, accept_by)
+                response = self._send(conn, sealed, hop, watchdog, accept_by)
             if response.status != 200:
                 return self._refused(response, self._read(response, MAX_ERROR_BODY, truncate=True))
             first = response.read(1)
@@ -177,7 +183,12 @@ class HttpTransport(Transport):
         return self._receipt(raw)
 
     def _send(
-        self, conn: http.client.HTTPConnection, sealed: SealedEnvelope, watchdog: _Watchdog, accept_by: float
+        self,
+        conn: http.client.HTTPConnection,
+        sealed: SealedEnvelope,
+        hop: Hop,
+        watchdog: _Watchdog,
+        accept_by: float,
     ) -> http.client.HTTPResponse:
         remaining = accept_by - time.monotonic()
         if remaining <= 0:
@@ -188,6 +199,7 @@ class HttpTransport(Transport):
         watchdog.attach(conn.sock)
         conn.sock.settimeout(None)  # the watchdog bounds every operation from here
         headers = {
+            **hop.headers(),
             "Content-Type": "application/json",
             "Content-Length": str(len(sealed.body)),
             signing.HEADER: sealed.signature,

@@ -9,8 +9,9 @@ handler, which is not the region's fault.
 
 The request carries the attempt's :class:`~.base.Hop` as headers (``sentry-trace``,
 ``baggage``, ``traceparent``, ``tracestate``, the attempt number), so the region's run
-is the child of the attempt in its trace. sentry-sdk's ``http.client`` integration adds
-no second ``sentry-trace`` when the request already has one.
+is the child of the attempt in its trace. Each trace header goes out once: when
+sentry-sdk's ``http.client`` integration is on it writes its own ``sentry-trace`` and
+``baggage`` first (those of its span under the attempt), and the attempt's stay out.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from silo_router import signing
 from silo_router.envelope import Outcome, Receipt, SealedEnvelope
 from silo_router.exceptions import SiloRouterConfigurationError
 
-from .base import DeliveryError, DeliveryTimeout, Hop, Transport
+from .base import TRACE_HEADERS, DeliveryError, DeliveryTimeout, Hop, Transport
 
 #: Statuses after which another attempt at this envelope is pointless: it was refused.
 TERMINAL_STATUSES = frozenset({400, 409, 410, 413, 415, 422})
@@ -95,6 +96,29 @@ class _Watchdog:
                 pass
 
 
+class _Connection(http.client.HTTPConnection):
+    """An HTTP connection that sends each trace header once per request (the first value wins)."""
+
+    _trace_headers_sent: set[str]
+
+    def putrequest(self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False) -> None:
+        self._trace_headers_sent = set()  # before sentry-sdk's integration writes its own in putrequest
+        super().putrequest(method, url, skip_host=skip_host, skip_accept_encoding=skip_accept_encoding)
+
+    def putheader(self, header: str | bytes, *values: Any) -> None:
+        name = (header.decode("latin-1") if isinstance(header, bytes) else header).lower()
+        if name in TRACE_HEADERS:
+            sent = getattr(self, "_trace_headers_sent", set())
+            if name in sent:
+                return
+            sent.add(name)
+        super().putheader(header, *values)
+
+
+class _SecureConnection(_Connection, http.client.HTTPSConnection):
+    """The same over TLS."""
+
+
 class HttpTransport(Transport):
     """Options: ``URL`` (required), ``CONNECT_TIMEOUT`` (seconds until the region accepts, default 2)."""
 
@@ -123,7 +147,7 @@ class HttpTransport(Transport):
         """A keep-alive connection per thread (``http.client`` connections are not thread-safe)."""
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            cls = _SecureConnection if self._https else _Connection
             conn = cls(self._host, self._port, timeout=self.connect_timeout)
             self._local.conn = conn
             with self._all_lock:

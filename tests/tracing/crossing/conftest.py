@@ -1,0 +1,179 @@
+"""Fixtures for the hop's traces: what sentry-sdk emits on both sides of each transport.
+
+Control and region run in this process, each with a sentry-sdk client of its own: the
+region's is the global client (what a worker thread or a server thread uses), the
+control side's is set on the test thread's isolation scope. So each side can have
+sentry's integrations on (as README recommends: Django, Celery and the defaults) or
+off, and every envelope both emit lands in one :class:`Captured` transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sentry_sdk
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from sentry_sdk.envelope import Envelope as SentryEnvelope
+from sentry_sdk.integrations.celery import CeleryIntegration
+from sentry_sdk.integrations.django import DjangoIntegration
+from sentry_sdk.transport import Transport
+
+from wsgiref.simple_server import make_server
+
+from django.core.handlers.wsgi import WSGIHandler
+
+from silo_router import tracing
+
+from ...celery_app import app as suite_app
+from ...transports.conftest import ENVELOPE_PATH, _QuietHandler, _ThreadingServer
+from .support import TRANSPORTS, Crossing, region_side
+
+SPAN_WAIT = 30.0
+
+
+class Captured(Transport):
+    """A sentry-sdk transport that keeps every envelope: the raw bytes and the transactions in them."""
+
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.raw: list[bytes] = []
+        self.transactions: list[dict[str, Any]] = []
+        self._changed = threading.Condition()
+
+    def capture_envelope(self, envelope: SentryEnvelope) -> None:
+        with self._changed:
+            self.raw.append(envelope.serialize())
+            for item in envelope.items:
+                if item.type == "transaction":
+                    self.transactions.append(json.loads(item.get_bytes()))
+            self._changed.notify_all()
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span of every transaction, roots included, each with its ``op``, ids and ``data``."""
+        sentry_sdk.flush()
+        found: list[dict[str, Any]] = []
+        with self._changed:
+            for transaction in self.transactions:
+                root = dict(transaction["contexts"]["trace"])
+                root.setdefault("data", {})
+                root["tags"] = transaction.get("tags") or {}
+                found.append(root)
+                found.extend(transaction.get("spans") or ())
+        return found
+
+    def wait_for(self, op: str, *, count: int = 1) -> list[dict[str, Any]]:
+        """Spans named ``op`` once ``count`` of them were emitted (work on other threads ends later)."""
+        deadline = time.monotonic() + SPAN_WAIT
+        while True:
+            found = [span for span in self.spans() if span["op"] == op]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            with self._changed:
+                self._changed.wait(0.05)
+
+    def text(self) -> str:
+        sentry_sdk.flush()
+        with self._changed:
+            return b"\n".join(self.raw).decode("utf-8", "replace")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sides:
+    """Whether sentry's integrations are on in control and in the region."""
+
+    control: bool
+    region: bool
+
+    @property
+    def id(self) -> str:
+        return f"control-{'on' if self.control else 'off'}-region-{'on' if self.region else 'off'}"
+
+
+#: README's set-up on both sides; a region without integrations; neither side with them.
+SIDES = [Sides(True, True), Sides(True, False), Sides(False, False)]
+
+
+def client_options(captured: Captured, *, integrations: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "dsn": "https://key@sentry.invalid/1",
+        "transport": captured,
+        "traces_sampler": tracing.traces_sampler,
+        "before_send": tracing.before_send,
+        "before_send_transaction": tracing.before_send_transaction,
+    }
+    if integrations:
+        options["integrations"] = [DjangoIntegration(), CeleryIntegration()]
+    else:
+        options.update(default_integrations=False, auto_enabling_integrations=False)
+    return options
+
+
+@pytest.fixture(params=SIDES, ids=lambda sides: sides.id)
+def sides(request: pytest.FixtureRequest) -> Sides:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def captured(sides: Sides) -> Iterator[Captured]:
+    """sentry-sdk on both sides, as ``sides`` says, emitting into one capturing transport."""
+    transport = Captured()
+    sentry_sdk.init(**client_options(transport, integrations=sides.region))
+    control = sentry_sdk.Client(**client_options(transport, integrations=sides.control))
+    try:
+        with sentry_sdk.isolation_scope() as scope:
+            scope.set_client(control)
+            yield transport
+            control.flush()
+    finally:
+        control.close()
+        sentry_sdk.get_client().close()
+        sentry_sdk.init()
+
+
+@pytest.fixture
+def http_region(settings: Any) -> Iterator[str]:
+    """Region us is this process's envelope endpoint, served by Django's WSGI handler on loopback."""
+    server = make_server("127.0.0.1", 0, WSGIHandler(), server_class=_ThreadingServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    with region_side():
+        thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}{ENVELOPE_PATH}"
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REGIONS": {"us": {"TRANSPORT": "http", "URL": url}}}
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def region_worker(settings: Any) -> Iterator[Celery]:
+    """A real Celery worker thread consuming region us's queue and control's queue (confirmations)."""
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REGIONS": {"us": {"TRANSPORT": "celery"}}}
+    import silo_router.control.tasks  # noqa: F401 - control's confirm task (a shared task)
+    import silo_router.region.tasks  # noqa: F401 - the region task the worker runs (a shared task)
+
+    worker_app = Celery("crossing-worker-tests", broker="memory://", backend="cache+memory://")
+    worker_app.set_current()
+    queues = ["silo_router.region.us", settings.SILO_ROUTER.get("CONTROL_QUEUE", "celery")]
+    try:
+        with contextlib.ExitStack() as running:
+            with region_side():
+                running.enter_context(start_worker(worker_app, pool="solo", perform_ping_check=False, queues=queues))
+            yield worker_app
+    finally:
+        suite_app.set_current()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def crossing(request: pytest.FixtureRequest, settings: Any) -> Crossing:
+    """Each transport in turn, with its region running."""
+    return Crossing(request.param, request, settings)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Task, current_app, shared_task
@@ -54,7 +55,7 @@ def receive_envelope(self: Task[Any, Any], token: str, signature: str, region: s
             accepted = accept(body.encode(), signature, region=region, max_age=conf.QUEUED_SIGNATURE_MAX_AGE, hop=hop)
         except EnvelopeRejected as exc:
             logger.warning("rejected a queued envelope: %s", exc.reason)
-            confirm(body, region, Outcome.REJECTED, exc.reason, hop=hop)
+            confirm(body, region, Outcome.REJECTED, exc.reason, hop=hop, trace=hop.trace)
             return {"outcome": str(Outcome.REJECTED), "reason": exc.reason}
         with receiving(accepted) as span:
             retries = int(self.request.retries or 0)
@@ -71,11 +72,19 @@ def receive_envelope(self: Task[Any, Any], token: str, signature: str, region: s
     return receipt.as_dict()
 
 
-def confirm(body: str, region: str, outcome: str, reason: str, *, hop: Hop | None = None) -> None:
+def confirm(
+    body: str,
+    region: str,
+    outcome: str,
+    reason: str,
+    *,
+    hop: Hop | None = None,
+    trace: Mapping[str, str] | None = None,
+) -> None:
     """Send control a confirmation for the envelope in ``body``, signed with ``region``'s key.
 
-    The message carries the current span's trace headers (the receive span's, when
-    there is one; else those the attempt sent in ``hop``) and the attempt's number.
+    The message carries ``trace`` (by default the current span's headers: the receive
+    span's) and the number of the attempt in ``hop``.
     """
     try:
         payload_id = str(json.loads(body)["id"])
@@ -87,8 +96,10 @@ def confirm(body: str, region: str, outcome: str, reason: str, *, hop: Hop | Non
     except SiloRouterConfigurationError as exc:
         logger.error("cannot sign a confirmation: %s", exc)
         return
-    carried = hop or Hop()
-    headers = Hop(trace=tracing.propagation_headers() or carried.trace, attempt=carried.attempt).headers()
+    carried = Hop(
+        trace=tracing.propagation_headers() if trace is None else trace, attempt=hop.attempt if hop else None
+    )
+    headers = carried.headers()
     current_app.send_task(
         CONFIRM_TASK, args=(payload_id, str(outcome), reason, signature), queue=conf.CONTROL_QUEUE, headers=headers
     )

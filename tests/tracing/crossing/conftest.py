@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import celery.app.trace
+import celery.worker.consumer.consumer
 import pytest
 import sentry_sdk
 from celery import Celery
@@ -79,6 +81,18 @@ class Captured(Transport):
             with self._changed:
                 self._changed.wait(0.05)
 
+    def wait_for_transaction(self, name: str) -> dict[str, Any]:
+        """The first transaction named ``name`` (a Celery task's name, say) once it was emitted."""
+        deadline = time.monotonic() + SPAN_WAIT
+        while True:
+            sentry_sdk.flush()
+            with self._changed:
+                found = [each for each in self.transactions if each.get("transaction") == name]
+                if found:
+                    return found[0]
+                assert time.monotonic() < deadline, f"no transaction {name}"
+                self._changed.wait(0.05)
+
     def text(self) -> str:
         sentry_sdk.flush()
         with self._changed:
@@ -116,6 +130,20 @@ def client_options(captured: Captured, *, integrations: bool) -> dict[str, Any]:
     return options
 
 
+@pytest.fixture(autouse=True)
+def empty_queues() -> Iterator[None]:
+    """No message of another test waits on the in-memory broker (its queues are one per process)."""
+    purge_queues()
+    yield
+    purge_queues()
+
+
+def purge_queues() -> None:
+    with suite_app.connection_for_write() as connection:
+        for queue in ("silo_router.region.us", "celery"):
+            connection.default_channel.queue_purge(queue)
+
+
 @pytest.fixture(params=SIDES, ids=lambda sides: sides.id)
 def sides(request: pytest.FixtureRequest) -> Sides:
     return request.param  # type: ignore[no-any-return]
@@ -139,8 +167,11 @@ def captured(sides: Sides) -> Iterator[Captured]:
 
 
 @pytest.fixture
-def http_region(settings: Any) -> Iterator[str]:
-    """Region us is this process's envelope endpoint, served by Django's WSGI handler on loopback."""
+def http_region(settings: Any, captured: Captured) -> Iterator[str]:
+    """Region us is this process's envelope endpoint, served by Django's WSGI handler on loopback.
+
+    It starts after sentry-sdk is initialised, as a real region's server does.
+    """
     server = make_server("127.0.0.1", 0, WSGIHandler(), server_class=_ThreadingServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     with region_side():
@@ -155,12 +186,19 @@ def http_region(settings: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-def region_worker(settings: Any) -> Iterator[Celery]:
-    """A real Celery worker thread consuming region us's queue and control's queue (confirmations)."""
+def region_worker(settings: Any, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
+    """A real Celery worker thread consuming region us's queue and control's queue (confirmations).
+
+    It starts after sentry-sdk is initialised (its Celery integration wraps the tracers a
+    worker builds when it starts), as sentry's documentation asks of a real worker.
+    """
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REGIONS": {"us": {"TRANSPORT": "celery"}}}
     import silo_router.control.tasks  # noqa: F401 - control's confirm task (a shared task)
     import silo_router.region.tasks  # noqa: F401 - the region task the worker runs (a shared task)
 
+    # A real worker imports its consumer after sentry_sdk.init; here it was imported first
+    # and kept the build_tracer that sentry-sdk's Celery integration has since wrapped.
+    monkeypatch.setattr(celery.worker.consumer.consumer, "build_tracer", celery.app.trace.build_tracer)
     worker_app = Celery("crossing-worker-tests", broker="memory://", backend="cache+memory://")
     worker_app.set_current()
     queues = ["silo_router.region.us", settings.SILO_ROUTER.get("CONTROL_QUEUE", "celery")]

@@ -40,11 +40,15 @@ MAX_RETRY_DELAY = 60
 
 
 @shared_task(bind=True, name=RECEIVE_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def receive_envelope(self: Task[Any, Any], token: str, signature: str, region: str) -> dict[str, Any]:
-    """Decrypt, verify and dispatch one envelope; retry handler failures with backoff; confirm to control."""
+def receive_envelope(self: Task[Any, Any], token: str, x_silo_router_signature: str, region: str) -> dict[str, Any]:
+    """Decrypt, verify and dispatch one envelope; retry handler failures with backoff; confirm to control.
+
+    The signature is named after the header it stands for, so an error report of a
+    failing task scrubs it from the task's frame as it scrubs that header.
+    """
     hop = hop_of(self.request)
     try:
-        body = decrypt_from_queue(token, signature, region=region).decode("utf-8")
+        body = decrypt_from_queue(token, x_silo_router_signature, region=region).decode("utf-8")
     except (EnvelopeRejected, UnicodeDecodeError) as exc:
         reason = exc.reason if isinstance(exc, EnvelopeRejected) else "malformed_envelope"
         logger.warning("refused a queued envelope that cannot be opened: %s", reason)
@@ -52,7 +56,9 @@ def receive_envelope(self: Task[Any, Any], token: str, signature: str, region: s
         return {"outcome": str(Outcome.REJECTED), "reason": reason}
     with after_receipt.holding() as held:
         try:
-            accepted = accept(body.encode(), signature, region=region, max_age=conf.QUEUED_SIGNATURE_MAX_AGE, hop=hop)
+            accepted = accept(
+                body.encode(), x_silo_router_signature, region=region, max_age=conf.QUEUED_SIGNATURE_MAX_AGE, hop=hop
+            )
         except EnvelopeRejected as exc:
             logger.warning("rejected a queued envelope: %s", exc.reason)
             confirm(body, region, Outcome.REJECTED, exc.reason, hop=hop, trace=hop.trace)

@@ -23,7 +23,7 @@ from ...slack_signing import block_actions, interactive_body
 
 #: Capabilities the test envelopes carry; none may reach anything sentry-sdk emits.
 RESPONSE_URL = "https://hooks.slack.com/actions/T0US00001/42/RespUrlCapability0001"
-TRIGGER_ID = "12345.98765.TriggerCapability0001"
+TRIGGER_ID = "12345.98765.8088930838d88f2ad11fb56bc0b3ee1d"
 #: local (in-process, on a thread), http (a real server on loopback), celery with a real
 #: worker thread, and celery run eagerly: the published message, run in this process.
 TRANSPORTS = ["local", "http", "celery-worker", "celery-eager"]

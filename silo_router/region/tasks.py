@@ -102,9 +102,7 @@ def confirm(
     except SiloRouterConfigurationError as exc:
         logger.error("cannot sign a confirmation: %s", exc)
         return
-    carried = Hop(
-        trace=tracing.propagation_headers() if trace is None else trace, attempt=hop.attempt if hop else None
-    )
+    carried = Hop(trace=tracing.propagation_headers() if trace is None else trace, attempt=hop.attempt if hop else None)
     headers = carried.headers()
     current_app.send_task(
         CONFIRM_TASK, args=(payload_id, str(outcome), reason, signature), queue=conf.CONTROL_QUEUE, headers=headers

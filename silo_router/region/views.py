@@ -53,9 +53,7 @@ def _read_body(request: HttpRequest) -> bytes:
         raise EnvelopeRejected("The envelope needs a Content-Length.", reason="length_required", status=411) from None
     limit = max_envelope_size(conf.MAX_BODY_SIZE)
     if length < 0 or length > limit:
-        raise EnvelopeRejected(
-            f"An envelope may be at most {limit} bytes.", reason="envelope_too_large", status=413
-        )
+        raise EnvelopeRejected(f"An envelope may be at most {limit} bytes.", reason="envelope_too_large", status=413)
     try:
         body = request.read(length)
     except OSError:

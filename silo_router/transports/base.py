@@ -100,7 +100,9 @@ class Hop:
             if isinstance(name, str):
                 lowered.setdefault(name.lower(), value)
         trace = {name: lowered[name] for name in TRACE_HEADERS if _sendable(lowered.get(name))}
-        return cls(trace=trace, attempt=_number(lowered.get(ATTEMPT_HEADER)), replays=_number(lowered.get(REPLAY_HEADER)))
+        return cls(
+            trace=trace, attempt=_number(lowered.get(ATTEMPT_HEADER)), replays=_number(lowered.get(REPLAY_HEADER))
+        )
 
     def span_attributes(self) -> dict[str, Any]:
         """The attempt's number (and replays) as span attributes (short names)."""

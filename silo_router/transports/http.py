@@ -108,7 +108,7 @@ class _Connection(http.client.HTTPConnection):
     def putheader(self, header: str | bytes, *values: Any) -> None:
         name = (header.decode("latin-1") if isinstance(header, bytes) else header).lower()
         if name in TRACE_HEADERS:
-            sent = getattr(self, "_trace_headers_sent", set())
+            sent: set[str] = getattr(self, "_trace_headers_sent", set())
             if name in sent:
                 return
             sent.add(name)

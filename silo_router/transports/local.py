@@ -81,9 +81,7 @@ class LocalTransport(Transport):
 
     def _inline(self, receiver: LocalReceiver, sealed: SealedEnvelope, hop: Hop) -> Receipt:
         try:
-            receipt, held = receiver(
-                sealed.body, sealed.signature, region=self.region, on_accept=lambda: None, hop=hop
-            )
+            receipt, held = receiver(sealed.body, sealed.signature, region=self.region, on_accept=lambda: None, hop=hop)
         except Exception as exc:
             raise delivery_error(exc) from exc
         _run_held(held)

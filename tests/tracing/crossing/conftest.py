@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
+from wsgiref.simple_server import make_server
 
 import celery.app.trace
 import celery.worker.consumer.consumer
@@ -23,80 +22,15 @@ import pytest
 import sentry_sdk
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
-from sentry_sdk.envelope import Envelope as SentryEnvelope
+from django.core.handlers.wsgi import WSGIHandler
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.django import DjangoIntegration
-from sentry_sdk.transport import Transport
-
-from wsgiref.simple_server import make_server
-
-from django.core.handlers.wsgi import WSGIHandler
 
 from silo_router import tracing
 
 from ...celery_app import app as suite_app
 from ...transports.conftest import ENVELOPE_PATH, _QuietHandler, _ThreadingServer
-from .support import TRANSPORTS, Crossing, region_side
-
-SPAN_WAIT = 30.0
-
-
-class Captured(Transport):
-    """A sentry-sdk transport that keeps every envelope: the raw bytes and the transactions in them."""
-
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self.raw: list[bytes] = []
-        self.transactions: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-
-    def capture_envelope(self, envelope: SentryEnvelope) -> None:
-        with self._changed:
-            self.raw.append(envelope.serialize())
-            for item in envelope.items:
-                if item.type == "transaction":
-                    self.transactions.append(json.loads(item.get_bytes()))
-            self._changed.notify_all()
-
-    def spans(self) -> list[dict[str, Any]]:
-        """Every span of every transaction, roots included, each with its ``op``, ids and ``data``."""
-        sentry_sdk.flush()
-        found: list[dict[str, Any]] = []
-        with self._changed:
-            for transaction in self.transactions:
-                root = dict(transaction["contexts"]["trace"])
-                root.setdefault("data", {})
-                root["tags"] = transaction.get("tags") or {}
-                found.append(root)
-                found.extend(transaction.get("spans") or ())
-        return found
-
-    def wait_for(self, op: str, *, count: int = 1) -> list[dict[str, Any]]:
-        """Spans named ``op`` once ``count`` of them were emitted (work on other threads ends later)."""
-        deadline = time.monotonic() + SPAN_WAIT
-        while True:
-            found = [span for span in self.spans() if span["op"] == op]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            with self._changed:
-                self._changed.wait(0.05)
-
-    def wait_for_transaction(self, name: str) -> dict[str, Any]:
-        """The first transaction named ``name`` (a Celery task's name, say) once it was emitted."""
-        deadline = time.monotonic() + SPAN_WAIT
-        while True:
-            sentry_sdk.flush()
-            with self._changed:
-                found = [each for each in self.transactions if each.get("transaction") == name]
-                if found:
-                    return found[0]
-                assert time.monotonic() < deadline, f"no transaction {name}"
-                self._changed.wait(0.05)
-
-    def text(self) -> str:
-        sentry_sdk.flush()
-        with self._changed:
-            return b"\n".join(self.raw).decode("utf-8", "replace")
+from .support import TRANSPORTS, Captured, Crossing, region_side
 
 
 @dataclasses.dataclass(frozen=True)

@@ -183,6 +183,5 @@ def _outcome(answer: Any) -> Any:
 def _messaging(span: dict[str, Any]) -> tuple[Any, ...]:
     found = data(span)
     return tuple(
-        found.get(f"messaging.{key}")
-        for key in ("system", "operation.type", "destination.name", "message.id")
+        found.get(f"messaging.{key}") for key in ("system", "operation.type", "destination.name", "message.id")
     )

@@ -101,11 +101,8 @@ def captured(sides: Sides) -> Iterator[Captured]:
 
 
 @pytest.fixture
-def http_region(settings: Any, captured: Captured) -> Iterator[str]:
-    """Region us is this process's envelope endpoint, served by Django's WSGI handler on loopback.
-
-    It starts after sentry-sdk is initialised, as a real region's server does.
-    """
+def http_region(settings: Any) -> Iterator[str]:
+    """Region us is this process's envelope endpoint, served by Django's WSGI handler on loopback."""
     server = make_server("127.0.0.1", 0, WSGIHandler(), server_class=_ThreadingServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     with region_side():

@@ -122,7 +122,8 @@ def control_attempt(
     with tracing.flow("control", "request", "slack request", new_trace=True) as request:
         envelope = envelope.replace(trace=tracing.propagation_headers())
         trace_id = str(request.trace_id)
-    request_span_id = envelope.trace["sentry-trace"].split("-")[1]
+    (request_link, *_) = tracing.links.from_headers(envelope.trace).values()
+    request_span_id = request_link.span_id
     with (
         tracing.flow("control", "attempt", "deliver to us", carrier=envelope.trace, span_kind="producer"),
         delivering(attempt=attempt, replays=replays),

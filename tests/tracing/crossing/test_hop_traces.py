@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import transaction
 
 from silo_router import signing, tracing
 from silo_router.envelope import SealedEnvelope, seal
+from silo_router.region.handlers import slack
 from silo_router.region.models import ProcessedEnvelope
 
 from .conftest import SIDES, Captured
@@ -39,8 +41,6 @@ NOTIFICATION = "0f8e3c5a2b7d4e619a0c3b5d7e9f1a2b"
 
 def register_click_handler(*, fail: bool = False) -> list[str]:
     """The click's handler; it leaves after-receipt work that opens a span of its own."""
-    from silo_router.region.handlers import slack
-
     ran: list[str] = []
 
     @slack.action("resolve_dialog")
@@ -185,3 +185,40 @@ def _messaging(span: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(
         found.get(f"messaging.{key}") for key in ("system", "operation.type", "destination.name", "message.id")
     )
+
+
+@pytest.mark.parametrize("crossing", ["local"], indirect=True)
+@README_SIDES
+def test_an_attempt_inside_a_transaction_runs_the_region_inline_under_it(
+    crossing: Crossing, captured: Captured
+) -> None:
+    """The local transport calls the receiver on the caller's thread inside a database transaction."""
+    register_click_handler()
+    with transaction.atomic():
+        sent = crossing.send(click_envelope(key="slack:click:inline"))
+    assert _outcome(sent.answer) == "handled"
+    spans = captured.spans()
+    (attempt,) = of_trace(spans, sent.trace_id, ATTEMPT)
+    (receive,) = of_trace(spans, sent.trace_id, RECEIVE)
+    assert receive["parent_span_id"] == attempt["span_id"]
+
+
+@pytest.mark.parametrize("crossing", ["celery-worker"], indirect=True)
+@pytest.mark.parametrize("sides", [SIDES[0], SIDES[2]], indirect=True, ids=lambda sides: sides.id)
+def test_a_region_workers_retry_stays_in_the_trace_and_says_so(crossing: Crossing, captured: Captured) -> None:
+    runs: list[int] = []
+
+    @slack.action("resolve_dialog")
+    def flaky(request: Any) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise RuntimeError("the first run fails")
+
+    sent = crossing.send(click_envelope(key="slack:click:retried"), attempt=3)
+    assert _outcome(sent.answer) == "handled"
+    captured.wait_for(RECEIVE, count=2)
+    spans = captured.spans()
+    receives = of_trace(spans, sent.trace_id, RECEIVE)
+    retries = {data(span)["silo_router.outcome"]: data(span).get("silo_router.region_retry") for span in receives}
+    assert retries == {"failed": None, "handled": 1}
+    assert {data(span)["silo_router.attempt"] for span in receives} == {3}  # one control attempt, retried by the region

@@ -13,7 +13,7 @@ from silo_router.transports.base import ATTEMPT_HEADER
 from silo_router.transports.celery import CONFIRM_TASK
 
 from .conftest import SIDES, Captured
-from .support import RECEIVE, Crossing, click_envelope, of_trace, path_to, published
+from .support import RECEIVE, Crossing, click_envelope, give_up_at_once, of_trace, path_to, published
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,3 +81,23 @@ def test_a_rejected_envelopes_confirmation_joins_the_attempts_trace(crossing: Cr
 
 def _children_of(captured: Captured, span_id: str) -> set[str]:
     return {span["span_id"] for span in captured.spans() if span.get("parent_span_id") == span_id}
+
+
+@CELERY
+@pytest.mark.parametrize("sides", [SIDES[0]], indirect=True, ids=lambda sides: sides.id)
+def test_a_handler_that_failed_for_good_is_confirmed_failed_in_the_trace(
+    crossing: Crossing, captured: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After its last retry the region tells control "failed" at once, instead of leaving it to the lease."""
+    give_up_at_once(monkeypatch)
+
+    @slack.action("resolve_dialog")
+    def resolve(request: Any) -> None:
+        raise RuntimeError("for good")
+
+    with published() as messages:
+        sent = crossing.send(click_envelope(key="slack:click:failed-for-good"))
+        captured.wait_for(RECEIVE)
+    (confirmation,) = confirmations(messages)
+    assert confirmation["body"][0][1] == "failed"
+    assert confirmation["headers"]["sentry-trace"].startswith(f"{sent.trace_id}-")

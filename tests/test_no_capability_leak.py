@@ -5,7 +5,9 @@ sentry-sdk is initialised as the README recommends (DjangoIntegration, CeleryInt
 keeps the serialized envelopes. Signed Slack requests go over loopback HTTP to a live
 server (``WSGIHandler``, which sentry-sdk patches; Django's test client bypasses it)
 and through the demo's kinds of flow: a click with the Loading modal, a slash command,
-an event, an options load and a handler that raises.
+an event, an options load and a handler that raises. Envelopes are posted to the
+region's endpoint too, with the trace headers an attempt sends: one whose handler
+raises with capabilities at hand, one forged (its refusal has a receive span).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from sentry_sdk.integrations.django import DjangoIntegration
 from sentry_sdk.transport import Transport
 
 from example_project.fake_slack import FakeSlack
-from silo_router import tracing
+from silo_router import signing, tracing
 from silo_router.control.models import Option
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
+from silo_router.envelope import Envelope, SealedEnvelope, seal
 from silo_router.region.handlers import slack
 
 from .slack_signing import block_actions, block_suggestion, event_callback, interactive_body
@@ -50,6 +53,18 @@ class EnvelopeRecorder(Transport):
 
     def capture_envelope(self, envelope: SentryEnvelope) -> None:
         self.envelopes.append(envelope.serialize())
+
+    def spans(self) -> list[dict[str, Any]]:
+        """Every span of every transaction (roots from ``contexts.trace``)."""
+        found: list[dict[str, Any]] = []
+        for raw in self.envelopes:
+            lines = raw.splitlines()[1:]
+            for header, payload in zip(lines, lines[1:], strict=False):
+                if header.startswith(b'{"type":"transaction"'):
+                    transaction = json.loads(payload)
+                    found.append(transaction["contexts"]["trace"])
+                    found.extend(transaction.get("spans") or ())
+        return found
 
     def item_types(self) -> set[str]:
         return {
@@ -140,6 +155,42 @@ class Sender:
         return self.post(interactive_body(payload), "application/x-www-form-urlencoded")
 
 
+#: How long to wait for the replies that run after the receipts, on other threads.
+REPLY_WAIT = 30.0
+
+
+def post_envelope(url: str, sealed: SealedEnvelope, sender: Sender) -> requests.Response:
+    """POST an envelope to the region endpoint as the http transport does, with an attempt's trace headers."""
+    sender.capabilities.append(sealed.signature.rsplit("v1=", 1)[1])
+    headers = {
+        "Content-Type": "application/json",
+        signing.HEADER: sealed.signature,
+        "sentry-trace": "5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-1",
+        "x-silo-router-attempt": "2",
+    }
+    return requests.post(url, data=sealed.body, headers=headers, timeout=30)
+
+
+def archive_envelope(sender: Sender) -> Envelope:
+    """A click on archive_dialog (whose handler raises), with a live response_url and trigger_id."""
+    payload = {
+        **block_actions(action_id="archive_dialog", trigger_id=sender.trigger()),
+        "response_url": sender.response_url(),
+    }
+    key = "slack:click:leak-envelope"
+    return Envelope(
+        id=Envelope.make_id(key, "us"),
+        idempotency_key=key,
+        provider="slack",
+        kind="block_actions:archive_dialog",
+        region="us",
+        body=interactive_body(payload).decode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        strategy="async",
+        organization_ids=("101",),
+    )
+
+
 def register_demo_handlers() -> None:
     @slack.action("resolve_dialog")
     def resolve(request: Any) -> None:
@@ -208,13 +259,24 @@ def test_no_capability_in_any_envelope_or_log_line(
     ]
     assert [a.status_code for a in answers] == [200] * 5
     assert answers[-1].json()["options"][0]["value"] == "1"
-    fake.wait_for("response_url", count=2)
-    fake.wait_for("chat.postEphemeral")
+    envelopes_url = f"{wsgi_url}/silo-router/envelopes/"
+    failing = post_envelope(envelopes_url, seal(archive_envelope(sender)), sender)
+    assert failing.status_code == 200 and json.loads(failing.content)["error"] == "handler_failed"
+    sealed = seal(archive_envelope(sender))
+    forged = SealedEnvelope(body=sealed.body, signature=signing.sign(sealed.body, key_id="k1", key="f" * 40))
+    refused = post_envelope(envelopes_url, forged, sender)
+    assert (refused.status_code, refused.json()["error"]) == (403, "signature_mismatch")
+    fake.wait_for("response_url", count=2, timeout=REPLY_WAIT)
+    fake.wait_for("chat.postEphemeral", timeout=REPLY_WAIT)
     sentry_sdk.flush()
 
     assert {"event", "transaction"} <= recorder.item_types(), "the flows produced no error event or no transaction"
     assert any(b"http.client" in raw and b"/response/[redacted]" in raw for raw in recorder.envelopes)
     assert any(b'"op":"silo_router.region.reply"' in raw for raw in recorder.envelopes), "replies have their own spans"
+    spans = recorder.spans()
+    assert {"silo_router.region.receive", "silo_router.region.handler"} <= {span.get("op") for span in spans}
+    reasons = {(span.get("data") or {}).get("silo_router.reason") for span in spans}
+    assert "signature_mismatch" in reasons, "the refused envelope has no receive span"
     secrets = [*sender.capabilities, "legacyVerificationToken01", "xoxb-tests", settings.SLACK_SIGNING_SECRET]
     secrets += list(settings.SILO_ROUTER["SIGNING_KEYS"].values())
     captured = b"\n".join(recorder.envelopes).decode()

@@ -4,24 +4,31 @@ After handling (or giving up on) an envelope, the region tells control through t
 control queue, signed with its own hop key: control keeps the payload leased until then,
 so a broker that loses the message costs a redelivery, never the payload. Replies the
 handler left for after commit run once the confirmation is on its way.
+
+The task reads the attempt's trace headers and number from its message headers (the
+celery transport's :class:`~silo_router.transports.base.Hop`), so its receive span is
+the attempt's child even on a worker without sentry-sdk's Celery integration. The
+confirmation carries the receive span's headers the same way, so control's
+``confirm_delivery`` (messaging ``settle``) joins the same trace.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Task, current_app, shared_task
-from celery.exceptions import MaxRetriesExceededError
 
-from silo_router import after_receipt, signing
+from silo_router import after_receipt, signing, tracing
 from silo_router.conf import conf
 from silo_router.envelope import Outcome, decrypt_from_queue, sign_for_region
 from silo_router.exceptions import EnvelopeRejected, SiloRouterConfigurationError
-from silo_router.transports.celery import CONFIRM_TASK, RECEIVE_TASK
+from silo_router.transports.base import Hop
+from silo_router.transports.celery import CONFIRM_TASK, RECEIVE_TASK, hop_of
 
-from .receiver import HandlerFailed, receive
+from .receiver import HandlerFailed, accept, dispatch, receiving, record_rejection
 
 logger = logging.getLogger("silo_router.region")
 
@@ -33,34 +40,58 @@ MAX_RETRY_DELAY = 60
 
 
 @shared_task(bind=True, name=RECEIVE_TASK, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def receive_envelope(self: Task[Any, Any], token: str, signature: str, region: str) -> dict[str, Any]:
-    """Decrypt, verify and dispatch one envelope; retry handler failures with backoff; confirm to control."""
+def receive_envelope(self: Task[Any, Any], token: str, x_silo_router_signature: str, region: str) -> dict[str, Any]:
+    """Decrypt, verify and dispatch one envelope; retry handler failures with backoff; confirm to control.
+
+    The signature is named after the header it stands for, so an error report of a
+    failing task scrubs it from the task's frame as it scrubs that header.
+    """
+    hop = hop_of(self.request)
     try:
-        body = decrypt_from_queue(token, signature, region=region).decode("utf-8")
+        body = decrypt_from_queue(token, x_silo_router_signature, region=region).decode("utf-8")
     except (EnvelopeRejected, UnicodeDecodeError) as exc:
         reason = exc.reason if isinstance(exc, EnvelopeRejected) else "malformed_envelope"
         logger.warning("refused a queued envelope that cannot be opened: %s", reason)
+        record_rejection(reason, region=region, hop=hop)
         return {"outcome": str(Outcome.REJECTED), "reason": reason}
     with after_receipt.holding() as held:
         try:
-            receipt = receive(body.encode(), signature, region=region, max_age=conf.QUEUED_SIGNATURE_MAX_AGE)
+            accepted = accept(
+                body.encode(), x_silo_router_signature, region=region, max_age=conf.QUEUED_SIGNATURE_MAX_AGE, hop=hop
+            )
         except EnvelopeRejected as exc:
             logger.warning("rejected a queued envelope: %s", exc.reason)
-            confirm(body, region, Outcome.REJECTED, exc.reason)
+            confirm(body, region, Outcome.REJECTED, exc.reason, hop=hop, trace=hop.trace)
             return {"outcome": str(Outcome.REJECTED), "reason": exc.reason}
-        except HandlerFailed as exc:
+        with receiving(accepted) as span:
+            retries = int(self.request.retries or 0)
+            span.set(region_retry=retries or None)
             try:
-                raise self.retry(exc=exc, countdown=min(RETRY_BASE**self.request.retries, MAX_RETRY_DELAY))
-            except MaxRetriesExceededError:
-                confirm(body, region, Outcome.FAILED, str(exc))
-                raise exc from None
-    confirm(body, region, receipt.outcome, "")
+                receipt = dispatch(accepted, span=span)
+            except HandlerFailed as exc:
+                if self.max_retries is not None and retries >= self.max_retries:
+                    confirm(body, region, Outcome.FAILED, str(exc), hop=hop)
+                    raise
+                raise self.retry(exc=exc, countdown=min(RETRY_BASE**retries, MAX_RETRY_DELAY)) from exc
+            confirm(body, region, receipt.outcome, "", hop=hop)
     after_receipt.run_all(held)
     return receipt.as_dict()
 
 
-def confirm(body: str, region: str, outcome: str, reason: str) -> None:
-    """Send control a confirmation for the envelope in ``body``, signed with ``region``'s key."""
+def confirm(
+    body: str,
+    region: str,
+    outcome: str,
+    reason: str,
+    *,
+    hop: Hop | None = None,
+    trace: Mapping[str, str] | None = None,
+) -> None:
+    """Send control a confirmation for the envelope in ``body``, signed with ``region``'s key.
+
+    The message carries ``trace`` (by default the current span's headers: the receive
+    span's) and the number of the attempt in ``hop``.
+    """
     try:
         payload_id = str(json.loads(body)["id"])
     except (ValueError, KeyError, TypeError, RecursionError):
@@ -71,4 +102,8 @@ def confirm(body: str, region: str, outcome: str, reason: str) -> None:
     except SiloRouterConfigurationError as exc:
         logger.error("cannot sign a confirmation: %s", exc)
         return
-    current_app.send_task(CONFIRM_TASK, args=(payload_id, str(outcome), reason, signature), queue=conf.CONTROL_QUEUE)
+    carried = Hop(trace=tracing.propagation_headers() if trace is None else trace, attempt=hop.attempt if hop else None)
+    headers = carried.headers()
+    current_app.send_task(
+        CONFIRM_TASK, args=(payload_id, str(outcome), reason, signature), queue=conf.CONTROL_QUEUE, headers=headers
+    )

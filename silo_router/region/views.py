@@ -5,6 +5,10 @@ accepted envelope is answered 200 at once with a single space, the *accepted* ma
 so control knows the region is up before the handler starts; the receipt follows as
 one line of JSON when the handler is done. Work the handler left for after commit runs once the whole
 response has been written.
+
+The request's trace headers and attempt number (the :class:`~silo_router.transports.base.Hop`
+the http transport sends) make the region's run the child of the attempt; a refused
+envelope's receive span says why.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from silo_router import after_receipt, signing
 from silo_router.conf import conf
 from silo_router.envelope import max_envelope_size
 from silo_router.exceptions import EnvelopeRejected
+from silo_router.transports.base import Hop
 
-from .receiver import Accepted, HandlerFailed, accept, dispatch
+from .receiver import Accepted, HandlerFailed, accept, dispatch, record_rejection
 
 logger = logging.getLogger("silo_router.region")
 
@@ -40,21 +45,21 @@ def _error(status: int, reason: str, detail: str) -> JsonResponse:
     return JsonResponse({"error": reason, "detail": detail}, status=status)
 
 
-def _read_body(request: HttpRequest) -> bytes | JsonResponse:
+def _read_body(request: HttpRequest) -> bytes:
     """The raw envelope, bounded by ``max_envelope_size(MAX_BODY_SIZE)`` (not Django's upload limit)."""
     try:
         length = int(request.META.get("CONTENT_LENGTH") or "")
     except ValueError:
-        return _error(411, "length_required", "The envelope needs a Content-Length.")
+        raise EnvelopeRejected("The envelope needs a Content-Length.", reason="length_required", status=411) from None
     limit = max_envelope_size(conf.MAX_BODY_SIZE)
     if length < 0 or length > limit:
-        return _error(413, "envelope_too_large", f"An envelope may be at most {limit} bytes.")
+        raise EnvelopeRejected(f"An envelope may be at most {limit} bytes.", reason="envelope_too_large", status=413)
     try:
         body = request.read(length)
     except OSError:
-        return _error(400, "incomplete_body", "The envelope body ended early.")
+        body = b""
     if len(body) != length:
-        return _error(400, "incomplete_body", "The envelope body ended early.")
+        raise EnvelopeRejected("The envelope body ended early.", reason="incomplete_body", status=400)
     return body
 
 
@@ -93,11 +98,14 @@ class ReceiptResponse(StreamingHttpResponse):
 @transaction.non_atomic_requests
 def envelopes(request: HttpRequest) -> HttpResponseBase:
     """POST a sealed envelope; the HMAC signature is the authentication."""
-    body = _read_body(request)
-    if isinstance(body, JsonResponse):
-        return body
+    hop = Hop.from_headers(request.headers)
     try:
-        accepted = accept(body, request.headers.get(signing.HEADER))
+        body = _read_body(request)
+    except EnvelopeRejected as exc:
+        record_rejection(exc.reason, hop=hop)
+        return _error(exc.status, exc.reason, exc.detail)
+    try:
+        accepted = accept(body, request.headers.get(signing.HEADER), hop=hop)
     except EnvelopeRejected as exc:
         return _error(exc.status, exc.reason, exc.detail)
     return ReceiptResponse(accepted)

@@ -7,7 +7,7 @@ import logging
 from silo_router.conf import TRANSPORT_ALIASES, conf
 from silo_router.plugins import import_by_alias, lookup, on_clear
 
-from .base import DeliveryError, DeliveryTimeout, Outcome, Receipt, Transport
+from .base import DeliveryError, DeliveryTimeout, Hop, Outcome, Receipt, Transport, delivering
 
 ALIASES = TRANSPORT_ALIASES
 
@@ -15,9 +15,11 @@ __all__ = [
     "ALIASES",
     "DeliveryError",
     "DeliveryTimeout",
+    "Hop",
     "Outcome",
     "Receipt",
     "Transport",
+    "delivering",
     "drop_transports",
     "transport_for",
 ]

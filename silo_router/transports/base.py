@@ -1,14 +1,124 @@
-"""The transport interface: how a sealed envelope reaches a region."""
+"""The transport interface: how a sealed envelope reaches a region, and what travels with it.
+
+Besides the sealed envelope, every transport carries a :class:`Hop`: the propagation
+headers of the attempt that sends it (so the region's run is that attempt's child, in
+the same trace) and the attempt's number. They travel as HTTP request headers or Celery
+message headers, never inside the signed envelope: the same envelope goes out on every
+attempt, and a region that does not read them still handles it.
+"""
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+import contextlib
+import contextvars
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from silo_router import tracing
 from silo_router.envelope import Outcome, Receipt, SealedEnvelope
 
-__all__ = ["DeliveryError", "DeliveryTimeout", "Outcome", "Receipt", "Transport"]
+__all__ = [
+    "ATTEMPT_HEADER",
+    "REPLAY_HEADER",
+    "TRACE_HEADERS",
+    "DeliveryError",
+    "DeliveryTimeout",
+    "Hop",
+    "Outcome",
+    "Receipt",
+    "Transport",
+    "delivering",
+]
+
+#: The propagation headers of every tracing back end (sentry-sdk's, then W3C's).
+TRACE_HEADERS = ("sentry-trace", "baggage", "traceparent", "tracestate")
+#: The number of the control attempt that carries an envelope (1 for the first).
+ATTEMPT_HEADER = "x-silo-router-attempt"
+#: How many times an operator replayed the payload before this attempt (absent: never).
+REPLAY_HEADER = "x-silo-router-replay"
+#: Longest header value read from the other side (W3C allows 8192 bytes of baggage).
+MAX_HEADER_LENGTH = 8192
+#: Header values sent or read: printable ASCII, so no header can be split or smuggled.
+_HEADER_VALUE = re.compile(rf"[\x20-\x7e]{{1,{MAX_HEADER_LENGTH}}}")
+_NUMBER = re.compile(r"[0-9]{1,9}")
+
+_numbering: contextvars.ContextVar[tuple[int | None, int | None]] = contextvars.ContextVar(
+    "silo_router_attempt", default=(None, None)
+)
+
+
+@contextlib.contextmanager
+def delivering(*, attempt: int | None, replays: int | None = None) -> Iterator[None]:
+    """Number the attempt made inside this block, for the transport to carry to the region.
+
+    Control wraps ``transport.deliver(...)`` in it; the region's spans then say which
+    attempt (and which replay) they are.
+    """
+    token = _numbering.set((attempt, replays))
+    try:
+        yield
+    finally:
+        _numbering.reset(token)
+
+
+@dataclasses.dataclass(frozen=True)
+class Hop:
+    """What crosses with a sealed envelope besides it: the attempt's trace context and number."""
+
+    trace: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    attempt: int | None = None
+    replays: int | None = None
+
+    @classmethod
+    def current(cls) -> Hop:
+        """The hop of the attempt being made here: the current span's headers, the number from :func:`delivering`."""
+        attempt, replays = _numbering.get()
+        return cls(trace=tracing.propagation_headers(), attempt=attempt, replays=replays)
+
+    def headers(self) -> dict[str, str]:
+        """As HTTP request or Celery message headers (lower-case names)."""
+        found = {name: value for name, value in self.trace.items() if name in TRACE_HEADERS and _sendable(value)}
+        if self.attempt is not None:
+            found[ATTEMPT_HEADER] = str(self.attempt)
+        if self.replays:
+            found[REPLAY_HEADER] = str(self.replays)
+        return found
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, Any] | None) -> Hop:
+        """Read a hop from received headers (any case); what is not well formed is left out.
+
+        Trace context is telemetry, not input: a garbled header never refuses an envelope.
+        """
+        if not headers:
+            return cls()
+        lowered: dict[str, Any] = {}
+        for name, value in headers.items():
+            if isinstance(name, str):
+                lowered.setdefault(name.lower(), value)
+        trace = {name: lowered[name] for name in TRACE_HEADERS if _sendable(lowered.get(name))}
+        return cls(
+            trace=trace, attempt=_number(lowered.get(ATTEMPT_HEADER)), replays=_number(lowered.get(REPLAY_HEADER))
+        )
+
+    def span_attributes(self) -> dict[str, Any]:
+        """The attempt's number (and replays) as span attributes (short names)."""
+        return {"attempt": self.attempt, "replay": True if self.replays else None, "replays": self.replays or None}
+
+
+def _sendable(value: Any) -> bool:
+    return isinstance(value, str) and _HEADER_VALUE.fullmatch(value) is not None
+
+
+def _number(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return int(value.strip())
+    return None
 
 
 class DeliveryError(Exception):

@@ -5,6 +5,11 @@ envelope counts as queued once the broker has it (the region confirms the outcom
 later); with ``wait`` (synchronous kinds) the result backend carries the handler's
 answer back, so a result backend is required for those. ``timeout`` bounds the wait for
 that answer; publishing does not retry, so a broker that is down fails at once.
+
+The message carries the attempt's :class:`~.base.Hop` as message headers (not as a task
+argument, so a region worker of an older release runs it unchanged): a region worker
+without sentry-sdk's Celery integration still joins the attempt's trace from them, and
+with it, the integration's task transaction already continues it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 from silo_router import signing
 from silo_router.envelope import Outcome, Receipt, SealedEnvelope, encrypt_for_queue
 
-from .base import DeliveryError, DeliveryTimeout, Transport
+from .base import ATTEMPT_HEADER, REPLAY_HEADER, TRACE_HEADERS, DeliveryError, DeliveryTimeout, Hop, Transport
 
 RECEIVE_TASK = "silo_router.region.receive"
 #: The control task a region worker calls back with the outcome (see ``region.tasks``).
@@ -46,6 +51,7 @@ class CeleryTransport(Transport):
                 queue=self.queue,
                 ignore_result=not wait,
                 retry=False,
+                headers=Hop.current().headers(),
             )
         except Exception as exc:  # every broker library raises its own errors
             raise DeliveryError(f"broker_error: {type(exc).__name__}", retryable=True) from exc
@@ -58,6 +64,24 @@ class CeleryTransport(Transport):
         except Exception as exc:  # the result backend's own errors
             raise DeliveryError(f"result_backend_error: {type(exc).__name__}", retryable=True) from exc
         return _receipt(data)
+
+
+def hop_of(request: Any) -> Hop:
+    """The hop a region task's message carried, from its Celery request (``self.request``).
+
+    Celery 5 makes a message's own headers attributes of the request and keeps them in
+    ``request.headers`` too, unless the message nests a ``headers`` dict of its own
+    (sentry-sdk's integration does, and copies custom headers into it); both are read.
+    """
+    found: dict[str, Any] = {}
+    nested = getattr(request, "headers", None)
+    if isinstance(nested, Mapping):
+        found.update(nested)
+    for name in (*TRACE_HEADERS, ATTEMPT_HEADER, REPLAY_HEADER):
+        value = getattr(request, name, None)
+        if value is not None:
+            found[name] = value
+    return Hop.from_headers(found)
 
 
 def _never_started(result: Any) -> bool:

@@ -6,6 +6,12 @@ no more than ``timeout``. The region answers an accepted envelope with a leading
 before running the handler; that first byte must come within ``CONNECT_TIMEOUT``
 (a region that does not answer is unwell), while a timeout after it means a slow
 handler, which is not the region's fault.
+
+The request carries the attempt's :class:`~.base.Hop` as headers (``sentry-trace``,
+``baggage``, ``traceparent``, ``tracestate``, the attempt number), so the region's run
+is the child of the attempt in its trace. Each trace header goes out once: when
+sentry-sdk's ``http.client`` integration is on it writes its own ``sentry-trace`` and
+``baggage`` first (those of its span under the attempt), and the attempt's stay out.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from silo_router import signing
 from silo_router.envelope import Outcome, Receipt, SealedEnvelope
 from silo_router.exceptions import SiloRouterConfigurationError
 
-from .base import DeliveryError, DeliveryTimeout, Transport
+from .base import TRACE_HEADERS, DeliveryError, DeliveryTimeout, Hop, Transport
 
 #: Statuses after which another attempt at this envelope is pointless: it was refused.
 TERMINAL_STATUSES = frozenset({400, 409, 410, 413, 415, 422})
@@ -90,6 +96,29 @@ class _Watchdog:
                 pass
 
 
+class _Connection(http.client.HTTPConnection):
+    """An HTTP connection that sends each trace header once per request (the first value wins)."""
+
+    _trace_headers_sent: set[str]
+
+    def putrequest(self, method: str, url: str, skip_host: bool = False, skip_accept_encoding: bool = False) -> None:
+        self._trace_headers_sent = set()  # before sentry-sdk's integration writes its own in putrequest
+        super().putrequest(method, url, skip_host=skip_host, skip_accept_encoding=skip_accept_encoding)
+
+    def putheader(self, header: str | bytes, *values: Any) -> None:
+        name = (header.decode("latin-1") if isinstance(header, bytes) else header).lower()
+        if name in TRACE_HEADERS:
+            sent: set[str] = getattr(self, "_trace_headers_sent", set())
+            if name in sent:
+                return
+            sent.add(name)
+        super().putheader(header, *values)
+
+
+class _SecureConnection(_Connection, http.client.HTTPSConnection):
+    """The same over TLS."""
+
+
 class HttpTransport(Transport):
     """Options: ``URL`` (required), ``CONNECT_TIMEOUT`` (seconds until the region accepts, default 2)."""
 
@@ -118,7 +147,7 @@ class HttpTransport(Transport):
         """A keep-alive connection per thread (``http.client`` connections are not thread-safe)."""
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            cls = _SecureConnection if self._https else _Connection
             conn = cls(self._host, self._port, timeout=self.connect_timeout)
             self._local.conn = conn
             with self._all_lock:
@@ -134,6 +163,7 @@ class HttpTransport(Transport):
         start = time.monotonic()
         deadline = start + timeout
         accept_by = min(deadline, start + self.connect_timeout)
+        hop = Hop.current()
         conn = self._connection()
         reused = conn.sock is not None
         watchdog = _Watchdog(conn.sock)
@@ -142,13 +172,13 @@ class HttpTransport(Transport):
         response: http.client.HTTPResponse | None = None
         try:
             try:
-                response = self._send(conn, sealed, watchdog, accept_by)
+                response = self._send(conn, sealed, hop, watchdog, accept_by)
             except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
                 if not reused or watchdog.fired:
                     raise
                 # The region closed an idle keep-alive connection: one fresh try.
                 conn.close()
-                response = self._send(conn, sealed, watchdog, accept_by)
+                response = self._send(conn, sealed, hop, watchdog, accept_by)
             if response.status != 200:
                 return self._refused(response, self._read(response, MAX_ERROR_BODY, truncate=True))
             first = response.read(1)
@@ -177,7 +207,12 @@ class HttpTransport(Transport):
         return self._receipt(raw)
 
     def _send(
-        self, conn: http.client.HTTPConnection, sealed: SealedEnvelope, watchdog: _Watchdog, accept_by: float
+        self,
+        conn: http.client.HTTPConnection,
+        sealed: SealedEnvelope,
+        hop: Hop,
+        watchdog: _Watchdog,
+        accept_by: float,
     ) -> http.client.HTTPResponse:
         remaining = accept_by - time.monotonic()
         if remaining <= 0:
@@ -188,6 +223,7 @@ class HttpTransport(Transport):
         watchdog.attach(conn.sock)
         conn.sock.settimeout(None)  # the watchdog bounds every operation from here
         headers = {
+            **hop.headers(),
             "Content-Type": "application/json",
             "Content-Length": str(len(sealed.body)),
             signing.HEADER: sealed.signature,

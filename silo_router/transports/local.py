@@ -5,6 +5,9 @@ so this module knows nothing of the region's internals. The receiver runs in a w
 thread so that ``timeout`` is a total deadline, as on every transport; a caller inside
 a database transaction gets an inline call instead (the receiver must see and join
 that transaction, which another thread cannot), and no deadline.
+
+The receiver gets the attempt's :class:`~.base.Hop`, taken on the caller's thread: the
+region's thread starts with no span of its own, and joins the attempt's trace from it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from silo_router import signing
 from silo_router.envelope import Receipt, SealedEnvelope
 from silo_router.exceptions import EnvelopeRejected
 
-from .base import DeliveryError, DeliveryTimeout, Transport
+from .base import DeliveryError, DeliveryTimeout, Hop, Transport
 
 logger = logging.getLogger("silo_router.transports")
 
@@ -32,7 +35,7 @@ DEFAULT_ACCEPT_TIMEOUT = 2.0
 
 class LocalReceiver(Protocol):
     def __call__(
-        self, body: bytes, signature: str | None, *, region: str, on_accept: Callable[[], None]
+        self, body: bytes, signature: str | None, *, region: str, on_accept: Callable[[], None], hop: Hop
     ) -> tuple[Receipt, Sequence[Callable[[], Any]]]: ...
 
 
@@ -71,26 +74,29 @@ class LocalTransport(Transport):
                 retryable=True,
                 hold=True,
             )
+        hop = Hop.current()
         if connection.in_atomic_block:
-            return self._inline(receiver, sealed)
-        return self._threaded(receiver, sealed, timeout=timeout)
+            return self._inline(receiver, sealed, hop)
+        return self._threaded(receiver, sealed, hop, timeout=timeout)
 
-    def _inline(self, receiver: LocalReceiver, sealed: SealedEnvelope) -> Receipt:
+    def _inline(self, receiver: LocalReceiver, sealed: SealedEnvelope, hop: Hop) -> Receipt:
         try:
-            receipt, held = receiver(sealed.body, sealed.signature, region=self.region, on_accept=lambda: None)
+            receipt, held = receiver(sealed.body, sealed.signature, region=self.region, on_accept=lambda: None, hop=hop)
         except Exception as exc:
             raise delivery_error(exc) from exc
         _run_held(held)
         return receipt
 
-    def _threaded(self, receiver: LocalReceiver, sealed: SealedEnvelope, *, timeout: float) -> Receipt:
+    def _threaded(self, receiver: LocalReceiver, sealed: SealedEnvelope, hop: Hop, *, timeout: float) -> Receipt:
         deadline = time.monotonic() + timeout
         answered = threading.Event()  # verified, or refused
         outcome: concurrent.futures.Future[Receipt] = concurrent.futures.Future()
 
         def work() -> None:
             try:
-                receipt, held = receiver(sealed.body, sealed.signature, region=self.region, on_accept=answered.set)
+                receipt, held = receiver(
+                    sealed.body, sealed.signature, region=self.region, on_accept=answered.set, hop=hop
+                )
             except BaseException as exc:  # handed to the caller, which maps it
                 outcome.set_exception(exc)
             else:

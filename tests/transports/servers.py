@@ -32,12 +32,14 @@ class ScriptedServer:
     """Accepts connections on loopback and answers every request with ``pieces``.
 
     Records, per connection, how many bytes it managed to send before the client
-    hung up (``sent``) and whether it got through the whole script (``finished``).
+    hung up (``sent``) and whether it got through the whole script (``finished``), and
+    the head of every request it read (``heads``: the request line and header lines).
     """
 
     pieces: list[Piece]
     sent: list[int] = field(default_factory=list)
     finished: list[bool] = field(default_factory=list)
+    heads: list[list[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -77,7 +79,7 @@ class ScriptedServer:
     def _answer(self, conn: socket.socket) -> None:
         sent, finished = 0, False
         try:
-            _read_request(conn)
+            self.heads.append(_read_request(conn))
             for piece in self.pieces:
                 if piece.data:
                     conn.sendall(piece.data)
@@ -101,8 +103,8 @@ class ScriptedServer:
                 self._done.notify_all()
 
 
-def _read_request(conn: socket.socket) -> None:
-    """Read one request's head and its Content-Length body."""
+def _read_request(conn: socket.socket) -> list[bytes]:
+    """Read one request's head and its Content-Length body; return the head's lines."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
@@ -120,3 +122,4 @@ def _read_request(conn: socket.socket) -> None:
         if not chunk:
             raise ConnectionResetError
         rest += chunk
+    return head.split(b"\r\n")

@@ -57,7 +57,7 @@ def test_after_commit_replies_run_after_the_receipt_is_returned() -> None:
 
 
 def test_any_region_exception_becomes_a_delivery_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(body: bytes, signature: str | None, *, region: str, on_accept: Any) -> Any:
+    def broken(body: bytes, signature: str | None, *, region: str, on_accept: Any, hop: Any) -> Any:
         on_accept()
         raise RuntimeError("the region's database is gone")
 

@@ -1,0 +1,41 @@
+"""Through control's own delivery code: a stored payload's attempt is the parent of the region's run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from silo_router import tracing
+from silo_router.control import delivery
+from silo_router.control.models import Payload
+from silo_router.region.handlers import slack
+
+from .conftest import SIDES
+from .support import ATTEMPT, HANDLER, RECEIVE, SPAN_WAIT, Captured, Crossing, assert_child_of, click_envelope, of_trace
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize("crossing", ["local", "http", "celery-worker"], indirect=True)
+@pytest.mark.parametrize("sides", [SIDES[0], SIDES[1]], indirect=True, ids=lambda sides: sides.id)
+def test_a_workers_attempt_is_the_parent_of_the_regions_run(crossing: Crossing, captured: Captured) -> None:
+    @slack.action("resolve_dialog")
+    def resolve(request: Any) -> None:
+        pass
+
+    with tracing.flow("control", "request", "slack request", new_trace=True) as request:
+        envelope = click_envelope(key="slack:click:stored").replace(trace=tracing.propagation_headers())
+        (payload,) = delivery.store([envelope])
+    delivery.deliver(str(payload.pk))
+
+    deadline = time.monotonic() + SPAN_WAIT
+    while Payload.objects.get(pk=payload.pk).state != Payload.State.DELIVERED:  # celery: once confirmed
+        assert time.monotonic() < deadline, Payload.objects.get(pk=payload.pk).state
+        time.sleep(0.05)
+    captured.wait_for(HANDLER)
+    spans = captured.spans()
+    (receive,) = of_trace(spans, str(request.trace_id), RECEIVE)
+    assert_child_of(spans, receive, ATTEMPT)
+    assert of_trace(spans, str(request.trace_id), HANDLER)[0]["parent_span_id"] == receive["span_id"]

@@ -48,6 +48,7 @@ CAPABILITY_KEYS = frozenset(
         "signing_secret",
         "signing_secrets",
         "signing_keys",
+        "signature",
         "x_slack_signature",
         "x_silo_router_signature",
         "http_x_slack_signature",
@@ -80,6 +81,7 @@ _VALUE_PATTERNS = (
     re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),  # Slack tokens (bot, user, app, refresh)
     re.compile(r"xapp-[A-Za-z0-9-]+"),  # app-level tokens
     re.compile(r"v0=[0-9a-fA-F]{64}"),  # Slack request signatures
+    re.compile(r"v1=[0-9a-f]{64}"),  # control-to-region envelope signatures
     re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b"),  # trigger_ids
     re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE),
 )

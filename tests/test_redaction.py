@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from silo_router import redaction, tracing
+from silo_router import redaction, signing, tracing
 from silo_router.checks import check_settings
 
 from .slack_signing import block_actions, interactive_body
@@ -150,3 +150,12 @@ def test_the_body_of_an_unsigned_request_is_kept_scrubbed() -> None:
 def test_redacted_url_prefixes_that_are_not_url_prefixes_are_e040(settings: Any, prefixes: Any) -> None:
     settings.SILO_ROUTER = {**settings.SILO_ROUTER, "REDACTED_URL_PREFIXES": prefixes}
     assert "silo_router.E023" in {m.id for m in check_settings()}
+
+
+def test_an_envelope_signature_is_redacted_by_value_and_by_key() -> None:
+    header = signing.sign(b"{}", key_id="k1", key="a-hop-key-of-some-length")
+    mac = header.rsplit("v1=", 1)[1]
+    assert mac not in redaction.scrub_text(f"refused {header}")
+    scrubbed = redaction.scrub({"frame": {"signature": header, "note": f"got {header}"}})
+    assert mac not in json.dumps(scrubbed)
+    assert scrubbed["frame"]["signature"] == redaction.REDACTED

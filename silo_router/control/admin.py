@@ -119,6 +119,8 @@ def payload_timeline(payload: Payload) -> list[TimelineEntry]:
         if row.receipt in HANDLED_RECEIPTS and not handled:
             handled = True
             at = row.confirmed_at or row.started_at + datetime.timedelta(milliseconds=row.duration_ms)
+            if payload.delivered_at is not None:  # recorded as delivered once the region said so
+                at = min(at, payload.delivered_at)
             how = "confirmed by the region's queue" if row.confirmed_at else "the region's receipt"
             entries.append(TimelineEntry(at, "handled", row.receipt, detail=how))
         elif row.confirmed_at is not None:
@@ -127,6 +129,7 @@ def payload_timeline(payload: Payload) -> list[TimelineEntry]:
         entries.append(TimelineEntry(payload.delivered_at, "delivered"))
     if payload.state == Payload.State.FAILED:
         entries.append(TimelineEntry(None, "failed", detail=delivery.safe_reason(payload.last_error)))
+    # Stable: on equal times, the order above (handled before delivered) stays.
     return sorted(entries, key=lambda entry: (entry.at is None, entry.at or payload.created_at))
 
 

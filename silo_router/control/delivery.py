@@ -27,6 +27,9 @@ trace id of the current span with the one the envelope carries (the request's):
   a retry outside the request's trace): the attempt starts a trace of its own, linked
   to the request's span (``silo_router.caused_by``), so a delivery long after its
   request is not drawn as part of it.
+
+Each attempt seals the envelope with its own trace headers, so the region's run is
+the child of the attempt that carried it, whichever trace that is.
 """
 
 from __future__ import annotations
@@ -599,7 +602,7 @@ def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: C
     region = payload.region
     try:
         transport = transport_for(region)
-        sealed = seal(envelope)
+        sealed = seal(_carried_by_this_attempt(envelope))
         timeout = caller.remaining()
         if timeout <= 0:
             raise DeliveryError("no time left before the provider's deadline", retryable=True, region_fault=False)
@@ -621,6 +624,16 @@ def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: C
         return Attempt(mark_queued(payload), receipt)
     mark_delivered(payload, receipt=receipt, caller=caller)
     return Attempt(AttemptOutcome.DELIVERED, receipt)
+
+
+def _carried_by_this_attempt(envelope: Envelope) -> Envelope:
+    """``envelope`` with the current attempt's trace headers, so the region's run is the attempt's child.
+
+    Sealed per attempt, so each copy names the attempt that carried it; the stored
+    envelope keeps the request's headers (the cause every attempt links to).
+    """
+    headers = tracing.propagation_headers() if tracing.active() else {}
+    return envelope.replace(trace=headers) if headers else envelope
 
 
 def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller: Caller) -> Attempt:

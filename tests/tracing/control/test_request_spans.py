@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from example_project.fake_slack import FakeSlack
+from silo_router.control import control_responses, delivery
 from silo_router.control.models import Option, Payload
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
 from silo_router.providers.base import ControlResponse, InboundRequest
@@ -307,3 +309,40 @@ def test_no_capability_is_in_anything_sent(
     assert captured.one(REQUEST)["outcome"] == "stored"
     for secret in (trigger, response_url, response_url.rsplit("/", 1)[-1], "xoxb-tests"):
         assert secret not in sent
+
+
+def test_a_due_loading_check_and_its_report_are_spans_of_the_sweep(
+    client: Client, fake: FakeSlack, installations: Any, captured: Captured
+) -> None:
+    loading_modal_for("resolve_dialog")
+
+    @slack.action("resolve_dialog")
+    def quiet(request: Any) -> None:
+        """Does its work but never touches the modal."""
+
+    assert click(client, fake).status_code == 200
+    Payload.objects.update(loading_check_at=timezone.now())
+    assert delivery.sweep()["loading_checks"] == 1
+    sweep = captured.one("silo_router.control.sweep")
+    assert sweep["loading_checks"] == 1
+    check = captured.one("silo_router.control.loading_check")
+    assert check.parent_span_id == sweep.span_id
+    assert check["outcome"] == "done"
+    report = children_of(captured, check)["silo_router.control.report_outcome"]
+    assert (report["report"], report["outcome"], report["handler"]) == ("done", "updated", "slack.loading_modal")
+    update = children_of(captured, report)["silo_router.control.views_update"]
+    assert (update["method"], update["ok"]) == ("views.update", True)
+
+
+def test_a_report_sent_off_the_request_thread_continues_the_requests_trace(
+    client: Client, fake: FakeSlack, installations: Any, captured: Captured
+) -> None:
+    loading_modal_for("resolve_dialog")
+    assert click(client, fake, team_id="T0NOBODY1").status_code == 200
+    assert control_responses.wait_for_background_reports(timeout=10)
+    request = captured.one(REQUEST)
+    assert request["outcome"] == "unroutable"
+    report = captured.one("silo_router.control.report_outcome")
+    assert report.trace_id == request.trace_id
+    assert report["report"] == "failed"
+    assert report["outcome"] == "updated"

@@ -239,3 +239,52 @@ def test_old_attempts_are_pruned_by_the_sweep(client: Client, installations: Any
     assert delivery.sweep()["pruned_attempts"] == 1
     assert not PayloadAttempt.objects.filter(payload_id=payload_id).exists()
     assert Payload.objects.filter(pk=payload_id).exists()
+
+
+def test_a_retry_outside_the_requests_trace_is_linked_and_names_the_attempt_it_retries(
+    client: Client, installations: Any, captured: Captured, settings: Any
+) -> None:
+    settings.SILO_ROUTER = {**settings.SILO_ROUTER, "RETRY_JITTER": 0, "DELIVERY_BACKOFF": 30.0}
+    calls: list[int] = []
+
+    @slack.event("app_mention")
+    def flaky(request: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the region's database blinked")
+
+    payload_id = post_event(client, "EvLaterRetry")
+    request = captured.one(REQUEST)
+    (first,) = [span for span in captured.all(ATTEMPT) if span["outcome"] == "retry"]
+    assert first["retry_in_s"] == 30.0
+    # Celery's countdown is not honoured in eager mode: the early message finds nothing due.
+    assert [span["outcome"] for span in captured.all(ATTEMPT) if span.span_id != first.span_id] == ["not_claimed"]
+    Payload.objects.filter(pk=payload_id).update(next_attempt_at=timezone.now())
+
+    assert delivery.deliver(payload_id) == "delivered"  # a worker that did not continue the request's trace
+    (second,) = [span for span in captured.all(ATTEMPT) if span.get("attempt") == 2]
+    assert second.is_root and second.trace_id != request.trace_id
+    assert (second["retry"], second["retry_of"], second["late"]) == (True, first.span_id, True)
+    assert [link["trace_id"] for link in second.links] == [request.trace_id]
+
+
+def test_token_rotation_is_a_span_with_its_count(captured: Captured) -> None:
+    assert tasks.rotate_tokens() == 0
+    rotation = captured.one("silo_router.control.rotate_tokens")
+    assert (rotation["rotated"], rotation["provider"]) == (0, "slack")
+
+
+def test_a_region_that_recovers_releases_its_held_payloads_in_a_span(
+    client: Client, installations: Any, captured: Captured, handled: list[str], undelivered: pytest.MonkeyPatch
+) -> None:
+    payload_id = post_event(client, "EvReleased")
+    Payload.objects.filter(pk=payload_id).update(enqueued_at=None)  # held: no message outstanding
+    RegionCircuit.objects.create(region="us", state="half_open", retry_at=timezone.now())
+    undelivered.undo()
+    delivery.note_region_up("us")
+    region_up = captured.one("silo_router.control.region_up")
+    assert (region_up["region"], region_up["released"], region_up["drain"]) == ("us", 1, True)
+    sweep = captured.one("silo_router.control.sweep")
+    assert sweep.parent_span_id == region_up.span_id
+    assert sweep["republished"] == 1
+    assert handled == ["handled"]

@@ -20,9 +20,9 @@ trace id of the current span with the one the envelope carries (the request's):
 - the same trace (the deliver task the request published, continued by Celery's
   integration or run in-process; its retries; a synchronous forward): the attempt is a
   child of the current span;
-- another trace or none, for a timely first attempt (never replayed, stored less than
-  ``SWEEP_GRACE`` ago: a worker that did not continue the trace, the next payload of a
-  strict-order key): the attempt continues the request's trace;
+- another trace or none, for a timely first attempt (never held or replayed, stored
+  less than ``SWEEP_GRACE`` ago: a worker that did not continue the trace, the next
+  payload of a strict-order key): the attempt continues the request's trace;
 - otherwise (a sweep redelivering, a payload held by a circuit and released, a replay,
   a retry outside the request's trace): the attempt starts a trace of its own, linked
   to the request's span (``silo_router.caused_by``), so a delivery long after its
@@ -84,6 +84,9 @@ ATTEMPT_ERROR_MAX = PayloadAttempt._meta.get_field("error").max_length or 500
 PRUNE_BATCH = 1000
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
 
+#: ``last_error`` of a payload its region's circuit holds (``_give_back`` adds the region's reason).
+HELD_PREFIX = "held: "
+HELD_BY_CIRCUIT = HELD_PREFIX + "the region's circuit is open"
 LEASE_EXPIRED = "lease expired: the worker did not finish its attempt"
 NO_QUEUE_CONFIRMATION = "the region's queue did not confirm the envelope within QUEUED_CONFIRM_TIMEOUT"
 
@@ -366,9 +369,9 @@ def attempt(payload_id: str, *, region: str, caller: Caller, wait: bool) -> Atte
     if not decision.allowed:
         # Held without a message outstanding: the sweeper sends it once the circuit allows.
         Payload.objects.filter(pk=payload_id, state=State.PENDING).update(
-            next_attempt_at=decision.retry_at, enqueued_at=None
+            next_attempt_at=decision.retry_at, enqueued_at=None, last_error=HELD_BY_CIRCUIT
         )
-        held = Attempt(AttemptOutcome.HELD, error="held: the region's circuit is open", retry_in=_until(decision))
+        held = Attempt(AttemptOutcome.HELD, error=HELD_BY_CIRCUIT, retry_in=_until(decision))
         subject = _subject_of(payload_id, region=region, next_attempt=True)
         with _attempt_span(subject, decision) as span:
             _finish(span, held, region=region)
@@ -414,6 +417,8 @@ class _Subject:
     number: int = 0
     replays: int = 0
     created_at: datetime.datetime | None = None
+    #: Whether the payload waited behind its region's circuit before this attempt.
+    was_held: bool = False
     trace: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Whether the row exists (an attempt on a missing payload records nothing).
     exists: bool = True
@@ -428,12 +433,13 @@ class _Subject:
             number=payload.attempts,
             replays=payload.replays,
             created_at=payload.created_at,
+            was_held=payload.last_error.startswith(HELD_PREFIX),
         )
 
     @property
     def timely(self) -> bool:
-        """A first attempt soon after the request (see the module docstring)."""
-        if self.number > 1 or self.replays or self.created_at is None:
+        """A first attempt soon after the request, never held (see the module docstring)."""
+        if self.number > 1 or self.replays or self.was_held or self.created_at is None:
             return False
         return timezone.now() - self.created_at < datetime.timedelta(seconds=conf.SWEEP_GRACE)
 
@@ -671,7 +677,7 @@ def _give_back(payload: Payload, reason: str, *, retry_at: datetime.datetime) ->
     updated = Payload.objects.filter(pk=payload.pk, lease_owner=payload.lease_owner, state=State.IN_FLIGHT).update(
         state=State.PENDING,
         attempts=Case(When(attempts__gt=0, then=F("attempts") - 1), default=Value(0)),
-        last_error=f"held: {reason}"[:LAST_ERROR_MAX],
+        last_error=f"{HELD_PREFIX}{reason}"[:LAST_ERROR_MAX],
         next_attempt_at=retry_at,
         enqueued_at=None,
         lease_owner="",

@@ -150,8 +150,9 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
             if notification_id is not None:
                 flow.link(tracing.links.to_notification(notification_id))
                 flow.set(notification_id=notification_id)
-            arrival = Arrival(provider=provider, inbound=inbound, body=body, headers=headers, deadline=deadline)
-            response = route(dataclasses.replace(arrival, span=flow))
+            response = route(
+                Arrival(provider=provider, inbound=inbound, body=body, headers=headers, deadline=deadline, span=flow)
+            )
         acknowledged(flow, deadline, provider=provider_name, kind=kind, status=response.status_code)
         return response
 

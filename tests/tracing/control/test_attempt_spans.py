@@ -140,6 +140,16 @@ def test_a_held_payload_gets_an_attempt_span_with_the_circuit_state(
     assert Payload.objects.get(pk=payload_id).attempts == 0
     assert captured.metrics(metrics.ATTEMPTS)[0]["attributes"] == {"outcome": "held", "region": "us"}
 
+    # The region recovers: the held payload goes out seconds later, as a trace of its own.
+    RegionCircuit.objects.filter(region="us").update(state="closed", retry_at=None)
+    Payload.objects.filter(pk=payload_id).update(next_attempt_at=timezone.now())
+    assert delivery.sweep()["republished"] == 1
+    assert handled == ["handled"]
+    released = next(span for span in captured.all(ATTEMPT) if span["outcome"] == "delivered")
+    assert released.is_root and released.trace_id != request.trace_id
+    assert (released["attempt"], released["late"], released["circuit"]) == (1, True, "closed")
+    assert [link["trace_id"] for link in released.links] == [request.trace_id]
+
 
 def test_a_sweep_redelivery_is_a_new_trace_linked_to_the_requests(
     client: Client, installations: Any, captured: Captured, handled: list[str], undelivered: pytest.MonkeyPatch

@@ -287,6 +287,9 @@ class PayloadAttempt(models.Model):
     reason, never a URL or a token.
     """
 
+    #: A UUID, not an autoincrement: on SQLite an insert then leaves alone the sqlite_sequence
+    #: table that every other autoincrement insert writes too (no lock taken from them).
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     payload = models.ForeignKey(Payload, on_delete=models.CASCADE, related_name="attempt_log")
     number = models.PositiveIntegerField(help_text="The attempt's number since the payload was stored or replayed.")
     replay = models.PositiveIntegerField(default=0, help_text="How many times the payload had been replayed.")

@@ -346,3 +346,18 @@ def test_a_report_sent_off_the_request_thread_continues_the_requests_trace(
     assert report.trace_id == request.trace_id
     assert report["report"] == "failed"
     assert report["outcome"] == "updated"
+
+
+def test_an_event_for_two_regions_is_stored_as_one_batch(
+    client: Client, installations: Any, captured: Captured
+) -> None:
+    body = json.dumps(event_callback(event_id="EvBoth", team_id="T0BOTH001")).encode()
+    assert post_slack(client, body, content_type="application/json").status_code == 200
+    request = captured.one(REQUEST)
+    store = children_of(captured, request)["silo_router.control.store"]
+    assert store.data["messaging.batch.message_count"] == 2
+    assert store.data["messaging.operation.type"] == "create"
+    assert (store["regions"], store["stored"], store["duplicates"]) == ("eu,us", 2, 0)
+    attempts = captured.all("silo_router.control.attempt")
+    assert sorted((span["region"], span["outcome"]) for span in attempts) == [("eu", "delivered"), ("us", "delivered")]
+    assert set(Payload.objects.values_list("trace_id", flat=True)) == {request.trace_id}

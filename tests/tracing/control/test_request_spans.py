@@ -351,6 +351,10 @@ def test_a_report_sent_off_the_request_thread_continues_the_requests_trace(
 def test_an_event_for_two_regions_is_stored_as_one_batch(
     client: Client, installations: Any, captured: Captured
 ) -> None:
+    @slack.event("app_mention")
+    def mention(request: Any) -> None:
+        pass
+
     body = json.dumps(event_callback(event_id="EvBoth", team_id="T0BOTH001")).encode()
     assert post_slack(client, body, content_type="application/json").status_code == 200
     request = captured.one(REQUEST)

@@ -85,6 +85,10 @@ DEFAULTS: dict[str, Any] = {
     "OPTIONS_REFRESH_INTERVAL": 1.0,
     "HANDLER_MODULES": [],
     "TRACES_SAMPLE_RATE": 0.01,
+    #: A link to one trace in your tracing UI, with ``{trace_id}`` in it (the payload admin links it); None: no link.
+    "TRACE_URL": None,
+    #: Seconds a payload's attempts are kept for its timeline in the admin.
+    "ATTEMPT_RETENTION": 14 * 24 * 3600,
     #: Spans through the OpenTelemetry API too; None: when opentelemetry-api is installed.
     "OPENTELEMETRY": None,
     "QUEUED_SIGNATURE_MAX_AGE": 86400,
@@ -333,6 +337,15 @@ class SiloRouterSettings:
     @property
     def TRACES_SAMPLE_RATE(self) -> float:
         return float(self.get("TRACES_SAMPLE_RATE"))
+
+    @property
+    def TRACE_URL(self) -> str | None:
+        value = self.get("TRACE_URL")
+        return str(value) if value else None
+
+    @property
+    def ATTEMPT_RETENTION(self) -> float:
+        return float(self.get("ATTEMPT_RETENTION"))
 
     @property
     def OPENTELEMETRY(self) -> bool | None:

@@ -57,10 +57,13 @@ def test_the_whole_flow_is_one_trace(client: Client, installations: Any, capture
     ops = {span["op"] for span in spans}
     assert {
         "silo_router.control.request",
+        "silo_router.control.read",
         "silo_router.control.verify",
         "silo_router.control.classify",
+        "silo_router.control.authorize",
         "silo_router.control.resolve",
         "silo_router.control.store",
+        "silo_router.control.publish",
         "silo_router.control.attempt",
         "silo_router.region.receive",
         "silo_router.region.handler",

@@ -1,13 +1,16 @@
 """Admin for the control silo: installations, options (with an audit trail), payloads.
 
 Installations show their Slack facts and whether a token is stored, never a token or
-its ciphertext.
+its ciphertext. A payload's page shows its timeline (stored, each attempt, delivered,
+handled) and its trace id, linked when ``SILO_ROUTER["TRACE_URL"]`` is set.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -18,13 +21,24 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from silo_router import redaction
 from silo_router.conf import conf
 
-from . import rerouting
-from .models import Integration, Option, OptionChange, OrganizationMapping, Payload, RegionCircuit, SlackInstallation
+from . import delivery, rerouting
+from .models import (
+    Integration,
+    Option,
+    OptionChange,
+    OrganizationMapping,
+    Payload,
+    PayloadAttempt,
+    RegionCircuit,
+    SlackInstallation,
+)
 from .options import DEFINITIONS, options
 from .status import UNROUTABLE_ADVICE, format_age, region_status
 
@@ -55,6 +69,68 @@ def _redacted_envelope(raw: str) -> str:
     body = envelope.pop("body", "")
     shown = {**envelope, "parsed_body": _parsed_body(str(body))}
     return json.dumps(redaction.scrub(shown), indent=2, sort_keys=True)
+
+
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+#: The receipts that mean the region ran (or had already run) the handler.
+HANDLED_RECEIPTS = frozenset({"handled", "duplicate"})
+
+
+def trace_url(trace_id: str) -> str | None:
+    """The link to ``trace_id`` that ``SILO_ROUTER["TRACE_URL"]`` makes, if it is set and makes one."""
+    template = conf.TRACE_URL
+    if not template or "{trace_id}" not in template or not _TRACE_ID.match(trace_id or ""):
+        return None
+    url = template.replace("{trace_id}", trace_id)
+    return url if url.startswith(("https://", "http://")) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class TimelineEntry:
+    """One line of a payload's timeline."""
+
+    at: datetime.datetime | None
+    what: str
+    outcome: str = ""
+    duration_ms: float | None = None
+    detail: str = ""
+    trace_id: str = ""
+    trace_url: str | None = None
+
+
+def payload_timeline(payload: Payload) -> list[TimelineEntry]:
+    """Stored, each attempt, confirmations, delivered, handled, failed: in order, nothing secret."""
+    entries = [TimelineEntry(payload.created_at, "stored", payload.strategy, trace_id=payload.trace_id)]
+    handled = False
+    for row in PayloadAttempt.objects.filter(payload=payload).order_by("started_at", "id"):
+        replay = f" (replay {row.replay})" if row.replay else ""
+        detail = delivery.safe_reason(row.error)
+        entries.append(
+            TimelineEntry(
+                row.started_at,
+                f"attempt {row.number}{replay}",
+                row.outcome,
+                row.duration_ms,
+                detail,
+                row.trace_id,
+                trace_url(row.trace_id),
+            )
+        )
+        if row.receipt in HANDLED_RECEIPTS and not handled:
+            handled = True
+            at = row.confirmed_at or row.started_at + datetime.timedelta(milliseconds=row.duration_ms)
+            if payload.delivered_at is not None:  # recorded as delivered once the region said so
+                at = min(at, payload.delivered_at)
+            how = "confirmed by the region's queue" if row.confirmed_at else "the region's receipt"
+            entries.append(TimelineEntry(at, "handled", row.receipt, detail=how))
+        elif row.confirmed_at is not None:
+            entries.append(TimelineEntry(row.confirmed_at, "confirmation", row.receipt))
+    if payload.delivered_at is not None:
+        entries.append(TimelineEntry(payload.delivered_at, "delivered"))
+    if payload.state == Payload.State.FAILED:
+        entries.append(TimelineEntry(None, "failed", detail=delivery.safe_reason(payload.last_error)))
+    # Stable: on equal times, the order above (handled before delivered) stays.
+    return sorted(entries, key=lambda entry: (entry.at is None, entry.at or payload.created_at))
 
 
 def _valid_names(names: Iterable[str]) -> str:
@@ -328,7 +404,8 @@ class PayloadAdmin(admin.ModelAdmin):
         return False
 
     def _visible_fields(self, request: HttpRequest, obj: Payload | None) -> list[str]:
-        fields = [f.name for f in Payload._meta.fields if f.name != "envelope"]
+        fields = [f.name if f.name != "trace_id" else "trace" for f in Payload._meta.fields if f.name != "envelope"]
+        fields.append("timeline")
         return [*fields, "body"] if self.has_change_permission(request, obj) else fields
 
     def get_fields(self, request: HttpRequest, obj: Payload | None = None) -> tuple[str, ...]:
@@ -345,6 +422,15 @@ class PayloadAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         no_saving = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **no_saving})
+
+    @admin.display(description="trace")
+    def trace(self, obj: Payload) -> str:
+        return _trace_html(obj.trace_id)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj: Payload) -> SafeString:
+        rows = [{**dataclasses.asdict(entry), "trace": _trace_html(entry.trace_id)} for entry in payload_timeline(obj)]
+        return SafeString(render_to_string("admin/silo_router_control/payload/timeline.html", {"entries": rows}))
 
     @admin.display(description="envelope (capabilities redacted)")
     def body(self, obj: Payload) -> str:
@@ -373,6 +459,14 @@ class PayloadAdmin(admin.ModelAdmin):
         advice = UNROUTABLE_ADVICE if any(row["unroutable"] for row in rows) else ""
         context = {**(extra_context or {}), "region_status": rows, "unroutable_advice": advice}
         return super().changelist_view(request, context)
+
+
+def _trace_html(trace_id: str) -> str:
+    """A trace id, as a link when ``TRACE_URL`` makes one."""
+    if not trace_id:
+        return "-"
+    url = trace_url(trace_id)
+    return format_html('<a href="{}">{}</a>', url, trace_id) if url else trace_id
 
 
 @admin.register(RegionCircuit)

@@ -35,6 +35,8 @@ class Decision:
     allowed: bool
     probe: bool = False
     retry_at: datetime.datetime | None = None
+    #: The circuit's state when it was asked (closed, open, half_open), for the attempt's span.
+    state: str = State.CLOSED
 
 
 def allow(region: str) -> Decision:
@@ -45,7 +47,7 @@ def allow(region: str) -> Decision:
         return Decision(allowed=True)
     retry_at = row["retry_at"] or now
     if retry_at > now:
-        return Decision(allowed=False, retry_at=retry_at)
+        return Decision(allowed=False, retry_at=retry_at, state=row["state"])
     # Due for a probe (open), or a probe whose worker vanished (half-open past its lease):
     # exactly one caller wins this update and probes.
     probe_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.LEASE_MARGIN)
@@ -53,8 +55,8 @@ def allow(region: str) -> Decision:
         state=State.HALF_OPEN, retry_at=probe_until
     )
     if won:
-        return Decision(allowed=True, probe=True)
-    return Decision(allowed=False, retry_at=probe_until)
+        return Decision(allowed=True, probe=True, state=State.HALF_OPEN)
+    return Decision(allowed=False, retry_at=probe_until, state=State.HALF_OPEN)
 
 
 def record_success(region: str) -> bool:

@@ -6,12 +6,16 @@ options (``slack.control_responses.enabled`` and ``slack.control_responses.actio
 The handlers themselves live with their provider (Slack's Loading modal:
 ``providers/slack/control_responses.py``); this module selects, runs and reports,
 and never lets a handler's failure fail the request.
+
+Each report is a span, ``silo_router.control.report_outcome``; a report sent off the
+request thread continues the request's trace.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +23,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
+from silo_router import tracing
 from silo_router.conf import conf
 from silo_router.plugins import cached, import_by_alias
 from silo_router.providers.base import (
@@ -36,7 +41,9 @@ __all__ = [
     "ControlResponseHandler",
     "ControlResponseStatus",
     "ReportOutcome",
+    "error_code",
     "handlers",
+    "outcome_of",
     "report",
     "report_in_background",
     "run",
@@ -51,6 +58,10 @@ DEFAULT_HANDLER = "slack.loading_modal"
 ELIGIBLE_TYPES = frozenset({"block_actions", "shortcut", "message_action", "command"})
 #: The error a control response records when its handler raised.
 HANDLER_ERROR = "handler_error"
+#: Seconds a Slack ``trigger_id`` lives after Slack sent the request that carries it.
+TRIGGER_LIFETIME = 3.0
+#: What an error code may look like in a span (Slack's are ``expired_trigger_id`` and the like).
+_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 #: Threads that send reports for requests still being answered, and how many such
 #: reports may wait for one; past that a report is dropped with an error log.
@@ -109,15 +120,35 @@ def run(name: str, inbound: InboundRequest, *, timeout: float) -> ControlRespons
     return result
 
 
+def outcome_of(response: ControlResponse) -> str:
+    """``opened``, ``timeout`` or ``failed``: the control response's span outcome."""
+    if response.opened:
+        return "opened"
+    return "timeout" if response.error == "timeout" else "failed"
+
+
+def error_code(response: ControlResponse | Mapping[str, Any] | None) -> str | None:
+    """The control response's error code, when it looks like one (never free text)."""
+    error = response.get("error") if isinstance(response, Mapping) else getattr(response, "error", None)
+    if not error:
+        return None
+    return str(error) if _ERROR_CODE.match(str(error)) else "other"
+
+
 def report(
-    response: Mapping[str, Any] | None, *, outcome: ReportOutcome | str, timeout: float | None = None
+    response: Mapping[str, Any] | None,
+    *,
+    outcome: ReportOutcome | str,
+    timeout: float | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> Mapping[str, Any] | None:
     """Pass how the work ended to the handler that answered, if it opened something.
 
     Returns the control response with the view's new ``hash`` when the handler replaced
     the view, so a later report is not mistaken for a stale one; ``None`` otherwise
     (also when the handler raised: the error is logged). ``timeout``: see
-    ``ControlResponseHandler.report``.
+    ``ControlResponseHandler.report``. ``trace``: the propagation headers of the flow
+    the report belongs to, for a report sent from another thread.
     """
     if not response or response.get("status") != ControlResponseStatus.OPENED:
         return None
@@ -125,14 +156,25 @@ def report(
     handler = handlers().get(name)
     if handler is None:
         return None
-    try:
-        if timeout is None:  # handlers written before the timeout argument keep working
-            new_hash = handler.report(response, outcome=outcome)
-        else:
-            new_hash = handler.report(response, outcome=outcome, timeout=timeout)
-    except Exception:
-        logger.exception("control response %s raised while reporting %s", name, outcome)
-        return None
+    with tracing.flow(
+        "control",
+        "report_outcome",
+        f"{name} {outcome}",
+        carrier=trace,
+        detached=trace is not None,
+        handler=name,
+        report=str(outcome),
+    ) as span:
+        try:
+            if timeout is None:  # handlers written before the timeout argument keep working
+                new_hash = handler.report(response, outcome=outcome)
+            else:
+                new_hash = handler.report(response, outcome=outcome, timeout=timeout)
+        except Exception:
+            logger.exception("control response %s raised while reporting %s", name, outcome)
+            span.fail(HANDLER_ERROR)
+            return None
+        span.set(outcome="updated" if new_hash else "not_updated")
     return {**response, "hash": new_hash} if new_hash else None
 
 
@@ -152,13 +194,14 @@ def report_in_background(response: ControlResponse | None, *, outcome: ReportOut
             return False
         _pending += 1
     data = response.as_dict()
+    trace = tracing.propagation_headers()
 
     def send() -> None:
         # The report reads the installation's token: a thread of this pool keeps its own
         # database connection, dropped here when broken or past CONN_MAX_AGE.
         close_old_connections()
         try:
-            report(data, outcome=outcome, timeout=conf.CONTROL_RESPONSE_TIMEOUT)
+            report(data, outcome=outcome, timeout=conf.CONTROL_RESPONSE_TIMEOUT, trace=trace)
         finally:
             close_old_connections()
             _finished()

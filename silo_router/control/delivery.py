@@ -11,6 +11,25 @@ effectively-once handling.
 One function, :func:`attempt`, makes every delivery attempt, for the worker
 (:func:`deliver`) and for the request path (:func:`deliver_sync`) alike: circuit
 check, claim, transport call, and the accounting of whatever happened.
+
+Every attempt is a span, ``silo_router.control.attempt`` (a message ``send``), with its
+outcome and the region's circuit state, and a row in ``PayloadAttempt`` for the
+payload's timeline. Which trace an attempt belongs to is decided by comparing the
+trace id of the current span with the one the envelope carries (the request's):
+
+- the same trace (the deliver task the request published, continued by Celery's
+  integration or run in-process; its retries; a synchronous forward): the attempt is a
+  child of the current span;
+- another trace or none, for a timely first attempt (never held or replayed, stored
+  less than ``SWEEP_GRACE`` ago: a worker that did not continue the trace, the next
+  payload of a strict-order key): the attempt continues the request's trace;
+- otherwise (a sweep redelivering, a payload held by a circuit and released, a replay,
+  a retry outside the request's trace): the attempt starts a trace of its own, linked
+  to the request's span (``silo_router.caused_by``), so a delivery long after its
+  request is not drawn as part of it.
+
+Each attempt seals the envelope with its own trace headers, so the region's run is
+the child of the attempt that carried it, whichever trace that is.
 """
 
 from __future__ import annotations
@@ -19,27 +38,30 @@ import contextlib
 import dataclasses
 import datetime
 import enum
+import json
 import logging
 import os
 import random
+import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Case, Exists, F, Q, QuerySet, TextField, Value, When
 from django.utils import timezone
 
-from silo_router import tracing
+from silo_router import redaction, tracing
 from silo_router.conf import conf
 from silo_router.envelope import Envelope, Outcome, seal
 from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, transport_for
 
 from . import circuits, followups
 from .beat import DELIVER_TASK
-from .models import Payload
+from .models import Payload, PayloadAttempt
 from .publishing import publish_within, send_task
 
 logger = logging.getLogger("silo_router.delivery")
@@ -56,6 +78,15 @@ LEASE_OWNER_MAX = Payload._meta.get_field("lease_owner").max_length or 64
 EARLY_CLAIM_ALLOWANCE = datetime.timedelta(seconds=1)
 HOSTNAME_IN_WORKER_ID = 20
 
+#: How much of an error reason an attempt's span and timeline row keep.
+ATTEMPT_ERROR_MAX = PayloadAttempt._meta.get_field("error").max_length or 500
+#: Old attempts deleted per sweep (the sweeper runs every few seconds).
+PRUNE_BATCH = 1000
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+#: ``last_error`` of a payload its region's circuit holds (``_give_back`` adds the region's reason).
+HELD_PREFIX = "held: "
+HELD_BY_CIRCUIT = HELD_PREFIX + "the region's circuit is open"
 LEASE_EXPIRED = "lease expired: the worker did not finish its attempt"
 NO_QUEUE_CONFIRMATION = "the region's queue did not confirm the envelope within QUEUED_CONFIRM_TIMEOUT"
 
@@ -81,10 +112,16 @@ class AttemptOutcome(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class Attempt:
-    """The outcome of one attempt and, when it was delivered, the region's receipt."""
+    """The outcome of one attempt and, when it was delivered, the region's receipt.
+
+    ``error`` is why it did not get through (a short reason); ``retry_in`` how many
+    seconds until the next attempt, when one is scheduled.
+    """
 
     outcome: AttemptOutcome
     receipt: Receipt | None = None
+    error: str = ""
+    retry_in: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +217,33 @@ def store(
     fails (``DataError`` when the data itself cannot be stored), so the caller answers
     the provider accordingly; a row it did not insert is never returned.
     """
+    with tracing.stage("control", "store", envelopes[0].kind if envelopes else "") as span:
+        describe_store(span, envelopes)
+        stored = _store(envelopes, kind_type=kind_type, state=state, last_error=last_error)
+        span.set(stored=len(stored), duplicates=len(envelopes) - len(stored))
+    return stored
+
+
+def describe_store(span: tracing.Span, envelopes: Sequence[Envelope]) -> None:
+    """The messaging ``create`` attributes of storing ``envelopes`` (a batch when there are several)."""
+    if len(envelopes) == 1:
+        (envelope,) = envelopes
+        span.set(kind=envelope.kind, region=envelope.region or None, envelope_id=envelope.id)
+        span.set_attributes(
+            tracing.names.messaging(tracing.names.CREATE, destination=envelope.region, message_id=envelope.id)
+        )
+        return
+    span.set(regions=",".join(sorted({e.region for e in envelopes})))
+    span.set_attributes(
+        {
+            "messaging.system": tracing.names.PREFIX,
+            "messaging.operation.type": tracing.names.CREATE,
+            "messaging.batch.message_count": len(envelopes),
+        }
+    )
+
+
+def _store(envelopes: Sequence[Envelope], *, kind_type: str, state: str, last_error: str) -> list[Payload]:
     now = timezone.now()
     loading_scheduled = False
     rows = []
@@ -199,6 +263,7 @@ def store(
                 enqueued_at=now,
                 state=state,
                 last_error=last_error[:LAST_ERROR_MAX],
+                trace_id=tracing.links.trace_id_of(e.trace) or "",
                 **loading,
             )
         )
@@ -264,10 +329,15 @@ def publish_new(payloads: Sequence[Payload], *, wait: float) -> None:
 
 def deliver(payload_id: str) -> AttemptOutcome:
     """One delivery attempt by a worker for a due payload; returns what became of it."""
-    region = Payload.objects.filter(pk=payload_id, state=State.PENDING).values_list("region", flat=True).first()
-    if region is None:
+    row = Payload.objects.filter(pk=payload_id).values("region", "state").first()
+    if row is None or row["state"] != State.PENDING:
+        if tracing.active():  # a duplicate or late message: say so, for whoever follows its trace
+            subject = _subject_of(payload_id, region=row["region"] if row else "")
+            with _attempt_span(subject, description=f"deliver {payload_id}: not pending") as span:
+                _finish(span, Attempt(AttemptOutcome.NOT_PENDING), region=subject.region)
+                span.set(state=row["state"] if row else "missing")
         return AttemptOutcome.NOT_PENDING
-    return attempt(payload_id, region=region, caller=WORKER, wait=False).outcome
+    return attempt(payload_id, region=row["region"], caller=WORKER, wait=False).outcome
 
 
 def deliver_sync(envelope: Envelope, *, budget: float, read_only: bool) -> Receipt | None:
@@ -289,66 +359,290 @@ def deliver_sync(envelope: Envelope, *, budget: float, read_only: bool) -> Recei
 
 
 def attempt(payload_id: str, *, region: str, caller: Caller, wait: bool) -> Attempt:
-    """Make one attempt: circuit, claim, transport call, and the accounting of the result."""
+    """Make one attempt: circuit, claim, transport call, and the accounting of the result.
+
+    Every attempt is a span (see the module docstring for its trace); an attempt on the
+    payload (held by the circuit included) is also a ``PayloadAttempt`` row.
+    """
+    started_at, started = timezone.now(), time.monotonic()
     decision = circuits.allow(region)
     if not decision.allowed:
         # Held without a message outstanding: the sweeper sends it once the circuit allows.
         Payload.objects.filter(pk=payload_id, state=State.PENDING).update(
-            next_attempt_at=decision.retry_at, enqueued_at=None
+            next_attempt_at=decision.retry_at, enqueued_at=None, last_error=HELD_BY_CIRCUIT
         )
-        return Attempt(AttemptOutcome.HELD)
+        held = Attempt(AttemptOutcome.HELD, error=HELD_BY_CIRCUIT, retry_in=_until(decision))
+        subject = _subject_of(payload_id, region=region, next_attempt=True)
+        with _attempt_span(subject, decision) as span:
+            _finish(span, held, region=region)
+            ids = _current_span_ids()
+        _log_attempt(subject, held, started_at=started_at, started=started, span_ids=ids)
+        return held
     payload = claim(payload_id)
     if payload is None:
         if decision.probe:  # the probe was not used: let the next caller probe at once
             circuits.release_probe(region)
+        if tracing.active():
+            with _attempt_span(_subject_of(payload_id, region=region), decision) as span:
+                _finish(span, Attempt(AttemptOutcome.NOT_CLAIMED), region=region)
         return Attempt(AttemptOutcome.NOT_CLAIMED)
+    subject = _Subject.of(payload)
     try:
         envelope = Envelope.from_json(payload.envelope)
     except Exception as exc:  # a corrupt row: a failure in control, not in the region
-        return Attempt(_control_failure(payload, exc, probe=decision.probe, caller=caller))
-    with tracing.flow(
-        "control", "attempt", f"deliver {envelope.kind} to {region}", carrier=envelope.trace, span_kind="producer"
-    ) as flow:
-        flow.set(
-            provider=envelope.provider,
-            kind=envelope.kind,
-            region=region,
-            envelope_id=envelope.id,
-            payload_id=payload_id,
-            attempt=payload.attempts,
-        )
-        result = _call_region(payload, envelope, probe=decision.probe, caller=caller, wait=wait)
-        flow.set(outcome=str(result.outcome))
+        with _attempt_span(subject, decision) as span:
+            result = _control_failure(payload, exc, probe=decision.probe, caller=caller)
+            _finish(span, result, region=region)
+            ids = _current_span_ids()
+        _log_attempt(subject, result, started_at=started_at, started=started, span_ids=ids)
         return result
+    subject = dataclasses.replace(subject, trace=envelope.trace, provider=envelope.provider, kind=envelope.kind)
+    with _attempt_span(subject, decision) as span:
+        result = _call_region(payload, envelope, probe=decision.probe, caller=caller, wait=wait)
+        _finish(span, result, region=region)
+        ids = _current_span_ids()
+    _log_attempt(subject, result, started_at=started_at, started=started, span_ids=ids)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Subject:
+    """What an attempt's span and timeline row say about its payload."""
+
+    payload_id: str
+    region: str
+    provider: str = ""
+    kind: str = ""
+    #: The attempt's number (1-based) since the payload was stored or last replayed.
+    number: int = 0
+    replays: int = 0
+    created_at: datetime.datetime | None = None
+    #: Whether the payload waited behind its region's circuit before this attempt.
+    was_held: bool = False
+    trace: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Whether the row exists (an attempt on a missing payload records nothing).
+    exists: bool = True
+
+    @classmethod
+    def of(cls, payload: Payload) -> _Subject:
+        return cls(
+            payload_id=str(payload.pk),
+            region=payload.region,
+            provider=payload.provider,
+            kind=payload.kind,
+            number=payload.attempts,
+            replays=payload.replays,
+            created_at=payload.created_at,
+            was_held=payload.last_error.startswith(HELD_PREFIX),
+        )
+
+    @property
+    def timely(self) -> bool:
+        """A first attempt soon after the request, never held (see the module docstring)."""
+        if self.number > 1 or self.replays or self.was_held or self.created_at is None:
+            return False
+        return timezone.now() - self.created_at < datetime.timedelta(seconds=conf.SWEEP_GRACE)
+
+
+def _subject_of(payload_id: str, *, region: str, next_attempt: bool = False) -> _Subject:
+    """The subject of an attempt that claimed nothing (one short read; the envelope only when traced).
+
+    ``next_attempt``: number it as the attempt it would have been (a held one).
+    """
+    fields = ["region", "provider", "kind", "attempts", "replays", "created_at"]
+    if tracing.active():
+        fields.append("envelope")
+    row = Payload.objects.filter(pk=payload_id).values(*fields).first()
+    if row is None:
+        return _Subject(payload_id=payload_id, region=region, exists=False)
+    return _Subject(
+        payload_id=payload_id,
+        region=row["region"] or region,
+        provider=row["provider"],
+        kind=row["kind"],
+        number=row["attempts"] + (1 if next_attempt else 0),
+        replays=row["replays"],
+        created_at=row["created_at"],
+        trace=_trace_of(row.get("envelope")),
+    )
+
+
+def _trace_of(raw: str | None) -> Mapping[str, str]:
+    """The propagation headers a stored envelope carries (empty when there are none, or it is corrupt)."""
+    if not raw or not tracing.active():
+        return {}
+    try:
+        trace = json.loads(raw).get("trace")
+    except (ValueError, AttributeError):
+        return {}
+    if not isinstance(trace, dict):
+        return {}
+    return {str(key): value for key, value in trace.items() if isinstance(value, str)}
+
+
+def _joining(trace: Mapping[str, str], *, timely: bool) -> dict[str, Any]:
+    """How an attempt's span joins the traces: the rule of the module docstring, as ``flow`` arguments."""
+    carried = tracing.links.trace_id_of(trace)
+    if carried is None or tracing.links.trace_id_of(tracing.propagation_headers()) == carried:
+        return {}
+    if timely:
+        return {"carrier": trace}
+    return {"new_trace": True, "links": [tracing.links.from_headers(trace)]}
+
+
+@contextlib.contextmanager
+def _attempt_span(
+    subject: _Subject, decision: circuits.Decision | None = None, *, description: str = ""
+) -> Iterator[tracing.Span]:
+    """The span of one attempt on ``subject``, in the trace the module docstring's rule gives it."""
+    if not tracing.active():
+        yield tracing.NO_SPAN
+        return
+    joining = _joining(subject.trace, timely=subject.timely)
+    with tracing.flow(
+        "control",
+        "attempt",
+        description or f"deliver {subject.kind or subject.payload_id} to {subject.region or '?'}",
+        span_kind="producer",
+        **joining,
+    ) as span:
+        span.set(
+            provider=subject.provider or None,
+            kind=subject.kind or None,
+            region=subject.region or None,
+            envelope_id=subject.payload_id,
+            payload_id=subject.payload_id,
+            attempt=subject.number,
+            retry=subject.number > 1,
+            replay=subject.replays > 0,
+            replays=subject.replays or None,
+            late="new_trace" in joining,
+        )
+        if subject.number > 1 and subject.exists:
+            span.set(retry_of=_previous_span_id(subject))
+        if decision is not None:
+            span.set(circuit=str(decision.state), probe=decision.probe)
+        if subject.region:
+            span.set_attributes(
+                tracing.names.messaging(tracing.names.SEND, destination=subject.region, message_id=subject.payload_id)
+            )
+        yield span
+
+
+def _previous_span_id(subject: _Subject) -> str | None:
+    """The span id of the attempt before this one (its timeline row), if it was traced."""
+    span_id = (
+        PayloadAttempt.objects.filter(payload_id=subject.payload_id, replay=subject.replays, number=subject.number - 1)
+        .order_by("-started_at")
+        .values_list("span_id", flat=True)
+        .first()
+    )
+    return span_id or None
+
+
+#: An attempt's outcome as its span and the metric say it.
+_SPAN_OUTCOMES = {AttemptOutcome.PENDING: "retry"}
+
+
+def _finish(span: tracing.Span, result: Attempt, *, region: str) -> None:
+    """Say how the attempt ended on its span, and count it."""
+    outcome = _SPAN_OUTCOMES.get(result.outcome, str(result.outcome))
+    span.set(
+        receipt=str(result.receipt.outcome) if result.receipt is not None else None,
+        retry_in_s=round(result.retry_in, 1) if result.retry_in is not None else None,
+        error=safe_reason(result.error) or None,
+    )
+    if result.outcome in (AttemptOutcome.PENDING, AttemptOutcome.FAILED):
+        span.fail(outcome)
+    else:
+        span.set(outcome=outcome)
+    tracing.metrics.count(tracing.metrics.ATTEMPTS, outcome=outcome, region=region or None)
+
+
+def safe_reason(reason: str) -> str:
+    """``reason`` for a span or the admin: capabilities redacted, no URL, short."""
+    if not reason:
+        return ""
+    return _URL.sub("[url]", redaction.scrub_text(reason))[:ATTEMPT_ERROR_MAX]
+
+
+def _current_span_ids() -> tuple[str, str]:
+    """The trace and span ids of the current span (empty when nothing is traced)."""
+    if not tracing.active():
+        return "", ""
+    for link in tracing.links.from_headers(tracing.propagation_headers()).values():
+        return link.trace_id, link.span_id
+    return "", ""
+
+
+def _until(decision: circuits.Decision) -> float | None:
+    if decision.retry_at is None:
+        return None
+    return max((decision.retry_at - timezone.now()).total_seconds(), 0.0)
+
+
+def _log_attempt(
+    subject: _Subject, result: Attempt, *, started_at: datetime.datetime, started: float, span_ids: tuple[str, str]
+) -> None:
+    """One insert for the payload's timeline; a failure to write it never fails the attempt."""
+    if not subject.exists:
+        return
+    try:
+        PayloadAttempt.objects.create(
+            payload_id=subject.payload_id,
+            number=subject.number,
+            replay=subject.replays,
+            started_at=started_at,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            outcome=_SPAN_OUTCOMES.get(result.outcome, str(result.outcome)),
+            error=safe_reason(result.error),
+            receipt=str(result.receipt.outcome) if result.receipt is not None else "",
+            trace_id=span_ids[0],
+            span_id=span_ids[1],
+        )
+    except DatabaseError:
+        logger.warning("could not record attempt %d of %s for its timeline", subject.number, subject.payload_id)
 
 
 def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: Caller, wait: bool) -> Attempt:
     region = payload.region
     try:
         transport = transport_for(region)
-        sealed = seal(envelope)
+        sealed = seal(_carried_by_this_attempt(envelope))
         timeout = caller.remaining()
         if timeout <= 0:
             raise DeliveryError("no time left before the provider's deadline", retryable=True, region_fault=False)
         receipt = transport.deliver(sealed, timeout=timeout, wait=wait)
     except DeliveryError as exc:
-        return Attempt(_region_failure(payload, exc, probe=probe, caller=caller))
+        return _region_failure(payload, exc, probe=probe, caller=caller)
     except Exception as exc:  # anything else went wrong in control (settings, signing, a transport bug)
-        return Attempt(_control_failure(payload, exc, probe=probe, caller=caller))
+        return _control_failure(payload, exc, probe=probe, caller=caller)
     note_region_up(region, drain=not caller.on_request_path)
     if receipt.outcome == "unhandled":
         # Deploy skew: the region has no handler (yet). Not its fault, and not handled.
         missing = DeliveryError(
             f"no handler for {envelope.kind} in region {region}", retryable=True, region_fault=False
         )
-        return Attempt(_record_failure(payload, missing, retry=not caller.read_only, caller=caller))
+        return dataclasses.replace(
+            _record_failure(payload, missing, retry=not caller.read_only, caller=caller), receipt=receipt
+        )
     if receipt.outcome == "queued":
         return Attempt(mark_queued(payload), receipt)
     mark_delivered(payload, receipt=receipt, caller=caller)
     return Attempt(AttemptOutcome.DELIVERED, receipt)
 
 
-def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller: Caller) -> AttemptOutcome:
+def _carried_by_this_attempt(envelope: Envelope) -> Envelope:
+    """``envelope`` with the current attempt's trace headers, so the region's run is the attempt's child.
+
+    Sealed per attempt, so each copy names the attempt that carried it; the stored
+    envelope keeps the request's headers (the cause every attempt links to).
+    """
+    headers = tracing.propagation_headers() if tracing.active() else {}
+    return envelope.replace(trace=headers) if headers else envelope
+
+
+def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller: Caller) -> Attempt:
     region = payload.region
     if getattr(exc, "hold", False):
         retry_at = circuits.hold(region, exc.reason)
@@ -359,7 +653,8 @@ def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller
             exc.reason,
             retry_at.isoformat(),
         )
-        return _give_back(payload, exc.reason, retry_at=retry_at)
+        retry_in = max((retry_at - timezone.now()).total_seconds(), 0.0)
+        return Attempt(_give_back(payload, exc.reason, retry_at=retry_at), error=exc.reason, retry_in=retry_in)
     if exc.region_fault:
         circuits.record_failure(region, exc.reason, probe=probe)
     else:  # it answered: it is up
@@ -367,7 +662,7 @@ def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller
     return _record_failure(payload, exc, retry=not caller.read_only, caller=caller)
 
 
-def _control_failure(payload: Payload, exc: Exception, *, probe: bool, caller: Caller) -> AttemptOutcome:
+def _control_failure(payload: Payload, exc: Exception, *, probe: bool, caller: Caller) -> Attempt:
     """Count an attempt that failed inside control itself, keeping the real error."""
     logger.exception("delivery of %s to %r failed in control", payload.pk, payload.region)
     if probe:
@@ -382,7 +677,7 @@ def _give_back(payload: Payload, reason: str, *, retry_at: datetime.datetime) ->
     updated = Payload.objects.filter(pk=payload.pk, lease_owner=payload.lease_owner, state=State.IN_FLIGHT).update(
         state=State.PENDING,
         attempts=Case(When(attempts__gt=0, then=F("attempts") - 1), default=Value(0)),
-        last_error=f"held: {reason}"[:LAST_ERROR_MAX],
+        last_error=f"{HELD_PREFIX}{reason}"[:LAST_ERROR_MAX],
         next_attempt_at=retry_at,
         enqueued_at=None,
         lease_owner="",
@@ -407,12 +702,14 @@ def note_region_up(region: str, *, drain: bool = True) -> None:
     """
     if not circuits.record_success(region):
         return
-    released = Payload.objects.filter(region=region, state=State.PENDING, enqueued_at__isnull=True).update(
-        next_attempt_at=None
-    )
-    logger.info("region %s recovered; %d held payloads released", region, released)
-    if drain:
-        sweep(regions=[region], expire=False)
+    with tracing.stage("control", "region_up", region, region=region) as span:
+        released = Payload.objects.filter(region=region, state=State.PENDING, enqueued_at__isnull=True).update(
+            next_attempt_at=None
+        )
+        logger.info("region %s recovered; %d held payloads released", region, released)
+        span.set(released=released, drain=drain)
+        if drain:
+            sweep(regions=[region], expire=False)
 
 
 def queued_lease_owner(region: str) -> str:
@@ -446,6 +743,9 @@ def confirm(payload_id: str, *, outcome: str, reason: str = "") -> AttemptOutcom
     payload = Payload.objects.filter(pk=payload_id).first()
     if payload is None:
         return AttemptOutcome.MISSING
+    PayloadAttempt.objects.filter(payload_id=payload.pk, replay=payload.replays, number=payload.attempts).update(
+        receipt=outcome[: PayloadAttempt._meta.get_field("receipt").max_length], confirmed_at=timezone.now()
+    )
     if outcome in ("handled", "duplicate"):
         if payload.state == State.DELIVERED:
             return AttemptOutcome.DELIVERED
@@ -463,7 +763,7 @@ def confirm(payload_id: str, *, outcome: str, reason: str = "") -> AttemptOutcom
         error = DeliveryError(f"region rejected: {reason}", retryable=True, region_fault=False)
     else:  # the region's task already retried the handler
         error = DeliveryError(f"region {outcome}: {reason}", retryable=False)
-    return _record_failure(payload, error, retry=True, caller=WORKER)
+    return _record_failure(payload, error, retry=True, caller=WORKER).outcome
 
 
 def claim(payload_id: str) -> Payload | None:
@@ -542,10 +842,10 @@ def mark_delivered(payload: Payload, *, receipt: Receipt, caller: Caller = WORKE
 
 def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True) -> AttemptOutcome:
     """Schedule another attempt of a worker's claimed ``payload``, or move it to failed (kept)."""
-    return _record_failure(payload, exc, retry=retry, caller=WORKER)
+    return _record_failure(payload, exc, retry=retry, caller=WORKER).outcome
 
 
-def _record_failure(payload: Payload, exc: DeliveryError, *, retry: bool, caller: Caller) -> AttemptOutcome:
+def _record_failure(payload: Payload, exc: DeliveryError, *, retry: bool, caller: Caller) -> Attempt:
     attempts = payload.attempts
     # Only while the row is still ours: a worker whose lease expired must not undo the
     # attempt of the worker that claimed the row after it.
@@ -561,12 +861,12 @@ def _record_failure(payload: Payload, exc: DeliveryError, *, retry: bool, caller
             lease_until=None,
         )
         if not updated:
-            return AttemptOutcome.SUPERSEDED
+            return Attempt(AttemptOutcome.SUPERSEDED, error=exc.reason)
         logger.warning(
             "delivery of %s to %s failed (%s); retry in %.1fs", payload.pk, payload.region, exc.reason, delay
         )
         caller.publish([(str(payload.pk), payload.region)], countdown=delay)
-        return AttemptOutcome.PENDING
+        return Attempt(AttemptOutcome.PENDING, error=exc.reason, retry_in=delay)
     if not ours.update(
         state=State.FAILED,
         last_error=exc.reason[:LAST_ERROR_MAX],
@@ -574,10 +874,10 @@ def _record_failure(payload: Payload, exc: DeliveryError, *, retry: bool, caller
         lease_owner="",
         lease_until=None,
     ):
-        return AttemptOutcome.SUPERSEDED
+        return Attempt(AttemptOutcome.SUPERSEDED, error=exc.reason)
     logger.error("payload %s for %s failed for good: %s", payload.pk, payload.region, exc.reason)
     followups.payload_ended(str(payload.pk), followups.Report.FAILED)
-    return AttemptOutcome.FAILED
+    return Attempt(AttemptOutcome.FAILED, error=exc.reason)
 
 
 def expire_leases(*, now: datetime.datetime | None = None) -> int:
@@ -617,6 +917,13 @@ def sweep(*, regions: Sequence[str] | None = None, expire: bool = True) -> dict[
       per run. A region whose circuit is open gets one message when its probe is due;
     - Loading modals whose check is due are checked.
     """
+    with tracing.stage("control", "sweep", ",".join(regions) if regions is not None else "all regions") as span:
+        counts = _sweep(regions=regions, expire=expire)
+        span.set(regions=",".join(regions) if regions is not None else None, **counts)
+    return counts
+
+
+def _sweep(*, regions: Sequence[str] | None, expire: bool) -> dict[str, int]:
     now = timezone.now()
     expired = expire_leases(now=now) if expire else 0
     grace = datetime.timedelta(seconds=conf.SWEEP_GRACE)
@@ -633,12 +940,24 @@ def sweep(*, regions: Sequence[str] | None = None, expire: bool = True) -> dict[
         if allowance:
             ids = due.filter(region=region).order_by("created_at").values_list("pk", flat=True)[:allowance]
             published += enqueue([(str(pk), region) for pk in ids])
-    checked = followups.run_due_checks(now=now) if regions is None else 0
+    full = regions is None
+    checked = followups.run_due_checks(now=now) if full else 0
+    pruned = prune_attempts(now=now) if full else 0
     if expired or published or checked:
         logger.info(
             "sweep: %d expired leases, %d payloads republished, %d loading views checked", expired, published, checked
         )
-    return {"expired_leases": expired, "republished": published, "loading_checks": checked}
+    return {"expired_leases": expired, "republished": published, "loading_checks": checked, "pruned_attempts": pruned}
+
+
+def prune_attempts(*, now: datetime.datetime | None = None) -> int:
+    """Delete timeline rows older than ``ATTEMPT_RETENTION`` (at most ``PRUNE_BATCH``); return how many."""
+    cutoff = (now or timezone.now()) - datetime.timedelta(seconds=conf.ATTEMPT_RETENTION)
+    old = list(PayloadAttempt.objects.filter(started_at__lt=cutoff).values_list("pk", flat=True)[:PRUNE_BATCH])
+    if not old:
+        return 0
+    deleted, _ = PayloadAttempt.objects.filter(pk__in=old).delete()
+    return deleted
 
 
 def replay(payload_ids: Iterable[str]) -> int:

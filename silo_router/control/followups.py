@@ -8,6 +8,9 @@ hash lives in its own column (``loading_view_hash``), never in the stored envelo
 
 Every transition of ``Payload.loading_view`` is a compare-and-set, so one process
 reports each step even when the sweeper and a worker look at the same payload.
+
+Each timed check is a span (``silo_router.control.loading_check``) whose outcome is
+what the user was told; each report a ``silo_router.control.report_outcome`` span.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from silo_router import tracing
 from silo_router.conf import conf
 from silo_router.providers.base import ControlResponseStatus, ReportOutcome
 
@@ -70,6 +74,13 @@ def check(payload_id: str) -> Report | None:
     Returns what was reported, or ``None`` when there was nothing to check (another
     process took the check, or the modal was already closed).
     """
+    with tracing.stage("control", "loading_check", payload_id, envelope_id=payload_id) as span:
+        reported = _check(payload_id)
+        span.set(outcome=str(reported) if reported is not None else "nothing_to_check")
+    return reported
+
+
+def _check(payload_id: str) -> Report | None:
     won = Payload.objects.filter(pk=payload_id, loading_view=LoadingView.OPEN).update(
         loading_view=LoadingView.TIMED_OUT, loading_check_at=None
     )

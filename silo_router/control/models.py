@@ -262,6 +262,9 @@ class Payload(models.Model):
     loading_view_hash = models.CharField(
         max_length=128, blank=True, help_text="Slack's hash of the modal as last shown, for the next views.update."
     )
+    trace_id = models.CharField(
+        max_length=32, blank=True, help_text="The trace of the request that stored it (from the envelope)."
+    )
 
     class Meta:
         indexes = [
@@ -274,6 +277,39 @@ class Payload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} -> {self.region or '?'} [{self.state}]"
+
+
+class PayloadAttempt(models.Model):
+    """One attempt to deliver a payload, for its timeline in the admin.
+
+    Written once, after the attempt (never inside a transaction held across the call);
+    pruned by the sweeper after ``ATTEMPT_RETENTION`` seconds. ``error`` is a short
+    reason, never a URL or a token.
+    """
+
+    #: A UUID, not an autoincrement: on SQLite an insert then leaves alone the sqlite_sequence
+    #: table that every other autoincrement insert writes too (no lock taken from them).
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    payload = models.ForeignKey(Payload, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField(help_text="The attempt's number since the payload was stored or replayed.")
+    replay = models.PositiveIntegerField(default=0, help_text="How many times the payload had been replayed.")
+    started_at = models.DateTimeField(db_index=True)
+    duration_ms = models.FloatField(default=0.0)
+    outcome = models.CharField(max_length=32)
+    error = models.CharField(max_length=500, blank=True)
+    receipt = models.CharField(max_length=16, blank=True, help_text="What the region said: handled, queued...")
+    confirmed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the region confirmed an envelope its queue had taken."
+    )
+    trace_id = models.CharField(max_length=32, blank=True)
+    span_id = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["payload", "started_at"], name="silo_router_attempt_payload")]
+        ordering = ["started_at", "id"]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.payload_id}: {self.outcome}"
 
 
 class RegionCircuit(models.Model):

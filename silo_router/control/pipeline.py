@@ -10,13 +10,23 @@ what is left of the provider's deadline. Bad input is a 4xx with a reason, bad d
 storage (a ``DataError``) a 400, a storage outage a 503 (the provider retries); nothing
 that talks to Slack on the user's behalf runs on the request thread after the control
 response.
+
+Every request is one span, ``silo_router.control.request``, with a child span per stage
+(read, verify, classify, authorize, control_response, resolve, store, publish,
+forward_sync, unroutable, lifecycle). The request span says how the request ended
+(``outcome``: :class:`RequestOutcome`) and how long the provider waited for its answer
+against its deadline (``ack_ms``, ``deadline_ms``, ``deadline_missed``, ``in_transit_ms``);
+the same figures are metrics. A click on a notification links to the notification's
+trace. No capability (``trigger_id``, ``response_url``, a token) is ever an attribute.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -42,6 +52,7 @@ from silo_router.providers.base import (
     ReportOutcome,
 )
 from silo_router.providers.registry import get_provider
+from silo_router.tracing import metrics
 
 from . import control_responses, delivery, lifecycle
 from .deadline import Deadline
@@ -57,6 +68,29 @@ MIN_CONTROL_RESPONSE_TIMEOUT = 0.1
 CHUNK_SIZE = 64 * 1024
 
 
+class RequestOutcome(enum.StrEnum):
+    """How one request ended (the request span's ``outcome``)."""
+
+    #: Control answered it itself (``url_verification``, ``ssl_check``).
+    ANSWERED = "answered"
+    #: Acknowledged and dropped: routed to nothing by configuration, or the app's own event.
+    IGNORED = "ignored"
+    #: Committed for asynchronous delivery.
+    STORED = "stored"
+    #: Already stored (a provider retry): acknowledged, nothing stored twice.
+    DUPLICATE = "duplicate"
+    #: Kept for operators: no route, no installation, no region.
+    UNROUTABLE = "unroutable"
+    #: Forwarded synchronously; the region's answer is the body.
+    FORWARDED = "forwarded"
+    #: Forwarded synchronously; the provider got the fallback answer.
+    FALLBACK = "fallback"
+    REJECTED = "rejected"
+    INVALID_FIELD = "invalid_field"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    NOT_CONFIGURED = "not_configured"
+
+
 @dataclasses.dataclass(frozen=True)
 class Arrival:
     """A verified, classified request and what is needed to forward it."""
@@ -66,6 +100,8 @@ class Arrival:
     body: bytes = dataclasses.field(repr=False)
     headers: Mapping[str, str] = dataclasses.field(repr=False)
     deadline: Deadline
+    #: The request span, which each step tells how the request ended.
+    span: tracing.Span = dataclasses.field(default=tracing.NO_SPAN, repr=False, compare=False)
 
 
 @cached
@@ -92,21 +128,63 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
     ) as flow:
         headers = {key.lower(): value for key, value in request.headers.items()}
         deadline = Deadline.start(sent_at=provider.sent_at(headers))
+        kind: str | None = None
         try:
-            body = read_body(request, limit=conf.MAX_BODY_SIZE)
+            with tracing.stage("control", "read", provider_name) as stage:
+                body = read_body(request, limit=conf.MAX_BODY_SIZE)
+                stage.set(bytes=len(body))
             with tracing.stage("control", "verify", provider_name):
                 provider.verify(body=body, headers=headers)
-            with tracing.stage("control", "classify", provider_name):
+            with tracing.stage("control", "classify", provider_name) as stage:
                 inbound = provider.parse(body=body, headers=headers)
+                stage.set(kind=inbound.kind)
         except RequestRejected as exc:
             level = logging.ERROR if exc.status >= 500 else logging.WARNING
             logger.log(level, "rejected a %s request: %s (%s)", provider_name, exc.reason, exc.status)
-            flow.set(outcome="rejected", rejected=exc.reason, status=exc.status)
-            return _rejection(exc)
-        flow.set(kind=inbound.kind)
-        response = route(Arrival(provider=provider, inbound=inbound, body=body, headers=headers, deadline=deadline))
-        flow.set(ack_ms=round(deadline.elapsed() * 1000, 1), status=response.status_code)
+            flow.set(outcome=RequestOutcome.REJECTED, rejected=exc.reason)
+            response = _rejection(exc)
+        else:
+            kind = inbound.kind
+            flow.set(kind=kind)
+            notification_id = notification_of(inbound)
+            if notification_id is not None:
+                flow.link(tracing.links.to_notification(notification_id))
+                flow.set(notification_id=notification_id)
+            response = route(
+                Arrival(provider=provider, inbound=inbound, body=body, headers=headers, deadline=deadline, span=flow)
+            )
+        acknowledged(flow, deadline, provider=provider_name, kind=kind, status=response.status_code)
         return response
+
+
+def acknowledged(span: tracing.Span, deadline: Deadline, *, provider: str, kind: str | None, status: int) -> None:
+    """Record on the request span, and as metrics, how long the provider waited for ``status``."""
+    elapsed = deadline.elapsed()
+    missed = deadline.missed(elapsed)
+    span.set(
+        status=status,
+        ack_ms=round(elapsed * 1000, 1),
+        deadline_ms=round(deadline.window * 1000, 1),
+        deadline_missed=missed,
+        in_transit_ms=round(deadline.in_transit * 1000, 1),
+    )
+    metrics.distribution(metrics.ACK_TIME, elapsed * 1000, provider=provider, kind=kind, deadline_missed=missed)
+    if missed:
+        logger.warning("answered a %s %s after %.0f ms, past the provider's deadline", provider, kind, elapsed * 1000)
+        metrics.count(metrics.DEADLINE_MISSED, provider=provider, kind=kind)
+
+
+def notification_of(inbound: InboundRequest) -> str | None:
+    """The notification ``inbound`` answers, when it names one in the expected form."""
+    notification_id = inbound.notification_id
+    if not notification_id:
+        return None
+    try:
+        tracing.links.notification_ids(notification_id)
+    except ValueError:
+        logger.info("a %s names a notification id that is not one; ignoring it", inbound.kind)
+        return None
+    return notification_id
 
 
 def read_body(request: HttpRequest, *, limit: int) -> bytes:
@@ -158,6 +236,7 @@ def _read_to_end(stream: Any, *, limit: int) -> bytes:
 def route(arrival: Arrival) -> HttpResponse:
     """Apply the strategy the routing table gives the request's kind."""
     inbound = arrival.inbound
+    span = arrival.span
     strategy = strategy_for(inbound)
     if strategy is None:
         # A type this library does not know yet: kept for operators, acknowledged.
@@ -165,42 +244,48 @@ def route(arrival: Arrival) -> HttpResponse:
         try:
             return unroutable(arrival, Strategy.ASYNC, reason=reason)
         except DatabaseError as exc:
-            return _storage_failed(inbound, exc, None)
+            return _storage_failed(arrival, exc, None)
+    span.set(strategy=str(strategy))
     if strategy is Strategy.CONTROL_ONLY:
+        span.set(outcome=RequestOutcome.ANSWERED)
         return _http(arrival.provider.control_answer(inbound) or ProviderResponse())
     if strategy is Strategy.IGNORE:
         logger.info("ignoring %s %s as configured", inbound.provider, inbound.kind)
+        span.set(outcome=RequestOutcome.IGNORED)
         return HttpResponse(status=200)
 
     try:
-        with tracing.stage("control", "authorize", inbound.kind) as span:
+        with tracing.stage("control", "authorize", inbound.kind) as stage:
             inbound = authorize(arrival.provider, inbound)
             own_event = arrival.provider.is_own_event(inbound)
             installation = inbound.authorization.installation_id if inbound.authorization else None
-            span.set(installation=installation, self_event=own_event)
+            stage.set(installation=installation, self_event=own_event, found=inbound.authorization is not None)
     except DatabaseError as exc:
-        return _storage_failed(inbound, exc, None)
+        return _storage_failed(arrival, exc, None)
     except SiloRouterConfigurationError:
         logger.exception("the authorizer cannot be built; asking the provider to retry")
-        return _rejection(NotConfigured("The authorizer is not configured on this server."))
+        return _not_configured(arrival, "The authorizer is not configured on this server.")
     arrival = dataclasses.replace(arrival, inbound=inbound)
+    span.set(installation=installation)
     if own_event:
         logger.info("ignoring %s %s: the app's own bot caused it", inbound.provider, inbound.kind)
+        span.set(outcome=RequestOutcome.IGNORED, self_event=True)
         return HttpResponse(status=200)
 
     answered: ControlResponse | None = None
     if strategy is Strategy.ASYNC:
         handler = control_responses.select(inbound)
         if handler is not None:
-            timeout = max(
-                min(conf.CONTROL_RESPONSE_TIMEOUT, arrival.deadline.remaining()), MIN_CONTROL_RESPONSE_TIMEOUT
-            )
-            with tracing.stage("control", "control_response", handler):
-                answered = control_responses.run(handler, inbound, timeout=timeout)
+            answered = control_response(arrival, handler)
 
     try:
-        with tracing.stage("control", "resolve", inbound.kind):
+        with tracing.stage("control", "resolve", inbound.kind) as stage:
             resolution = resolver().resolve(inbound)
+            stage.set(
+                integration=resolution.integration_id,
+                regions=",".join(target.region for target in resolution.targets),
+                unresolved=resolution.reason or None,
+            )
         envelopes = build_envelopes(arrival, resolution, strategy=strategy, answered=answered)
         if not envelopes:
             control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
@@ -209,14 +294,14 @@ def route(arrival: Arrival) -> HttpResponse:
             return response
         if strategy is Strategy.SYNC:
             return forward_sync(arrival, envelopes[0])
-        with tracing.stage("control", "store", inbound.kind):
-            fresh = delivery.store(envelopes, kind_type=inbound.type)
+        fresh = delivery.store(envelopes, kind_type=inbound.type)
     except DatabaseError as exc:
-        return _storage_failed(inbound, exc, answered)
+        return _storage_failed(arrival, exc, answered)
     except SiloRouterConfigurationError:
         logger.exception("the resolver cannot be built; asking the provider to retry")
         control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
-        return _rejection(NotConfigured("The resolver is not configured on this server."))
+        return _not_configured(arrival, "The resolver is not configured on this server.")
+    span.set(outcome=RequestOutcome.STORED if fresh else RequestOutcome.DUPLICATE)
     # One bounded wait for everything the broker must take, however slow it is; the rows
     # are committed, so a lost wake-up costs only the sweeper's delay.
     delivery.publish_new(fresh, wait=min(conf.PUBLISH_TIMEOUT, arrival.deadline.remaining()))
@@ -225,8 +310,44 @@ def route(arrival: Arrival) -> HttpResponse:
     try:
         apply_lifecycle(inbound, resolution.integration_id)
     except DatabaseError as exc:
-        return _storage_failed(inbound, exc, None)  # the payloads are stored: nothing to report as failed
+        return _storage_failed(arrival, exc, None)  # the payloads are stored: nothing to report as failed
     return HttpResponse(status=200)
+
+
+def control_response(arrival: Arrival, handler: str) -> ControlResponse:
+    """Run the control response ``handler`` now, within what is left of the deadline.
+
+    Its span records the outcome (opened, timeout, failed), the handler's error code,
+    how long the call took and how much of the trigger's life was left when it was sent,
+    counted from the request's arrival (also a metric).
+    """
+    inbound = arrival.inbound
+    deadline = arrival.deadline
+    timeout = max(min(conf.CONTROL_RESPONSE_TIMEOUT, deadline.remaining()), MIN_CONTROL_RESPONSE_TIMEOUT)
+    with tracing.stage("control", "control_response", handler, provider=inbound.provider, kind=inbound.kind) as stage:
+        before = deadline.elapsed()
+        answered = control_responses.run(handler, inbound, timeout=timeout)
+        after = deadline.elapsed()
+        outcome = control_responses.outcome_of(answered)
+        stage.set(
+            handler=handler,
+            error=control_responses.error_code(answered),
+            elapsed_ms=round(answered.elapsed_ms, 1),
+            timeout_ms=round(timeout * 1000, 1),
+        )
+        if answered.elapsed_ms > 0:  # the handler did call its provider
+            sent = max(after - answered.elapsed_ms / 1000, before)
+            left_ms = (control_responses.TRIGGER_LIFETIME - sent) * 1000
+            stage.set(trigger_left_ms=round(left_ms, 1))
+            metrics.distribution(
+                metrics.TRIGGER_LEFT, left_ms, provider=inbound.provider, kind=inbound.kind, outcome=outcome
+            )
+        if answered.opened:
+            stage.set(outcome=outcome)
+        else:
+            stage.fail(outcome)
+    arrival.span.set(control_response=outcome)
+    return answered
 
 
 def authorize(provider: Provider, inbound: InboundRequest) -> InboundRequest:
@@ -287,6 +408,8 @@ def envelope_for(arrival: Arrival, *, region: str, strategy: Strategy, **fields:
         headers={k: v for k, v in arrival.headers.items() if k in arrival.provider.forwarded_headers},
         strategy=str(strategy),
         installation=installation_facts(inbound),
+        notification_id=notification_of(inbound),
+        received_at=arrival.deadline.received_at or None,
         **fields,
     )
 
@@ -300,12 +423,14 @@ def unroutable(arrival: Arrival, strategy: Strategy, *, reason: str) -> HttpResp
     """
     inbound = arrival.inbound
     logger.warning("kept %s %s as unroutable: %s", inbound.provider, inbound.kind, reason)
-    delivery.store(
-        [envelope_for(arrival, region="", strategy=strategy)],
-        kind_type=inbound.type,
-        state=Payload.State.UNROUTABLE,
-        last_error=reason,
-    )
+    with tracing.stage("control", "unroutable", inbound.kind, kind=inbound.kind, reason=reason):
+        delivery.store(
+            [envelope_for(arrival, region="", strategy=strategy)],
+            kind_type=inbound.type,
+            state=Payload.State.UNROUTABLE,
+            last_error=reason,
+        )
+    arrival.span.set(outcome=RequestOutcome.UNROUTABLE)
     if strategy is Strategy.SYNC:
         return _http(arrival.provider.fallback_answer(inbound))
     return HttpResponse(status=200)
@@ -320,13 +445,28 @@ def forward_sync(arrival: Arrival, envelope: Envelope) -> HttpResponse:
     delivery a no-op), and a read-only kind (an options load) is closed as failed.
     """
     inbound = arrival.inbound
-    with tracing.stage("control", "forward_sync", f"{inbound.kind} -> {envelope.region}"):
+    budget = arrival.deadline.remaining()
+    with tracing.stage(
+        "control",
+        "forward_sync",
+        f"{inbound.kind} -> {envelope.region}",
+        kind=inbound.kind,
+        region=envelope.region,
+        envelope_id=envelope.id,
+    ) as stage:
+        started = time.monotonic()
         receipt = delivery.deliver_sync(
-            envelope,
-            budget=arrival.deadline.remaining(),
-            read_only=inbound.type in arrival.provider.read_only_types,
+            envelope, budget=budget, read_only=inbound.type in arrival.provider.read_only_types
         )
-    return sync_answer(arrival, receipt.response if receipt is not None else None)
+        used = time.monotonic() - started
+        answer = receipt.response if receipt is not None else None
+        outcome = RequestOutcome.FORWARDED if answer is not None else RequestOutcome.FALLBACK
+        stage.set(budget_ms=round(budget * 1000, 1), used_ms=round(used * 1000, 1), outcome=outcome)
+    metrics.distribution(
+        metrics.FORWARD_SYNC_USED, used * 1000, provider=inbound.provider, kind=inbound.kind, outcome=outcome
+    )
+    arrival.span.set(outcome=outcome)
+    return sync_answer(arrival, answer)
 
 
 def sync_answer(arrival: Arrival, response: Any) -> HttpResponse:
@@ -341,18 +481,26 @@ def sync_answer(arrival: Arrival, response: Any) -> HttpResponse:
     return HttpResponse(json.dumps(response), content_type="application/json", status=200)
 
 
-def _storage_failed(inbound: InboundRequest, exc: DatabaseError, answered: ControlResponse | None) -> HttpResponse:
+def _storage_failed(arrival: Arrival, exc: DatabaseError, answered: ControlResponse | None) -> HttpResponse:
     """A database error on the request path: bad data is a 400, an outage a 503 (the provider retries).
 
     Either way nothing was forwarded, so an open Loading modal is told so, off the
     request thread.
     """
+    inbound = arrival.inbound
     control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
     if isinstance(exc, DataError):
         logger.warning("a %s request holds data the database refuses: %s", inbound.kind, type(exc).__name__)
+        arrival.span.set(outcome=RequestOutcome.INVALID_FIELD)
         return _rejection(MalformedRequest("A field holds a value that cannot be stored.", reason="invalid_field"))
     logger.exception("could not resolve or store a %s payload; asking the provider to retry", inbound.kind)
+    arrival.span.fail(RequestOutcome.STORAGE_UNAVAILABLE)
     return _rejection(RequestRejected("Storage is unavailable.", reason="storage_unavailable", status=503))
+
+
+def _not_configured(arrival: Arrival, detail: str) -> JsonResponse:
+    arrival.span.fail(RequestOutcome.NOT_CONFIGURED)
+    return _rejection(NotConfigured(detail))
 
 
 def _http(answer: ProviderResponse) -> HttpResponse:

@@ -6,17 +6,25 @@ provider must not wait for it. Publishes run on a small thread pool; the request
 at most ``PUBLISH_TIMEOUT`` (and never past the provider's deadline), then answers; the
 sweeper republishes whatever did not get out. A bounded number of publishes may be
 outstanding at once, so a hung broker cannot pile up threads either.
+
+Each wait is a span, ``silo_router.control.publish``: how long it could wait, how long
+it did, and whether it gave up. The publish runs in the caller's context (its trace
+above all), so the message carries the caller's trace headers.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import current_app
+
+from silo_router import tracing
 
 logger = logging.getLogger("silo_router.delivery")
 
@@ -26,6 +34,9 @@ MAX_OUTSTANDING = 64
 PUBLISH_THREADS = 4
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="silo-router-publish")
 _slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
+#: How a publish ended (the span's ``outcome``): taken by the broker, run inline (Celery's
+#: eager mode), not taken within the wait, or left to the sweeper because too many wait.
+PUBLISHED, EAGER, TIMED_OUT, BACKLOG_FULL = "published", "eager", "timed_out", "backlog_full"
 
 
 def publish_within(publish: Callable[[], object], *, wait: float, what: str) -> bool:
@@ -34,16 +45,27 @@ def publish_within(publish: Callable[[], object], *, wait: float, what: str) -> 
     ``publish`` must not touch the database (it runs on another thread). With Celery in
     eager mode (tests), it runs here, synchronously.
     """
+    with tracing.stage("control", "publish", what, wait_ms=round(max(wait, 0.0) * 1000, 1)) as span:
+        started = time.monotonic()
+        outcome = _publish(publish, wait=wait, what=what)
+        span.set(
+            waited_ms=round((time.monotonic() - started) * 1000, 1), outcome=outcome, timed_out=outcome == TIMED_OUT
+        )
+    return outcome in (PUBLISHED, EAGER)
+
+
+def _publish(publish: Callable[[], object], *, wait: float, what: str) -> str:
     if current_app.conf.task_always_eager:
         publish()
-        return True
+        return EAGER
     if not _slots.acquire(blocking=False):
         logger.warning("%d publishes outstanding: leaving %s to the sweeper", MAX_OUTSTANDING, what)
-        return False
+        return BACKLOG_FULL
+    context = contextvars.copy_context()  # the caller's trace, for the message's headers
 
     def run() -> None:
         try:
-            publish()
+            context.run(publish)
         finally:
             _slots.release()
 
@@ -52,8 +74,8 @@ def publish_within(publish: Callable[[], object], *, wait: float, what: str) -> 
         future.result(timeout=max(wait, 0.0))
     except concurrent.futures.TimeoutError:
         logger.warning("the broker did not take %s within %.2f s; answering anyway", what, wait)
-        return False
-    return True
+        return TIMED_OUT
+    return PUBLISHED
 
 
 def send_task(name: str, args: Sequence[Any], **options: Any) -> None:

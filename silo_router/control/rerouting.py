@@ -6,7 +6,9 @@ asks the configured resolver (:func:`silo_router.control.pipeline.resolver`) for
 targets, and stores one new payload per target region with the same idempotency key,
 replacing the unroutable row in one transaction. One that still has no target stays
 unroutable with a fresh reason. Every other payload is replayed by
-:func:`silo_router.control.delivery.replay`.
+:func:`silo_router.control.delivery.replay`. A replay is a span
+(``silo_router.control.replay``); the attempts it causes are traces of their own,
+linked to the request that stored each payload.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from silo_router import tracing
 from silo_router.envelope import Envelope
 from silo_router.providers.registry import get_provider
 
@@ -50,17 +53,20 @@ class ReplayResult:
 def replay(payload_ids: Iterable[str]) -> ReplayResult:
     """Replay failed/delivered payloads and route unroutable ones again."""
     ids = [str(pk) for pk in payload_ids]
-    unroutable = [
-        str(pk) for pk in Payload.objects.filter(pk__in=ids, state=State.UNROUTABLE).values_list("pk", flat=True)
-    ]
-    rerouted = still = 0
-    for payload_id in unroutable:
-        if reroute(payload_id):
-            rerouted += 1
-        else:
-            still += 1
-    others = [pk for pk in ids if pk not in set(unroutable)]
-    return ReplayResult(replayed=delivery.replay(others), rerouted=rerouted, still_unroutable=still)
+    with tracing.stage("control", "replay", f"replay {len(ids)} payloads", requested=len(ids)) as span:
+        unroutable = [
+            str(pk) for pk in Payload.objects.filter(pk__in=ids, state=State.UNROUTABLE).values_list("pk", flat=True)
+        ]
+        rerouted = still = 0
+        for payload_id in unroutable:
+            if reroute(payload_id):
+                rerouted += 1
+            else:
+                still += 1
+        others = [pk for pk in ids if pk not in set(unroutable)]
+        result = ReplayResult(replayed=delivery.replay(others), rerouted=rerouted, still_unroutable=still)
+        span.set(replayed=result.replayed, rerouted=rerouted, still_unroutable=still)
+    return result
 
 
 def reroute(payload_id: str) -> bool:

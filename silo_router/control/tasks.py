@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from silo_router import signing
+from silo_router import signing, tracing
 from silo_router.conf import conf
+from silo_router.exceptions import EnvelopeRejected
 from silo_router.transports.celery import CONFIRM_TASK
 
 from . import delivery
@@ -33,7 +34,8 @@ def deliver_payload(payload_id: str) -> str:
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)
 def sweep() -> dict[str, int]:
-    """Expire dead leases, republish payloads the fast path missed, check Loading modals."""
+    """Expire dead leases, republish payloads the fast path missed, check Loading modals,
+    prune old attempts (a span, ``silo_router.control.sweep``, with the counts)."""
     return delivery.sweep()
 
 
@@ -48,7 +50,10 @@ def check_loading_view(payload_id: str) -> None:
 def rotate_tokens() -> int:
     """Refresh the Slack bot tokens that expire within ``SLACK["TOKEN_ROTATION_MARGIN"]``
     (scheduled by :func:`silo_router.control.beat.token_rotation_schedule`)."""
-    return rotate_expiring_tokens()
+    with tracing.stage("control", "rotate_tokens", "rotate expiring tokens", provider="slack") as span:
+        rotated = rotate_expiring_tokens()
+        span.set(rotated=rotated)
+    return rotated
 
 
 @shared_task(name=CONFIRM_TASK, ignore_result=True)
@@ -56,16 +61,29 @@ def confirm_delivery(payload_id: str, outcome: str, reason: str, signature: str)
     """A region worker (``celery`` transport) reports how a queued envelope ended.
 
     The confirmation must be signed with a key of the payload's own region, so one
-    region cannot confirm (or fail) another region's payloads.
+    region cannot confirm (or fail) another region's payloads. Its span settles the
+    envelope (messaging ``settle``).
     """
-    region = Payload.objects.filter(pk=payload_id).values_list("region", flat=True).first()
-    if not region:
-        return "missing"
-    message = signing.confirmation_message(payload_id, outcome, reason)
-    signing.verify(
-        message,
-        signature,
-        keys=conf.signing_keys_for(region),
-        max_age=conf.QUEUED_SIGNATURE_MAX_AGE,
-    )
-    return str(delivery.confirm(payload_id, outcome=outcome, reason=reason))
+    with tracing.stage("control", "confirm", f"confirm {payload_id}", envelope_id=payload_id) as span:
+        region = Payload.objects.filter(pk=payload_id).values_list("region", flat=True).first()
+        if not region:
+            span.set(outcome="missing")
+            return "missing"
+        span.set(region=region)
+        span.set_attributes(tracing.names.messaging(tracing.names.SETTLE, destination=region, message_id=payload_id))
+        message = signing.confirmation_message(payload_id, outcome, reason)
+        try:
+            signing.verify(
+                message,
+                signature,
+                keys=conf.signing_keys_for(region),
+                max_age=conf.QUEUED_SIGNATURE_MAX_AGE,
+            )
+        except EnvelopeRejected as exc:
+            span.fail("rejected")
+            span.set(rejected=exc.reason)
+            raise
+        span.set(receipt=outcome[:32])
+        result = str(delivery.confirm(payload_id, outcome=outcome, reason=reason))
+        span.set(outcome=result)
+        return result

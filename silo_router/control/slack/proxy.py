@@ -11,7 +11,9 @@ the region behaves as if it talked to Slack (429 retries included).
 
 Every refusal is ``{"ok": false, "error": <reason>, "detail": ...}`` with a precise status;
 slack_sdk raises ``SlackApiError`` with that error. Log lines name the method, region,
-installation and outcome, never a token or a body.
+installation and outcome, never a token or a body. The call's span
+(``silo_router.control.proxy``) carries the method, region, installation, HTTP status,
+whether Slack said ``ok`` and its error name; never the token.
 """
 
 from __future__ import annotations
@@ -105,12 +107,16 @@ def handle(request: HttpRequest, method: str) -> HttpResponse:
             flow.set(outcome="refused", rejected=refused.reason)
             return _refusal(call, refused)
         response = forward(call, token=token, content_type=request.META.get("CONTENT_TYPE") or "")
+        ok, error = slack_answer(response.status_code, response.content)
         flow.set(
             provider="slack",
             method=call.method,
             region=call.region,
             installation=call.installation_id,
             status=response.status_code,
+            ok=ok,
+            error=error,
+            outcome="ok" if ok else "error",
         )
         return response
 
@@ -226,19 +232,26 @@ def forward(call: Call, *, token: str, content_type: str) -> HttpResponse:
     return response
 
 
-def _outcome(status: int, body: bytes) -> str:
-    """``ok``, Slack's error name, or the HTTP status, for a log line."""
+def slack_answer(status: int, body: bytes) -> tuple[bool, str | None]:
+    """Whether Slack's answer says ``ok``, and its error name (``None`` when it names none we can read)."""
     error = None
     if len(body) <= MAX_LOGGED_ANSWER:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict):
             if data.get("ok") is True and status == 200:
-                return "ok"
+                return True, None
             error = data.get("error")
-    name = error if isinstance(error, str) and NAME_RE.match(error) else None
+    return False, error if isinstance(error, str) and NAME_RE.match(error) else None
+
+
+def _outcome(status: int, body: bytes) -> str:
+    """``ok``, Slack's error name, or the HTTP status, for a log line."""
+    ok, name = slack_answer(status, body)
+    if ok:
+        return "ok"
     return f"{name or 'error'} (HTTP {status})" if status != 200 or name else f"HTTP {status}"
 
 

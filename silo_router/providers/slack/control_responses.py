@@ -8,6 +8,10 @@
 3. ``LoadingModal.report``: control replaces it when the handler did not, with the
    done, failed or "taking longer" view, with the same installation's token, and only
    if nobody replaced it since (the view's ``hash``).
+
+Each Slack call is a span (``silo_router.control.views_open``, ``...views_update``)
+with the method, whether Slack said ``ok`` and its error code; never the trigger or
+the token.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from silo_router import tracing
 from silo_router.conf import conf
 from silo_router.providers.base import ControlResponse, ControlResponseStatus, InboundRequest, ReportOutcome
 
@@ -100,8 +105,10 @@ class LoadingModal:
         self.name = name
 
     def run(self, inbound: InboundRequest, *, external_id: str, timeout: float) -> ControlResponse:
-        """Open the Loading modal now; never raises for a Slack failure."""
-        started = time.monotonic()
+        """Open the Loading modal now; never raises for a Slack failure.
+
+        ``elapsed_ms`` is the time ``views.open`` took (0 when it was not called).
+        """
         if not inbound.trigger_id:
             return ControlResponse(handler=self.name, status=ControlResponseStatus.FAILED, error="no_trigger_id")
         authorization = inbound.authorization
@@ -110,29 +117,34 @@ class LoadingModal:
             return ControlResponse(handler=self.name, status=ControlResponseStatus.FAILED, error="no_installation")
         installation_id = authorization.installation_id
         client = _client_with(authorization.token, timeout=timeout)
-        try:
-            result = client.views_open(trigger_id=inbound.trigger_id, view=loading_view(external_id))
-        except SlackApiError as exc:
-            error = str(exc.response.get("error") or "slack_api_error")
-        except (SlackClientError, urllib.error.URLError, OSError) as exc:
-            error = "timeout" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else "connection_error"
-        else:
-            view = result.get("view") or {}
-            return ControlResponse(
-                handler=self.name,
-                status=ControlResponseStatus.OPENED,
-                view_id=view.get("id"),
-                external_id=view.get("external_id") or external_id,
-                hash=view.get("hash"),
-                elapsed_ms=(time.monotonic() - started) * 1000,
-                installation_id=installation_id,
-            )
+        with tracing.stage("control", "views_open", "views.open", provider="slack", method="views.open") as span:
+            started = time.monotonic()
+            try:
+                result = client.views_open(trigger_id=inbound.trigger_id, view=loading_view(external_id))
+            except SlackApiError as exc:
+                error = str(exc.response.get("error") or "slack_api_error")
+            except (SlackClientError, urllib.error.URLError, OSError) as exc:
+                error = "timeout" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else "connection_error"
+            else:
+                span.set(ok=True)
+                view = result.get("view") or {}
+                return ControlResponse(
+                    handler=self.name,
+                    status=ControlResponseStatus.OPENED,
+                    view_id=view.get("id"),
+                    external_id=view.get("external_id") or external_id,
+                    hash=view.get("hash"),
+                    elapsed_ms=(time.monotonic() - started) * 1000,
+                    installation_id=installation_id,
+                )
+            elapsed_ms = (time.monotonic() - started) * 1000
+            span.set(ok=False, error=error)
         logger.warning("views.open for %s failed: %s", inbound.kind, error)
         return ControlResponse(
             handler=self.name,
             status=ControlResponseStatus.FAILED,
             error=error,
-            elapsed_ms=(time.monotonic() - started) * 1000,
+            elapsed_ms=elapsed_ms,
             installation_id=installation_id,
         )
 
@@ -155,14 +167,20 @@ class LoadingModal:
         except NoInstallation:
             logger.warning("could not report %s in the modal: installation %s is not active", outcome, installation_id)
             return None
-        try:
-            result = client.views_update(view_id=response["view_id"], hash=response.get("hash"), view=view_for(outcome))
-        except SlackApiError as exc:
-            error = exc.response.get("error")
-            if error not in REPLACED_ERRORS:
-                logger.warning("could not report %s in the modal: %s", outcome, error)
-            return None
-        except (SlackClientError, urllib.error.URLError, OSError) as exc:
-            logger.warning("could not report %s in the modal: %s", outcome, type(exc).__name__)
-            return None
+        with tracing.stage("control", "views_update", "views.update", provider="slack", method="views.update") as span:
+            try:
+                result = client.views_update(
+                    view_id=response["view_id"], hash=response.get("hash"), view=view_for(outcome)
+                )
+            except SlackApiError as exc:
+                error = exc.response.get("error")
+                span.set(ok=False, error=str(error or "slack_api_error"), replaced=error in REPLACED_ERRORS)
+                if error not in REPLACED_ERRORS:
+                    logger.warning("could not report %s in the modal: %s", outcome, error)
+                return None
+            except (SlackClientError, urllib.error.URLError, OSError) as exc:
+                span.set(ok=False, error="timeout" if isinstance(exc, TimeoutError) else "connection_error")
+                logger.warning("could not report %s in the modal: %s", outcome, type(exc).__name__)
+                return None
+            span.set(ok=True)
         return (result.get("view") or {}).get("hash")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -40,7 +43,16 @@ TEMPLATES = [
         },
     }
 ]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+#: A file, not SQLite's shared-cache memory database: there a second thread's write fails
+#: at once with "database table is locked", where a file database waits for the lock as
+#: a deployed SQLite does (replies write from the delivery's thread while control records it).
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": ":memory:",
+        "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"silo-router-tests-{os.getpid()}.sqlite3")},
+    }
+}
 
 SLACK_SIGNING_SECRET = "tests-slack-signing-secret"
 

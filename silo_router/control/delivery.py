@@ -57,7 +57,7 @@ from django.utils import timezone
 from silo_router import redaction, tracing
 from silo_router.conf import conf
 from silo_router.envelope import Envelope, Outcome, seal
-from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, transport_for
+from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, delivering, transport_for
 
 from . import circuits, followups
 from .beat import DELIVER_TASK
@@ -608,11 +608,12 @@ def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: C
     region = payload.region
     try:
         transport = transport_for(region)
-        sealed = seal(_carried_by_this_attempt(envelope))
+        sealed = seal(envelope)  # the attempt's own trace context crosses beside it (``transports.Hop``)
         timeout = caller.remaining()
         if timeout <= 0:
             raise DeliveryError("no time left before the provider's deadline", retryable=True, region_fault=False)
-        receipt = transport.deliver(sealed, timeout=timeout, wait=wait)
+        with delivering(attempt=payload.attempts, replays=payload.replays):
+            receipt = transport.deliver(sealed, timeout=timeout, wait=wait)
     except DeliveryError as exc:
         return _region_failure(payload, exc, probe=probe, caller=caller)
     except Exception as exc:  # anything else went wrong in control (settings, signing, a transport bug)
@@ -630,16 +631,6 @@ def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: C
         return Attempt(mark_queued(payload), receipt)
     mark_delivered(payload, receipt=receipt, caller=caller)
     return Attempt(AttemptOutcome.DELIVERED, receipt)
-
-
-def _carried_by_this_attempt(envelope: Envelope) -> Envelope:
-    """``envelope`` with the current attempt's trace headers, so the region's run is the attempt's child.
-
-    Sealed per attempt, so each copy names the attempt that carried it; the stored
-    envelope keeps the request's headers (the cause every attempt links to).
-    """
-    headers = tracing.propagation_headers() if tracing.active() else {}
-    return envelope.replace(trace=headers) if headers else envelope
 
 
 def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller: Caller) -> Attempt:

@@ -7,12 +7,14 @@ Schedule ``silo_router.control.sweep`` with Celery beat (every 5-10 seconds); se
 
 from __future__ import annotations
 
-from celery import shared_task
+from typing import Any
+
+from celery import Task, shared_task
 
 from silo_router import signing, tracing
 from silo_router.conf import conf
 from silo_router.exceptions import EnvelopeRejected
-from silo_router.transports.celery import CONFIRM_TASK
+from silo_router.transports.celery import CONFIRM_TASK, hop_of
 
 from . import delivery
 from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_TASK, ROTATE_TOKENS_TASK, SWEEP_TASK
@@ -56,15 +58,16 @@ def rotate_tokens() -> int:
     return rotated
 
 
-@shared_task(name=CONFIRM_TASK, ignore_result=True)
-def confirm_delivery(payload_id: str, outcome: str, reason: str, signature: str) -> str:
+@shared_task(bind=True, name=CONFIRM_TASK, ignore_result=True)
+def confirm_delivery(self: Task[Any, Any], payload_id: str, outcome: str, reason: str, signature: str) -> str:
     """A region worker (``celery`` transport) reports how a queued envelope ended.
 
     The confirmation must be signed with a key of the payload's own region, so one
     region cannot confirm (or fail) another region's payloads. Its span settles the
     envelope (messaging ``settle``).
     """
-    with tracing.stage("control", "confirm", f"confirm {payload_id}", envelope_id=payload_id) as span:
+    carrier = hop_of(self.request).trace  # the region's receive span, also without Celery's integration
+    with tracing.flow("control", "confirm", f"confirm {payload_id}", carrier=carrier, envelope_id=payload_id) as span:
         region = Payload.objects.filter(pk=payload_id).values_list("region", flat=True).first()
         if not region:
             span.set(outcome="missing")

@@ -109,6 +109,8 @@ class SentryBackend:
                 yield _linked(SentryPart(transaction), links)
 
     def inject(self, carrier: dict[str, str]) -> None:
+        if sentry_sdk.get_current_span() is None:
+            return  # no span, no flow to continue: the scope's own trace id names nothing sent
         traceparent = sentry_sdk.get_traceparent()
         if traceparent:
             carrier["sentry-trace"] = traceparent
@@ -124,13 +126,13 @@ def _linked(part: SentryPart, links: Sequence[_links.Link]) -> SentryPart:
 
 
 def _live_span() -> Any:
-    """The current span, unless its transaction has already finished (work after a response)."""
+    """The current span, if its transaction will still be sent (not finished, not an orphan)."""
     span = sentry_sdk.get_current_span()
     if span is None:
         return None
     transaction = span.containing_transaction
-    if span.timestamp is not None or (transaction is not None and transaction.timestamp is not None):
-        return None
+    if transaction is None or span.timestamp is not None or transaction.timestamp is not None:
+        return None  # a span of no transaction (never sent) or of one already sent
     return span
 
 

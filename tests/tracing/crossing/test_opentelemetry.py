@@ -28,6 +28,7 @@ def exported(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     (backend,) = [each for each in registry.BACKENDS if isinstance(each, OtelBackend)]
     monkeypatch.setattr(backend, "tracer", provider.get_tracer("silo_router"))
+    monkeypatch.setattr(backend, "provider_set", True)  # as if the project had set a provider
     yield exporter
     provider.shutdown()
 

@@ -234,12 +234,13 @@ def test_other_requests_are_sampled_at_the_traces_sample_rate(tracing_cluster: C
     """Pages that are not the library's, served by the same gunicorn processes, keep TRACES_SAMPLE_RATE.
 
     1000 GETs of control's admin login page and 1000 of region us's health check, each
-    marked by its query string. Each is its own trace with no parent, sampled with
+    marked by its query string. Each is a trace of its own with no parent, kept with
     probability 0.01, so the number captured is Binomial(2000, 0.01): mean 20, standard
-    deviation 4.4. The test asks for 1 to 60 (0.05% to 3%): P(0) = 0.99**2000 = 1.9e-9 and
-    P(> 60) < 1e-12 (Chernoff), so it fails only when the rate is not about 1%: a sampler
-    that kept every request (2000) or a tenth of them (~200, 17 standard deviations out)
-    fails it, and so does one that kept none.
+    deviation 4.4. The test asks for 1 to 60 (0.05% to 3%): P(0) = 0.99**2000 = 1.9e-9
+    and P(> 60) = 9e-14 (the binomial sum), so it fails only when the rate is not about
+    1%: a sampler that kept every request (2000), a tenth of them (~200, 40 standard
+    deviations out) or none fails it. Each silo's share is checked under 10% as well
+    (P(>= 100 of 1000) = 8e-65).
     """
     cluster = tracing_cluster
     marker = "sampling-probe"
@@ -256,7 +257,6 @@ def test_other_requests_are_sampled_at_the_traces_sample_rate(tracing_cluster: C
     captured = wait_until(lambda: probe_queries(capture_dir, marker), timeout=ASYNC_TIMEOUT, what="a sampled probe")
     sent = per_silo * len(targets)
     assert 1 <= len(captured) <= 60, f"{len(captured)} of {sent} ordinary requests captured"
-    # Each silo's own share is well under 10% too (100 of 1000 is 18 standard deviations above 1%).
     by_silo = {silo: sum(1 for query in captured if query.startswith(f"{marker}={silo}-")) for silo in targets}
     assert all(count < per_silo // 10 for count in by_silo.values()), by_silo
 

@@ -92,12 +92,16 @@ def _sentry_transport() -> type[Any]:
         """sentry-sdk's HTTP transport up to the request, which it counts and drops."""
 
         def _send_request(self, body: bytes, headers: Any, endpoint_type: Any, envelope: Any = None) -> None:
-            transactions = spans = 0
+            transactions = spans = requests = 0
             for item in envelope.items if envelope is not None else ():
                 if item.type == "transaction":
+                    children = item.payload.json.get("spans") or ()
                     transactions += 1
-                    spans += 1 + len(item.payload.json.get("spans") or ())
-            count(envelopes=1, body_bytes=len(body), transactions=transactions, spans=spans)
+                    spans += 1 + len(children)
+                    requests += any(child.get("op") == "silo_router.control.request" for child in children)
+            count(
+                envelopes=1, body_bytes=len(body), transactions=transactions, spans=spans, request_transactions=requests
+            )
 
         def record_lost_event(self, reason: str, *args: Any, **kwargs: Any) -> None:
             count(**{f"lost_{reason}": int(kwargs.get("quantity", 1))})

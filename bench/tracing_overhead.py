@@ -16,11 +16,12 @@ message, empty 200), started five times under gunicorn with one tracing set-up e
   otel      the OpenTelemetry SDK, batch span processor, an exporter that drops
 
 Then each set-up's CPU cost is measured without HTTP or concurrency: one process per
-set-up runs the same requests through the WSGI application, one after another, and
-divides the CPU time the whole process used (its request thread and the back end's
-threads: sentry-sdk's transport worker, the span processor), after a flush, by the
-number of requests. CPU time is what the throughput is made of on a busy machine,
-and unlike throughput it hardly moves when other processes compete.
+set-up runs batches of the same requests through the WSGI application, one after
+another, each process one batch in turn, and divides the CPU time the whole process
+used for a batch (its request thread and the back end's threads: sentry-sdk's transport
+worker, the span processor), after a flush, by the batch's size. Each batch is also
+paired with the ``off`` batch of the same turn. CPU time is what throughput is made of
+on a busy machine, and it moves less than throughput when other processes compete.
 
 The targets are measured in interleaved rounds (the order rotates every round), so
 that a machine that gets busier or quieter affects them alike, and each round's rate is
@@ -102,11 +103,12 @@ def silo_db(command: str, var_dir: Path, target: Target) -> dict[str, Any]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def cpu_probe(mode: str, requests: int, batches: int) -> None:
-    """In this process: ``batches`` of ``requests`` signed requests through the WSGI app with tracing ``mode``.
+def cpu_probe(mode: str, requests: int) -> None:
+    """In this process, with tracing ``mode``: a batch of ``requests`` signed requests through the WSGI app
+    each time a line ``batch`` comes on stdin, answered with a JSON line of its CPU ms per request.
 
-    Prints the CPU ms per request of each batch (the whole process's CPU time, back-end
-    threads included, after a flush).
+    The CPU time is the whole process's (its request thread and the back end's threads),
+    taken after a flush, so sentry-sdk's transport worker and the span processor count.
     """
     import io
     import itertools
@@ -151,14 +153,15 @@ def cpu_probe(mode: str, requests: int, batches: int) -> None:
 
     run([prepared() for _ in range(min(200, requests))])  # warm-up: imports, caches, connections
     flush_tracing()
-    per_batch = []
-    for _ in range(batches):
+    print(json.dumps({"ready": mode}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "batch":
+            break
         batch = [prepared() for _ in range(requests)]  # signing is the client's cost: not measured
         began = time.process_time()
         run(batch)
         flush_tracing()
-        per_batch.append(round((time.process_time() - began) * 1000 / requests, 3))
-    print(json.dumps({"mode": mode, "requests": requests, "cpu_ms": per_batch}))
+        print(json.dumps({"cpu_ms": round((time.process_time() - began) * 1000 / requests, 3)}), flush=True)
 
 
 def flush_tracing() -> None:
@@ -174,17 +177,17 @@ def flush_tracing() -> None:
         flush()
 
 
-def cpu_per_request(
-    targets: Sequence[Target], var_dir: Path, requests: int, batches: int, rounds: int
-) -> dict[str, list[float]]:
-    """CPU ms per request of every target's batches: ``rounds`` probe processes each, in interleaved order.
+def cpu_per_request(targets: Sequence[Target], var_dir: Path, requests: int, cycles: int) -> dict[str, list[float]]:
+    """CPU ms per request of every target, one batch each in turn, ``cycles`` times (the order rotates).
 
-    Other processes on the machine only ever add CPU time (shared caches and cores), so
-    the least of a target's batches is the closest to its own cost, as ``timeit`` advises.
+    One probe process per target runs the whole time, so a busy or quiet moment of the
+    machine falls on batches of every target alike; the batches of one cycle are paired.
     """
+    probes: dict[str, subprocess.Popen[str]] = {}
     found: dict[str, list[float]] = {target.name: [] for target in targets}
-    for round_ in range(rounds):
-        for target in [*targets[round_ % len(targets) :], *targets[: round_ % len(targets)]]:
+    try:
+        for target in targets:
+            silo_db("prepare", var_dir, dataclasses.replace(target, name=f"cpu-{target.name}"))
             env = {
                 **os.environ,
                 **target.env,
@@ -193,20 +196,47 @@ def cpu_per_request(
                 "BENCH_SLACK_SIGNING_SECRET": control_ack.SLACK_SIGNING_SECRET,
             }
             env.pop("SENTRY_DSN", None)
-            silo_db("prepare", var_dir, dataclasses.replace(target, name=f"cpu-{target.name}"))
-            done = subprocess.run(
+            probes[target.name] = subprocess.Popen(
                 [sys.executable, str(Path(__file__).resolve()), "--cpu-probe", target.env["BENCH_TRACING"],
-                 "--cpu-requests", str(requests), "--cpu-batches", str(batches)],
-                cwd=BENCH_DIR, env=env, capture_output=True, text=True, timeout=600,
+                 "--cpu-requests", str(requests)],
+                cwd=BENCH_DIR, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
-            if done.returncode != 0:
-                raise RuntimeError(f"the CPU probe of {target.name} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
-            measured = [float(x) for x in json.loads(done.stdout.strip().splitlines()[-1])["cpu_ms"]]
-            found[target.name].extend(measured)
-            shown = " ".join(f"{x:.2f}" for x in measured)
-            print(f"  cpu round {round_ + 1}/{rounds} {target.name:<18} {shown} ms CPU per request", flush=True)
-            shutil.rmtree(var_dir / f"cpu-{target.name}", ignore_errors=True)
+        for name, probe in probes.items():
+            _answer(name, probe)  # {"ready": ...} once warmed up
+        for cycle in range(cycles):
+            order = [*targets[cycle % len(targets) :], *targets[: cycle % len(targets)]]
+            for target in order:
+                probe = probes[target.name]
+                assert probe.stdin is not None
+                probe.stdin.write("batch\n")
+                probe.stdin.flush()
+                found[target.name].append(float(_answer(target.name, probe)["cpu_ms"]))
+            shown = "  ".join(f"{name} {values[-1]:.2f}" for name, values in found.items())
+            print(f"  cpu cycle {cycle + 1}/{cycles}: {shown} ms CPU per request", flush=True)
+    finally:
+        for probe in probes.values():
+            if probe.stdin is not None:
+                probe.stdin.close()
+            try:
+                probe.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                probe.kill()
+                probe.wait()
     return found
+
+
+def _answer(name: str, probe: subprocess.Popen[str]) -> dict[str, Any]:
+    assert probe.stdout is not None
+    line = probe.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the CPU probe of {name} exited ({probe.wait()})")
+    return dict(json.loads(line))
+
+
+def paired_differences(cpu: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Each cycle's CPU ms per request of every target minus the baseline's in the same cycle."""
+    base = cpu.get(BASELINE) or []
+    return {name: [round(x - b, 3) for x, b in zip(values, base, strict=False)] for name, values in cpu.items()}
 
 
 def paired_ratios(runs: Sequence[Run], targets: Sequence[Target]) -> dict[str, list[float]]:
@@ -224,7 +254,8 @@ def overhead(
 ) -> dict[str, dict[str, Any]]:
     """Per target: throughput as a share of ``off`` (medians; the median of paired rounds), latency and CPU added."""
     base = summary[BASELINE]
-    base_cpu = min(cpu[BASELINE]) if cpu.get(BASELINE) else None
+    base_cpu = statistics.median(cpu[BASELINE]) if cpu.get(BASELINE) else None
+    cpu_added = paired_differences(cpu)
     table: dict[str, dict[str, Any]] = {}
     for name, data in summary.items():
         if name == BASELINE:
@@ -232,7 +263,8 @@ def overhead(
         ratio = data["rps_median"] / base["rps_median"]
         pairs = paired.get(name) or [ratio]
         one, base_one = data.get("one_connection"), base.get("one_connection")
-        mine_cpu = min(cpu[name]) if cpu.get(name) else None
+        mine_cpu = statistics.median(cpu[name]) if cpu.get(name) else None
+        added = cpu_added.get(name)
         table[name] = {
             "throughput_ratio": round(ratio, 3),
             "overhead_pct": round((1 - ratio) * 100, 1),
@@ -244,7 +276,8 @@ def overhead(
             "p50_ms_added": round(data["p50_ms_median"] - base["p50_ms_median"], 2),
             "one_connection_p50_ms_added": round(one["p50_ms"] - base_one["p50_ms"], 2) if one and base_one else None,
             "cpu_ms_per_request": None if mine_cpu is None else round(mine_cpu, 2),
-            "cpu_ms_added": None if mine_cpu is None or base_cpu is None else round(mine_cpu - base_cpu, 2),
+            # The median over cycles of (this target's batch - off's batch of the same cycle).
+            "cpu_ms_added": round(statistics.median(added), 2) if added else None,
             # What the throughput would be if CPU were all that limits it: off's CPU over this one's.
             "cpu_bound_ratio": None if mine_cpu is None or base_cpu is None else round(base_cpu / mine_cpu, 3),
         }
@@ -324,16 +357,16 @@ def plot(summary: dict[str, dict[str, Any]], runs: Sequence[Run], table: dict[st
     right.legend()
 
     if cpu:
-        values = [min(cpu[n]) if cpu.get(n) else 0.0 for n in names]
+        values = [statistics.median(cpu[n]) if cpu.get(n) else 0.0 for n in names]
         cpu_bars = third.bar(titles, values, color=[colors.get(n, "#607d8b") for n in names])
         for bar, name, value in zip(cpu_bars, names, values, strict=True):
             added = table.get(name, {}).get("cpu_ms_added")
-            label = f"{value:.2f} ms" + ("" if added is None else f"\n{added:+.2f} ms")
+            label = f"{value:.2f} ms" + ("" if added is None else f"\n{added:+.2f} ms paired")
             third.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                            fontsize=8, xytext=(0, 4), textcoords="offset points")  # fmt: skip
         for i, name in enumerate(names):
             third.scatter([i] * len(cpu.get(name, [])), cpu.get(name, []), color="black", s=8, zorder=3)
-        third.set_ylabel("CPU ms per request, whole process (bar: least batch; dots: batches)", fontsize=9)
+        third.set_ylabel("CPU ms per request, whole process (bar: median; dots: batches)", fontsize=9)
         third.set_title("CPU per request, one at a time, no HTTP")
         third.tick_params(axis="x", labelsize=8)
         third.margins(y=0.18)
@@ -368,7 +401,7 @@ def print_report(summary: dict[str, dict[str, Any]], table: dict[str, dict[str, 
         if row["cpu_ms_added"] is not None:
             print(
                 f"  {'':<{len(name)}}        CPU {row['cpu_ms_per_request']:.2f} ms per request "
-                f"({row['cpu_ms_added']:+.2f} ms; CPU-bound ratio {row['cpu_bound_ratio']:.3f})"
+                f"({row['cpu_ms_added']:+.2f} ms paired with off; CPU-bound ratio {row['cpu_bound_ratio']:.3f})"
             )
 
 
@@ -391,9 +424,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads per worker")
     parser.add_argument("--targets", default=",".join(t.name for t in TARGETS), help="comma-separated; off is kept")
-    parser.add_argument("--cpu-requests", type=int, help="requests per CPU batch (default 300, quick 200; 0: skip)")
-    parser.add_argument("--cpu-batches", type=int, help="batches per CPU probe process (default 5, quick 2)")
-    parser.add_argument("--cpu-rounds", type=int, help="CPU probe processes per target (default 2, quick 1)")
+    parser.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL"), default="FULL",
+                        help="the servers' SQLite PRAGMA synchronous (FULL: fsync per commit)")  # fmt: skip
+    parser.add_argument("--cpu-requests", type=int, help="requests per CPU batch (default 200, quick 100; 0: skip)")
+    parser.add_argument("--cpu-cycles", type=int, help="CPU batches per target, one each in turn (default 12, quick 3)")
     parser.add_argument("--cpu-probe", help=argparse.SUPPRESS)  # internal: run one probe in this process
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where tracing_overhead.json/.png go")
     args = parser.parse_args(argv)
@@ -404,9 +438,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ("rewarmup", 1.0, 0.3),
         ("single_duration", 2.0, 0.6),
         ("max_requests", 25000, 8000),
-        ("cpu_requests", 300, 200),
-        ("cpu_batches", 5, 2),
-        ("cpu_rounds", 2, 1),
+        ("cpu_requests", 200, 100),
+        ("cpu_cycles", 12, 3),
     ):
         if getattr(args, name) is None:
             setattr(args, name, short if args.quick else full)
@@ -420,14 +453,14 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cpu_probe:
-        cpu_probe(args.cpu_probe, args.cpu_requests, args.cpu_batches)
+        cpu_probe(args.cpu_probe, args.cpu_requests)
         return 0
     wanted = {BASELINE, *(n.strip() for n in args.targets.split(",") if n.strip())}
     unknown = wanted - {t.name for t in TARGETS}
     if unknown:
         raise SystemExit(f"unknown targets: {', '.join(sorted(unknown))}")
     targets = [t for t in TARGETS if t.name in wanted]
-    os.environ["BENCH_SQLITE_SYNCHRONOUS"] = "FULL"
+    os.environ["BENCH_SQLITE_SYNCHRONOUS"] = args.sqlite_synchronous
     signal.signal(signal.SIGTERM, _interrupt)
     began = time.monotonic()
     cpu_before = control_ack.cpu_seconds()
@@ -446,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(gunicorn gthread, {args.workers} workers x {args.threads} threads), "
             f"{args.connections} keep-alive connections from {args.clients} processes, "
             f"{args.repeats} interleaved rounds x {args.duration:g}s per target, warm-up {args.warmup:g}s "
-            f"(then {args.rewarmup:g}s)",
+            f"(then {args.rewarmup:g}s), SQLite synchronous={args.sqlite_synchronous}",
             flush=True,
         )
         with control_ack.running_servers(
@@ -479,11 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             data = summary[target.name]
             if data["non_200"] or data["errors"]:
                 failures.append(f"{target.name}: {data['non_200']} non-200 answers, {data['errors']} errors")
-        cpu = (
-            cpu_per_request(targets, var_dir, args.cpu_requests, args.cpu_batches, args.cpu_rounds)
-            if args.cpu_requests > 0
-            else {}
-        )
+        cpu = cpu_per_request(targets, var_dir, args.cpu_requests, args.cpu_cycles) if args.cpu_requests > 0 else {}
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)
         return 130
@@ -522,16 +551,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "rewarmup_s": args.rewarmup,
             "max_requests_per_run": args.max_requests,
-            "sqlite_synchronous": "FULL",
+            "sqlite_synchronous": args.sqlite_synchronous,
             "quick": args.quick,
             "cpu_requests_per_batch": args.cpu_requests,
-            "cpu_batches": args.cpu_batches,
-            "cpu_rounds": args.cpu_rounds,
+            "cpu_cycles": args.cpu_cycles,
         },
         "summary": summary,
         "overhead": table,
         "paired_ratios": paired,
         "cpu_ms_per_request": cpu,
+        "cpu_ms_added_paired": paired_differences(cpu),
         "checks": checks,
         "failures": failures,
         "runs": [dataclasses.asdict(r) for r in runs],
@@ -547,7 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu,
         args.out / "tracing_overhead.png",
         f"{cpu['cpus']} CPUs, gunicorn gthread {args.workers}x{args.threads}, {args.connections} keep-alive "
-        f"connections, median of {args.repeats} interleaved rounds x {args.duration:g}s",
+        f"connections, median of {args.repeats} interleaved rounds x {args.duration:g}s, "
+        f"SQLite synchronous={args.sqlite_synchronous}",
     )
     print(f"\n  wrote {args.out / 'tracing_overhead.json'} and {args.out / 'tracing_overhead.png'} ({elapsed:.0f}s)")
     if failures:

@@ -333,8 +333,8 @@ def plot(summary: dict[str, dict[str, Any]], runs: Sequence[Run], table: dict[st
         xs = [r.rps for r in runs if r.target == name and r.mode == "saturated"]
         left.scatter([i] * len(xs), xs, color="black", s=8, zorder=3)
     left.axhline(summary[BASELINE]["rps_median"] * 0.9, color="#c62828", linestyle="--", linewidth=1)
-    left.annotate("90% of off", (len(names) - 0.5, summary[BASELINE]["rps_median"] * 0.9), color="#c62828",
-                  fontsize=8, ha="right", va="bottom")  # fmt: skip
+    left.annotate("90% of off", (-0.45, summary[BASELINE]["rps_median"] * 0.9), color="#c62828",
+                  fontsize=8, ha="left", va="top", xytext=(0, -2), textcoords="offset points")  # fmt: skip
     left.set_ylabel("requests/s acknowledged (bar: median; whisker: min-max; dots: rounds)", fontsize=9)
     left.set_title("Throughput")
     left.tick_params(axis="x", labelsize=8)
@@ -568,14 +568,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tracing_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    cpu = control_ack.machine()
+    host = control_ack.machine()
     plot(
         summary,
         runs,
         table,
         cpu,
         args.out / "tracing_overhead.png",
-        f"{cpu['cpus']} CPUs, gunicorn gthread {args.workers}x{args.threads}, {args.connections} keep-alive "
+        f"{host['cpus']} CPUs, gunicorn gthread {args.workers}x{args.threads}, {args.connections} keep-alive "
         f"connections, median of {args.repeats} interleaved rounds x {args.duration:g}s, "
         f"SQLite synchronous={args.sqlite_synchronous}",
     )

@@ -278,8 +278,10 @@ def overhead(
             "cpu_ms_per_request": None if mine_cpu is None else round(mine_cpu, 2),
             # The median over cycles of (this target's batch - off's batch of the same cycle).
             "cpu_ms_added": round(statistics.median(added), 2) if added else None,
-            # What the throughput would be if CPU were all that limits it: off's CPU over this one's.
-            "cpu_bound_ratio": None if mine_cpu is None or base_cpu is None else round(base_cpu / mine_cpu, 3),
+            # The throughput ratio if CPU were all that limits it: off's CPU over off's plus what this one adds.
+            "cpu_bound_ratio": None
+            if added is None or base_cpu is None
+            else round(base_cpu / (base_cpu + statistics.median(added)), 3),
         }
     return table
 
@@ -362,7 +364,8 @@ def plot(summary: dict[str, dict[str, Any]], runs: Sequence[Run], table: dict[st
         for bar, name, value in zip(cpu_bars, names, values, strict=True):
             added = table.get(name, {}).get("cpu_ms_added")
             label = f"{value:.2f} ms" + ("" if added is None else f"\n{added:+.2f} ms paired")
-            third.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+            top = max([bar.get_height(), *cpu.get(name, [])])
+            third.annotate(label, (bar.get_x() + bar.get_width() / 2, top), ha="center", va="bottom",
                            fontsize=8, xytext=(0, 4), textcoords="offset points")  # fmt: skip
         for i, name in enumerate(names):
             third.scatter([i] * len(cpu.get(name, [])), cpu.get(name, []), color="black", s=8, zorder=3)
@@ -428,6 +431,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the servers' SQLite PRAGMA synchronous (FULL: fsync per commit)")  # fmt: skip
     parser.add_argument("--cpu-requests", type=int, help="requests per CPU batch (default 200, quick 100; 0: skip)")
     parser.add_argument("--cpu-cycles", type=int, help="CPU batches per target, one each in turn (default 12, quick 3)")
+    parser.add_argument(
+        "--report", type=Path, help="only recompute the figures and the plot of a tracing_overhead.json"
+    )
     parser.add_argument("--cpu-probe", help=argparse.SUPPRESS)  # internal: run one probe in this process
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where tracing_overhead.json/.png go")
     args = parser.parse_args(argv)
@@ -454,6 +460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cpu_probe:
         cpu_probe(args.cpu_probe, args.cpu_requests)
+        return 0
+    if args.report:
+        report_again(args.report)
         return 0
     wanted = {BASELINE, *(n.strip() for n in args.targets.split(",") if n.strip())}
     unknown = wanted - {t.name for t in TARGETS}
@@ -568,22 +577,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tracing_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
-    host = control_ack.machine()
-    plot(
-        summary,
-        runs,
-        table,
-        cpu,
-        args.out / "tracing_overhead.png",
-        f"{host['cpus']} CPUs, gunicorn gthread {args.workers}x{args.threads}, {args.connections} keep-alive "
-        f"connections, median of {args.repeats} interleaved rounds x {args.duration:g}s, "
-        f"SQLite synchronous={args.sqlite_synchronous}",
-    )
+    plot(summary, runs, table, cpu, args.out / "tracing_overhead.png", subtitle(result["machine"], result["settings"]))
     print(f"\n  wrote {args.out / 'tracing_overhead.json'} and {args.out / 'tracing_overhead.png'} ({elapsed:.0f}s)")
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
     return 0
+
+
+def report_again(path: Path) -> None:
+    """Recompute the summary, the ratios and the plot of an earlier run from its JSON (measures nothing)."""
+    result = json.loads(path.read_text())
+    runs = [Run(**run) for run in result["runs"]]
+    targets = [t for t in TARGETS if t.name in result["summary"]]
+    cpu = {name: [float(x) for x in values] for name, values in result.get("cpu_ms_per_request", {}).items()}
+    summary = control_ack.summarize(targets, runs)
+    paired = paired_ratios(runs, targets)
+    table = overhead(summary, paired, cpu)
+    print_report(summary, table)
+    result.update(summary=summary, overhead=table, paired_ratios=paired, cpu_ms_added_paired=paired_differences(cpu))
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    settings = result["settings"]
+    plot(summary, runs, table, cpu, path.with_suffix(".png"), subtitle(result["machine"], settings))
+    print(f"\n  rewrote {path} and {path.with_suffix('.png')}")
+
+
+def subtitle(host: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The plot's second title line: the machine and the settings of the run."""
+    return (
+        f"{host['cpus']} CPUs, gunicorn {settings['gunicorn'].replace('--worker-class ', '')}, "
+        f"{settings['connections']} keep-alive connections, median of {settings['repeats']} interleaved rounds "
+        f"x {settings['duration_s']:g}s, SQLite synchronous={settings['sqlite_synchronous']}"
+    )
 
 
 def tracing_versions() -> dict[str, str]:

@@ -30,8 +30,8 @@ stored one payload and queued one message per request it was sent, the sentry ta
 must have sent one transaction per request and lost none, and the otel target must
 have exported one request span per request.
 
-    .venv/bin/python bench/tracing_overhead.py            # about 3 minutes on 2 cores
-    .venv/bin/python bench/tracing_overhead.py --quick    # under a minute
+    .venv/bin/python bench/tracing_overhead.py            # about 5 minutes on 2 cores
+    .venv/bin/python bench/tracing_overhead.py --quick    # one to two minutes, a smoke test
 
 Writes bench/results/tracing_overhead.json and bench/results/tracing_overhead.png.
 """

@@ -410,7 +410,7 @@ def print_report(summary: dict[str, dict[str, Any]], table: dict[str, dict[str, 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="about 40 s: shorter warm-up and rounds")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: shorter warm-up, rounds and probes")
     parser.add_argument("--repeats", type=int, help="interleaved rounds over the targets (default 5, quick 2)")
     parser.add_argument("--duration", type=float, help="seconds measured per target and round (default 4, quick 1)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds before a target's first run (default 3, quick 1)")

@@ -183,8 +183,11 @@ def test_a_forwarded_click_is_one_trace_from_control_through_the_attempt_to_the_
     assert len({request.transaction_id, attempt.transaction_id, receive.transaction_id}) == 3
 
     # The region's run is the child of the attempt that carried it, and the attempt the child of the request.
-    assert attempt in ancestors(receive, spans)
-    assert request in ancestors(attempt, spans)
+    def lineage(span: CapturedSpan) -> list[tuple[str, str | None]]:
+        return [(each.op, cluster.service_of(each.pid)) for each in ancestors(span, spans)]
+
+    assert attempt in ancestors(receive, spans), f"the region's receive descends from {lineage(receive)}"
+    assert request in ancestors(attempt, spans), f"the attempt descends from {lineage(attempt)}"
     assert attempt.data.get("silo_router.region") == receive.data.get("silo_router.region") == region
 
     # Every span the region sent in this trace (receive, handler, the after-receipt reply) descends from the attempt.

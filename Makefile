@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/control_ack.py
 	$(PY) bench/delivery_faults.py
+	$(PY) bench/tracing_overhead.py
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache

@@ -1013,6 +1013,22 @@ class Cluster:
             ).fetchall()
         return [(int(number), str(title)) for number, title in rows]
 
+    def service_of(self, pid: int) -> str | None:
+        """The service whose process group ``pid`` belongs to (a gunicorn worker's is its master's), or ``None``.
+
+        Every service runs in a session of its own, so its process group id is its
+        leader's pid. Read from ``/proc`` (Linux), while the process runs.
+        """
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        group = int(stat.rsplit(")", 1)[1].split()[2])  # after "pid (comm)": state, ppid, pgrp
+        for name, service in self.services.items():
+            if service.process is not None and service.process.pid == group:
+                return name
+        return None
+
     def log_tails(self, lines: int = 15) -> Iterator[tuple[str, str]]:
         """``(service, last lines of its log)`` for every service."""
         for name, service in self.services.items():

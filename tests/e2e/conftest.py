@@ -71,8 +71,7 @@ def pytest_runtest_makereport(
     report = yield
     if report.failed:
         funcargs = getattr(item, "funcargs", {})
-        for name in ("cluster", "celery_cluster"):
-            running = funcargs.get(name)
+        for name, running in funcargs.items():  # cluster, celery_cluster and the modules' own
             if isinstance(running, Cluster):
                 tails = "\n".join(f"--- {service}:\n{tail}" for service, tail in running.log_tails(25))
                 report.sections.append((f"{name} logs ({running.var_dir})", tails))

@@ -1,4 +1,5 @@
-"""What the end-to-end tests share: bounded waits, reads of the silos' SQLite databases, admin steps.
+"""What the end-to-end tests share: bounded waits, reads of the silos' SQLite databases, admin steps,
+and what sentry-sdk sent from each process (``SILO_DEMO_SENTRY_CAPTURE_DIR``).
 
 The databases are read with ``sqlite3`` straight from the files the silos write (WAL
 mode lets a reader run beside them); nothing here imports the example project's Django
@@ -14,12 +15,13 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import requests
+from sentry_sdk.envelope import Envelope
 
 from example_project.cluster import Cluster, form_csrf_token
 from example_project.fake_slack import Sent, SlackSender
@@ -270,3 +272,82 @@ def wait_for_control_responses(cluster: Cluster, *, enabled: bool, timeout: floa
         return decided
 
     wait_until(probe, timeout=timeout, what=f"control responses {'on' if enabled else 'off'}", interval=0.2)
+
+
+# -- what sentry-sdk sent (one file per envelope, ``<pid>-<n>.envelope``) ---------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CapturedSpan:
+    """One span of a transaction a silo's sentry-sdk sent: its root span or one of its child spans."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    op: str
+    description: str
+    data: Mapping[str, Any]
+    #: The ``event_id`` of the transaction that holds it, and whether it is that transaction's root.
+    transaction_id: str
+    root: bool
+    #: The process that sent it (from the file name).
+    pid: int
+
+
+def captured_transactions(capture_dir: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(pid, transaction event)`` for every transaction in ``capture_dir``.
+
+    A file still being written (its process writes it while this reads) cannot be
+    parsed yet and is left for the next read: callers poll until what they expect is there.
+    """
+    for path in sorted(capture_dir.glob("*.envelope")):
+        pid = int(path.name.split("-", 1)[0])
+        try:
+            envelope = Envelope.deserialize(path.read_bytes())
+            items = [item.payload.json for item in envelope.items if item.type == "transaction"]
+        except (ValueError, KeyError, IndexError):
+            continue
+        for event in items:
+            if isinstance(event, dict):
+                yield pid, event
+
+
+def captured_spans(capture_dir: Path) -> list[CapturedSpan]:
+    """Every span of every captured transaction, roots included."""
+    spans: list[CapturedSpan] = []
+    for pid, event in captured_transactions(capture_dir):
+        trace = event["contexts"]["trace"]
+        event_id = str(event["event_id"])
+        spans.append(_captured_span(trace, trace_id=trace["trace_id"], transaction_id=event_id, root=True, pid=pid))
+        for child in event.get("spans") or ():
+            spans.append(
+                _captured_span(child, trace_id=trace["trace_id"], transaction_id=event_id, root=False, pid=pid)
+            )
+    return spans
+
+
+def _captured_span(
+    span: Mapping[str, Any], *, trace_id: str, transaction_id: str, root: bool, pid: int
+) -> CapturedSpan:
+    return CapturedSpan(
+        trace_id=str(span.get("trace_id") or trace_id),
+        span_id=str(span["span_id"]),
+        parent_span_id=span.get("parent_span_id") or None,
+        op=str(span.get("op") or ""),
+        description=str(span.get("description") or ""),
+        data=dict(span.get("data") or {}),
+        transaction_id=transaction_id,
+        root=root,
+        pid=pid,
+    )
+
+
+def ancestors(span: CapturedSpan, spans: Collection[CapturedSpan]) -> list[CapturedSpan]:
+    """``span``'s parent, its parent's parent... as far as ``spans`` hold them (across transactions)."""
+    by_id = {each.span_id: each for each in spans}
+    found: list[CapturedSpan] = []
+    parent = by_id.get(span.parent_span_id or "")
+    while parent is not None and parent not in found:
+        found.append(parent)
+        parent = by_id.get(parent.parent_span_id or "")
+    return found

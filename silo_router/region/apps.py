@@ -15,13 +15,15 @@ class RegionConfig(AppConfig):
     def ready(self) -> None:
         # Imported here, not at module level: they import models, which need the app registry.
         from silo_router import checks as silo_checks
+        from silo_router.providers.slack import request as slack_request
         from silo_router.redaction import install_log_redaction
         from silo_router.transports import local
 
-        from . import receiver
+        from . import funnel, notifications, receiver
         from .handlers import load_handler_modules
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
         install_log_redaction()
         local.register_receiver(receiver.local_receiver)
+        slack_request.register_region_services(on_replied=funnel.on_replied, prepare_notification=notifications.prepare)
         load_handler_modules()

@@ -20,9 +20,10 @@ import enum
 import http.client
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from django.core.exceptions import ImproperlyConfigured
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.webhook import WebhookClient
@@ -39,6 +40,40 @@ if TYPE_CHECKING:
     from silo_router.region.notifications import Notification
 
 logger = logging.getLogger("silo_router.slack")
+
+
+class PendingNotification(Protocol):
+    """A notification ready to post (:func:`silo_router.region.notifications.prepare`)."""
+
+    @property
+    def notification(self) -> Notification: ...
+
+    def send(self) -> Notification: ...
+
+
+@dataclasses.dataclass
+class RegionServices:
+    """What the region app lends Slack handler requests, registered in its ``ready()``.
+
+    The funnel and notifications live in the region silo, above this layer: the region
+    hands them down (as it hands the local transport its receiver) instead of this
+    module importing upwards.
+    """
+
+    on_replied: Callable[..., None] | None = None
+    prepare_notification: Callable[..., PendingNotification] | None = None
+
+
+_services = RegionServices()
+
+
+def register_region_services(
+    *, on_replied: Callable[..., None], prepare_notification: Callable[..., PendingNotification]
+) -> None:
+    """Called by the region app: record replies to notifications, send notifications."""
+    _services.on_replied = on_replied
+    _services.prepare_notification = prepare_notification
+
 
 #: Slack accepts 5 posts to a response_url within 30 minutes.
 RESPONSE_URL_USES = 5
@@ -522,11 +557,9 @@ class SlackHandlerRequest(HandlerRequest):
         if not result.ok:
             span.fail(str(result.outcome))
         notification_id = self.notification_id
-        if notification_id is None:
+        if notification_id is None or _services.on_replied is None:
             return
-        from silo_router.region import funnel  # the funnel lives in the region, where handler requests run
-
-        funnel.on_replied(
+        _services.on_replied(
             self.envelope,
             method=result.method,
             ok=result.ok,
@@ -578,12 +611,13 @@ class SlackHandlerRequest(HandlerRequest):
         until); outside one it is posted now. Its id is known at once. Raises
         ``ValueError`` at once when there is no conversation.
         """
-        from silo_router.region import notifications  # notifications are the region's, like handler requests
-
+        prepare = _services.prepare_notification
+        if prepare is None:
+            raise ImproperlyConfigured("notify() needs the region app: add silo_router.region to INSTALLED_APPS.")
         target = channel or self.channel_id
         if not target:
             raise ValueError(f"notify() needs a conversation: {self.kind} has no channel, so pass channel=...")
-        pending = notifications.prepare(
+        pending = prepare(
             installation_id=self.installation_id or "",
             channel=target,
             name=name,

@@ -36,6 +36,7 @@ POSITIVE_NUMBERS = (
     "CIRCUIT_MAX_OPEN_SECONDS",
     "QUEUED_CONFIRM_TIMEOUT",
     "PUBLISH_TIMEOUT",
+    "ATTEMPT_RETENTION",
 )
 NON_NEGATIVE_NUMBERS = (
     "RESOLVER_CACHE_SECONDS",
@@ -77,6 +78,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_signing_keys()
     errors += _check_regions()
     errors += _check_redacted_url_prefixes()
+    errors += _check_tracing()
     errors += _check_response_url_ledger()
     errors += _check_installations()
     if conf.is_control:
@@ -449,6 +451,31 @@ def _check_redacted_url_prefixes() -> list[CheckMessage]:
             id="silo_router.E023",
         )
     ]
+
+
+def _check_tracing() -> list[CheckMessage]:
+    """``TRACE_URL`` (E029) and ``OPENTELEMETRY`` (E030)."""
+    errors: list[CheckMessage] = []
+    url = conf.get("TRACE_URL")
+    if url is not None and not (
+        isinstance(url, str) and url.startswith(("https://", "http://")) and "{trace_id}" in url
+    ):
+        errors.append(
+            Error(
+                "SILO_ROUTER['TRACE_URL'] must be None or an http(s) URL with {trace_id} where the id goes.",
+                hint="For example 'https://sentry.example.com/organizations/acme/traces/{trace_id}/'.",
+                id="silo_router.E029",
+            )
+        )
+    if conf.get("OPENTELEMETRY") not in (None, True, False):
+        errors.append(
+            Error(
+                "SILO_ROUTER['OPENTELEMETRY'] must be None, True or False.",
+                hint="None (the default): spans go to OpenTelemetry when opentelemetry-api is installed.",
+                id="silo_router.E030",
+            )
+        )
+    return errors
 
 
 def _check_response_url_ledger() -> list[CheckMessage]:

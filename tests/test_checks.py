@@ -53,10 +53,18 @@ def test_a_good_configuration_has_no_messages() -> None:
         ({"SLACK": {"SIGNING_SECRETS": ["s"]}}, "silo_router.W003"),
         ({"MODE": "region", "SLACK": {}}, "silo_router.E017"),
         ({"MODE": "region", "REGION": "us", "HANDLER_MODULES": "app.handlers"}, "silo_router.E018"),
+        ({"ATTEMPT_RETENTION": 0}, "silo_router.E004"),
+        ({"TRACE_URL": "https://sentry.example.com/traces/"}, "silo_router.E029"),
+        ({"TRACE_URL": "sentry.example.com/traces/{trace_id}/"}, "silo_router.E029"),
+        ({"OPENTELEMETRY": "yes"}, "silo_router.E030"),
     ],
 )
 def test_each_problem_has_its_id(change: dict[str, Any], expected: str) -> None:
     assert expected in ids({**BASE, **change})
+
+
+def test_a_trace_url_with_its_placeholder_and_a_tracing_switch_are_fine() -> None:
+    assert ids({**BASE, "TRACE_URL": "https://sentry.example.com/traces/{trace_id}/", "OPENTELEMETRY": False}) == set()
 
 
 def test_not_a_dict_is_e001() -> None:

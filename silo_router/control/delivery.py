@@ -28,8 +28,10 @@ trace id of the current span with the one the envelope carries (the request's):
   to the request's span (``silo_router.caused_by``), so a delivery long after its
   request is not drawn as part of it.
 
-Each attempt seals the envelope with its own trace headers, so the region's run is
-the child of the attempt that carried it, whichever trace that is.
+The envelope keeps the request's trace headers (its creation context, which the
+region's handler links to); the attempt's own context crosses beside it, as the
+transport's hop (:class:`silo_router.transports.Hop`), so the region's run is the
+child of the attempt that carried it, whichever trace that is.
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ ATTEMPT = "attempt"
 OUTCOME = "outcome"
 NOTIFICATION_ID = "notification_id"
 #: Short names whose values are few (a tag each); the rest are span data only.
-TAGS = frozenset({PROVIDER, KIND, "region", OUTCOME, "silo", "deadline_missed", "circuit", "stage", "method"})
+TAGS = frozenset(
+    {PROVIDER, KIND, "region", OUTCOME, "silo", "deadline_missed", "circuit", "stage", "method", "notification_name"}
+)
 
 #: The link types this library writes (``sentry.link.type`` / a link attribute).
 LINK_CAUSED_BY = "silo_router.caused_by"

@@ -16,6 +16,7 @@ from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import sentry_sdk
 
 from example_project.cluster import Cluster
 
@@ -41,6 +42,19 @@ def started(var_dir: Path, *, region_transports: Mapping[str, str] | None = None
         var_dir, upstream_latency=UPSTREAM_LATENCY, extra_env=FAST_RETRIES, region_transports=region_transports
     )
     return cluster.start()
+
+
+@pytest.fixture(autouse=True)
+def no_sentry_in_the_test_process() -> None:
+    """The test process plays Slack and the browser: it must not trace.
+
+    A sentry-sdk client left active by an earlier test would make its HTTP integration
+    add ``sentry-trace`` and ``baggage`` to every request it sends, so every Slack request
+    would arrive in one trace the test process made up.
+    """
+    sentry_sdk.get_global_scope().set_client(None)
+    sentry_sdk.get_isolation_scope().set_client(None)
+    sentry_sdk.get_current_scope().set_client(None)
 
 
 @pytest.fixture(scope="session")

@@ -104,8 +104,12 @@ class Captured:
         return capture.items(self.transport, type)
 
     def transactions(self) -> list[capture.CapturedTransaction]:
+        """Every transaction sent, its spans read as :class:`Span`."""
         self.flush()
-        return capture.transactions(self.transport)
+        return [
+            dataclasses.replace(each, root=_as_span(each.root), spans=tuple(_as_span(span) for span in each.spans))
+            for each in capture.transactions(self.transport)
+        ]
 
     def transaction(self, op: str) -> capture.CapturedTransaction:
         """The first transaction whose root span is ``op``."""
@@ -113,7 +117,7 @@ class Captured:
 
     def spans(self) -> list[Span]:
         """Every span sent: each transaction's root span and its children."""
-        return [_as_span(span) for transaction in self.transactions() for span in transaction.all_spans]
+        return [span for transaction in self.transactions() for span in transaction.all_spans]  # type: ignore[misc]
 
     def ops(self) -> set[str]:
         return {span.op for span in self.spans()}

@@ -202,4 +202,3 @@ def capture_sentry() -> Iterator[CaptureSentry]:
         for client in clients:
             client.close()
         sentry_sdk.get_global_scope().set_client(None)
-

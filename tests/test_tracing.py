@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sentry_sdk
 from django.test import Client
 
 from silo_router import tracing

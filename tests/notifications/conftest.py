@@ -6,17 +6,11 @@ is initialised with the capture transport of ``tests/sentry_capture.py``.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sentry_sdk
-from sentry_sdk.envelope import Envelope as SentryEnvelope
-from sentry_sdk.transport import Transport
 
-from silo_router import tracing
 from silo_router.envelope import Envelope
 from silo_router.region import notifications
 

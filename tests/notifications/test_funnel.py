@@ -21,9 +21,9 @@ from silo_router.region import funnel, receiver
 from silo_router.region.handlers import slack
 from silo_router.region.models import NotificationEvent
 
+from ..sentry_capture import Captured
 from ..slack_signing import interactive_body, post_slack
 from ..workspaces.conftest import T1, Installed
-from ..sentry_capture import Captured
 from .conftest import click_envelope, send
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,8 +16,8 @@ from silo_router.region import funnel, notifications, receiver
 from silo_router.region.handlers import slack
 from silo_router.region.models import Notification, NotificationEvent
 
-from ..workspaces.conftest import T1, T2, Installed, click_payload
 from ..sentry_capture import Captured
+from ..workspaces.conftest import T1, T2, Installed, click_payload
 from .conftest import BLOCKS, click_envelope, send
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import sentry_sdk
-from sentry_sdk.envelope import Envelope as SentryEnvelope
-from sentry_sdk.transport import Transport
 
 from example_project.fake_slack import FakeSlack
 from silo_router import tracing

@@ -6,11 +6,9 @@ import logging
 from typing import Any
 
 import pytest
-import sentry_sdk
 from django.test import Client
 
 from example_project.fake_slack import FakeSlack
-from silo_router import tracing
 from silo_router.control.models import Payload
 from silo_router.region.handlers import slack
 

@@ -143,12 +143,14 @@ class Captured:
         self.flush()
         return {item.type for each in capture.captured(self.transport) for item in each.envelope.items if item.type}
 
+    def serialized(self) -> list[bytes]:
+        """Every envelope sent, as the bytes sentry-sdk would have posted."""
+        self.flush()
+        return [each.envelope.serialize() for each in capture.captured(self.transport)]
+
     def everything(self) -> str:
         """Every byte sent, as text, to search for secrets."""
-        self.flush()
-        return b"\n".join(each.envelope.serialize() for each in capture.captured(self.transport)).decode(
-            "utf-8", "replace"
-        )
+        return b"\n".join(self.serialized()).decode("utf-8", "replace")
 
     def wait_for(self, op: str, *, count: int = 1) -> list[Span]:
         """Spans named ``op`` once ``count`` of them were sent (work on other threads ends later)."""

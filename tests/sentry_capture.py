@@ -94,10 +94,6 @@ class Captured:
     def flush(self) -> None:
         sentry_sdk.flush()
 
-    def events(self) -> list[dict[str, Any]]:
-        """Every transaction event, as sentry-sdk serialised it."""
-        return self.items("transaction")
-
     def items(self, type: str) -> list[dict[str, Any]]:
         """The payloads of every envelope item of ``type``."""
         self.flush()
@@ -117,7 +113,8 @@ class Captured:
 
     def spans(self) -> list[Span]:
         """Every span sent: each transaction's root span and its children."""
-        return [span for transaction in self.transactions() for span in transaction.all_spans]  # type: ignore[misc]
+        self.flush()
+        return [_as_span(span) for each in capture.transactions(self.transport) for span in each.all_spans]
 
     def ops(self) -> set[str]:
         return {span.op for span in self.spans()}

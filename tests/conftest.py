@@ -13,6 +13,7 @@ from silo_router.plugins import clear_caches
 from silo_router.region.handlers import slack
 
 from . import celery_app  # noqa: F401  (configures the eager Celery app)
+from .sentry_capture import capture_sentry  # noqa: F401  (a fixture for every test)
 from .servers import PostgresServer, RedisServer
 
 

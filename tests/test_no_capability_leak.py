@@ -1,8 +1,8 @@
 """No capability or secret reaches Sentry or a log line, through Django's real WSGI handler.
 
 sentry-sdk is initialised as the README recommends (DjangoIntegration, CeleryIntegration,
-``traces_sampler``, ``before_send``, ``before_send_transaction``) with a transport that
-keeps the serialized envelopes. Signed Slack requests go over loopback HTTP to a live
+``traces_sampler``, ``before_send``, ``before_send_transaction``) with the capture
+transport of ``tests/sentry_capture.py``. Signed Slack requests go over loopback HTTP to a live
 server (``WSGIHandler``, which sentry-sdk patches; Django's test client bypasses it)
 and through the demo's kinds of flow: a click with the Loading modal, a slash command,
 an event, an options load and a handler that raises. Envelopes are posted to the
@@ -25,70 +25,25 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import requests
-import sentry_sdk
 from django.core.handlers.wsgi import WSGIHandler
-from sentry_sdk.envelope import Envelope as SentryEnvelope
-from sentry_sdk.integrations.celery import CeleryIntegration
-from sentry_sdk.integrations.django import DjangoIntegration
-from sentry_sdk.transport import Transport
 
 from example_project.fake_slack import FakeSlack
-from silo_router import signing, tracing
+from silo_router import signing
 from silo_router.control.models import Option
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
 from silo_router.envelope import Envelope, SealedEnvelope, seal
 from silo_router.region.handlers import slack
 
+from .sentry_capture import Captured, CaptureSentry
 from .slack_signing import block_actions, block_suggestion, event_callback, interactive_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class EnvelopeRecorder(Transport):
-    """A sentry-sdk transport that keeps every envelope's bytes instead of sending them."""
-
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self.envelopes: list[bytes] = []
-
-    def capture_envelope(self, envelope: SentryEnvelope) -> None:
-        self.envelopes.append(envelope.serialize())
-
-    def spans(self) -> list[dict[str, Any]]:
-        """Every span of every transaction (roots from ``contexts.trace``)."""
-        found: list[dict[str, Any]] = []
-        for raw in self.envelopes:
-            lines = raw.splitlines()[1:]
-            for header, payload in zip(lines, lines[1:], strict=False):
-                if header.startswith(b'{"type":"transaction"'):
-                    transaction = json.loads(payload)
-                    found.append(transaction["contexts"]["trace"])
-                    found.extend(transaction.get("spans") or ())
-        return found
-
-    def item_types(self) -> set[str]:
-        return {
-            json.loads(line)["type"]
-            for raw in self.envelopes
-            for line in raw.splitlines()[1:]
-            if line.startswith(b'{"type"')
-        }
-
-
 @pytest.fixture
-def recorder() -> Iterator[EnvelopeRecorder]:
-    transport = EnvelopeRecorder()
-    sentry_sdk.init(
-        dsn="https://key@sentry.invalid/1",
-        transport=transport,
-        integrations=[DjangoIntegration(), CeleryIntegration()],
-        traces_sampler=tracing.traces_sampler,
-        before_send=tracing.before_send,
-        before_send_transaction=tracing.before_send_transaction,
-    )
-    yield transport
-    sentry_sdk.get_client().close()
-    sentry_sdk.init()
+def recorder(capture_sentry: CaptureSentry) -> Captured:
+    """sentry-sdk initialised as README recommends: Django's and Celery's integrations, the scrubbing hooks."""
+    return capture_sentry(scrubbed=True, integrations="readme")
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -219,7 +174,7 @@ def test_no_capability_in_any_envelope_or_log_line(
     wsgi_url: str,
     fake: FakeSlack,
     installations: Any,
-    recorder: EnvelopeRecorder,
+    recorder: Captured,
     settings: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -268,18 +223,18 @@ def test_no_capability_in_any_envelope_or_log_line(
     assert (refused.status_code, refused.json()["error"]) == (403, "signature_mismatch")
     fake.wait_for("response_url", count=2, timeout=REPLY_WAIT)
     fake.wait_for("chat.postEphemeral", timeout=REPLY_WAIT)
-    sentry_sdk.flush()
-
     assert {"event", "transaction"} <= recorder.item_types(), "the flows produced no error event or no transaction"
-    assert any(b"http.client" in raw and b"/response/[redacted]" in raw for raw in recorder.envelopes)
-    assert any(b'"op":"silo_router.region.reply"' in raw for raw in recorder.envelopes), "replies have their own spans"
+    assert any(b"http.client" in raw and b"/response/[redacted]" in raw for raw in recorder.serialized())
+    assert any(b'"op":"silo_router.region.reply"' in raw for raw in recorder.serialized()), (
+        "replies have their own spans"
+    )
     spans = recorder.spans()
-    assert {"silo_router.region.receive", "silo_router.region.handler"} <= {span.get("op") for span in spans}
-    reasons = {(span.get("data") or {}).get("silo_router.reason") for span in spans}
+    assert {"silo_router.region.receive", "silo_router.region.handler"} <= {span.op for span in spans}
+    reasons = {span.get("reason") for span in spans}
     assert "signature_mismatch" in reasons, "the refused envelope has no receive span"
     secrets = [*sender.capabilities, "legacyVerificationToken01", "xoxb-tests", settings.SLACK_SIGNING_SECRET]
     secrets += list(settings.SILO_ROUTER["SIGNING_KEYS"].values())
-    captured = b"\n".join(recorder.envelopes).decode()
+    captured = recorder.everything()
     assert [s for s in secrets if s in captured] == []
     assert [s for s in secrets if s in json.dumps(captured)] == []  # nor JSON-escaped
     lines = [logging.Formatter().format(record) for record in caplog.records]

@@ -3,46 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sentry_sdk
 from django.test import Client
-from sentry_sdk.envelope import Envelope as SentryEnvelope
-from sentry_sdk.transport import Transport
 
 from silo_router import tracing
 from silo_router.region.handlers import slack
 
+from .sentry_capture import Captured, CaptureSentry
 from .slack_signing import event_callback, post_slack
 
 pytestmark = pytest.mark.django_db
 
 
-class CapturingTransport(Transport):
-    """Keeps what sentry-sdk would send, instead of sending it."""
-
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self.transactions: list[dict[str, Any]] = []
-
-    def capture_envelope(self, envelope: SentryEnvelope) -> None:
-        for item in envelope.items:
-            if item.type == "transaction":
-                self.transactions.append(json.loads(item.get_bytes()))
-
-
 @pytest.fixture
-def captured() -> Iterator[CapturingTransport]:
-    transport = CapturingTransport()
-    sentry_sdk.init(dsn="https://key@sentry.invalid/1", transport=transport, traces_sampler=tracing.traces_sampler)
-    yield transport
-    sentry_sdk.get_client().close()
-    sentry_sdk.init()
+def captured(capture_sentry: CaptureSentry) -> Captured:
+    """sentry-sdk with its default integrations and the library's sampler, without README's scrubbing hooks."""
+    return capture_sentry(scrubbed=False)
 
 
-def test_the_whole_flow_is_one_trace(client: Client, installations: Any, captured: CapturingTransport) -> None:
+def test_the_whole_flow_is_one_trace(client: Client, installations: Any, captured: Captured) -> None:
     @slack.event("app_mention")
     def mention(request: Any) -> None:
         with tracing.stage("region", "work", "the handler's own work"):
@@ -50,11 +31,8 @@ def test_the_whole_flow_is_one_trace(client: Client, installations: Any, capture
 
     body = json.dumps(event_callback(event_id="EvTrace")).encode()
     assert post_slack(client, body, content_type="application/json").status_code == 200
-    sentry_sdk.flush()
-    spans = [t["contexts"]["trace"] for t in captured.transactions] + [
-        span for t in captured.transactions for span in t.get("spans", ())
-    ]
-    ops = {span["op"] for span in spans}
+    spans = captured.spans()
+    ops = {span.op for span in spans}
     assert {
         "silo_router.control.request",
         "silo_router.control.read",
@@ -69,9 +47,9 @@ def test_the_whole_flow_is_one_trace(client: Client, installations: Any, capture
         "silo_router.region.handler",
         "silo_router.region.work",
     } <= ops
-    assert len({span["trace_id"] for span in spans}) == 1
-    control = next(t for t in captured.transactions if t["contexts"]["trace"]["op"] == "silo_router.control.request")
-    assert control["tags"]["silo_router.kind"] == "event_callback:app_mention"
+    assert len({span.trace_id for span in spans}) == 1
+    control = captured.transaction("silo_router.control.request")
+    assert control.tags["silo_router.kind"] == "event_callback:app_mention"
 
 
 def test_sampler_keeps_integration_flows_and_samples_the_rest() -> None:

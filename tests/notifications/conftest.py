@@ -1,25 +1,20 @@
 """Notifications sent from a region, clicked in Slack, and their funnel.
 
 The fake Slack and two installed workspaces come from ``tests/workspaces``; sentry-sdk
-is initialised with a transport that keeps what it would send.
+is initialised with the capture transport of ``tests/sentry_capture.py``.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sentry_sdk
-from sentry_sdk.envelope import Envelope as SentryEnvelope
-from sentry_sdk.transport import Transport
 
-from silo_router import tracing
 from silo_router.envelope import Envelope
 from silo_router.region import notifications
 
+from ..sentry_capture import Captured, CaptureSentry
 from ..slack_signing import interactive_body
 from ..workspaces.conftest import APP_ID, Installed, fake, workspaces  # noqa: F401  (fixtures shared with tests/workspaces)
 
@@ -37,53 +32,10 @@ BLOCKS = [
 ]
 
 
-class CapturingTransport(Transport):
-    """Keeps what sentry-sdk would send (transactions and metrics), and every raw byte of it."""
-
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self.transactions: list[dict[str, Any]] = []
-        self.metrics: list[dict[str, Any]] = []
-        self.raw: list[bytes] = []
-
-    def capture_envelope(self, envelope: SentryEnvelope) -> None:
-        for item in envelope.items:
-            raw = item.get_bytes()
-            self.raw.append(raw)
-            if item.type == "transaction":
-                self.transactions.append(json.loads(raw))
-            elif item.type == "trace_metric":
-                self.metrics.extend(json.loads(raw).get("items", ()))
-
-    def spans(self) -> list[dict[str, Any]]:
-        """Every span sent: each transaction's root (its trace context, with its tags) and its children."""
-        return [{**t["contexts"]["trace"], "tags": t.get("tags") or {}} for t in self.transactions] + [
-            span for t in self.transactions for span in t.get("spans", ())
-        ]
-
-    def transaction(self, op: str) -> dict[str, Any]:
-        return next(t for t in self.transactions if t["contexts"]["trace"]["op"] == op)
-
-
 @pytest.fixture
-def captured() -> Iterator[CapturingTransport]:
-    """sentry-sdk initialised as README recommends, sending to a :class:`CapturingTransport`."""
-    transport = CapturingTransport()
-    sentry_sdk.init(  # as README recommends
-        dsn="https://key@sentry.invalid/1",
-        transport=transport,
-        traces_sampler=tracing.traces_sampler,
-        before_send=tracing.before_send,
-        before_send_transaction=tracing.before_send_transaction,
-    )
-    yield transport
-    sentry_sdk.get_client().close()
-    sentry_sdk.init()
-
-
-def flush(captured: CapturingTransport) -> CapturingTransport:
-    sentry_sdk.flush()
-    return captured
+def captured(capture_sentry: CaptureSentry) -> Captured:
+    """sentry-sdk initialised as README recommends (its scrubbing hooks on), sending to a capture transport."""
+    return capture_sentry(scrubbed=True)
 
 
 def send(workspace: Installed, **options: Any) -> notifications.Notification:

@@ -21,9 +21,10 @@ from silo_router.region import funnel, receiver
 from silo_router.region.handlers import slack
 from silo_router.region.models import NotificationEvent
 
+from ..sentry_capture import Captured
 from ..slack_signing import interactive_body, post_slack
 from ..workspaces.conftest import T1, Installed
-from .conftest import CapturingTransport, click_envelope, flush, send
+from .conftest import click_envelope, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,7 +52,7 @@ def reached(summary: funnel.Summary) -> dict[str, tuple[int, int]]:
 
 
 def test_every_stage_once_however_often_the_click_is_delivered(
-    fake: FakeSlack, workspaces: dict[str, Installed], captured: CapturingTransport
+    fake: FakeSlack, workspaces: dict[str, Installed], captured: Captured
 ) -> None:
     @slack.action("acknowledge")
     def acknowledge(request: Any) -> None:
@@ -64,7 +65,7 @@ def test_every_stage_once_however_often_the_click_is_delivered(
 
     assert deliver(envelope) is Outcome.HANDLED
     assert deliver(envelope) is Outcome.DUPLICATE  # a retried delivery of the same envelope
-    flush(captured)
+    captured.flush()
 
     every = [("triggered", True), ("sent", True), ("acted", True), ("handled", True), ("replied", True)]
     assert stages(sent.id) == every
@@ -87,11 +88,11 @@ def test_every_stage_once_however_often_the_click_is_delivered(
     assert NotificationEvent.objects.filter(notification_id=sent.id).count() == 5
     assert funnel.furthest_stage(sent.id).stage == "replied"  # type: ignore[union-attr]
 
-    reply = next(span for span in captured.spans() if span["op"] == "silo_router.region.reply")
-    assert reply["data"]["silo_router.method"] == "response_url"
-    assert (reply["data"]["silo_router.ok"], reply["data"]["silo_router.outcome"]) == (True, "response_url")
-    recorded = [span for span in captured.spans() if span["op"] == "silo_router.region.funnel"]
-    assert sorted(span["tags"]["silo_router.stage"] for span in recorded) == [
+    reply = next(span for span in captured.spans() if span.op == "silo_router.region.reply")
+    assert reply["method"] == "response_url"
+    assert (reply["ok"], reply["outcome"]) == (True, "response_url")
+    recorded = [span for span in captured.spans() if span.op == "silo_router.region.funnel"]
+    assert sorted(span.tags["silo_router.stage"] for span in recorded) == [
         "acted",
         "handled",
         "replied",
@@ -100,7 +101,8 @@ def test_every_stage_once_however_often_the_click_is_delivered(
     ]
     response_url = click["response_url"].encode()
     trigger_id = click["trigger_id"].encode()
-    assert not any(response_url in raw or trigger_id in raw for raw in captured.raw)
+    emitted = captured.everything().encode()
+    assert response_url not in emitted and trigger_id not in emitted
     stored = json.dumps(list(NotificationEvent.objects.values()), default=str).encode()
     assert response_url not in stored and trigger_id not in stored
 
@@ -166,7 +168,7 @@ def test_a_retry_that_succeeds_moves_the_notification_on(fake: FakeSlack, worksp
 
 
 def test_a_failed_reply_is_replied_failed_with_slacks_error(
-    fake: FakeSlack, workspaces: dict[str, Installed], captured: CapturingTransport
+    fake: FakeSlack, workspaces: dict[str, Installed], captured: Captured
 ) -> None:
     @slack.action("acknowledge")
     def acknowledge(request: Any) -> None:
@@ -176,15 +178,15 @@ def test_a_failed_reply_is_replied_failed_with_slacks_error(
     sent = send(workspaces[T1])
     click = fake.message_click(channel=sent.channel, ts=str(sent.ts), action_id="acknowledge")
     deliver(click_envelope(workspaces[T1], click, notification_id=sent.id))
-    flush(captured)
+    captured.flush()
 
     furthest = funnel.furthest_stage(sent.id)
     assert furthest is not None
     assert (furthest.stage, furthest.ok, furthest.error) == ("replied", False, "channel_not_found")
     assert furthest.attributes["method"] == "chat.postMessage"
-    reply = next(span for span in captured.spans() if span["op"] == "silo_router.region.reply")
-    assert (reply["data"]["silo_router.ok"], reply["data"]["silo_router.error"]) == (False, "channel_not_found")
-    assert reply["status"] == "internal_error"
+    reply = next(span for span in captured.spans() if span.op == "silo_router.region.reply")
+    assert (reply["ok"], reply["error"]) == (False, "channel_not_found")
+    assert reply.status == "internal_error"
 
 
 def test_each_reply_of_a_handler_is_its_own_event(fake: FakeSlack, workspaces: dict[str, Installed]) -> None:

@@ -16,8 +16,9 @@ from silo_router.region import funnel, notifications, receiver
 from silo_router.region.handlers import slack
 from silo_router.region.models import Notification, NotificationEvent
 
+from ..sentry_capture import Captured
 from ..workspaces.conftest import T1, T2, Installed, click_payload
-from .conftest import BLOCKS, CapturingTransport, click_envelope, flush, send
+from .conftest import BLOCKS, click_envelope, send
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,19 +30,19 @@ def stages(notification_id: str) -> list[tuple[str, bool, str]]:
 
 
 def test_a_notification_is_its_own_trace_linked_to_the_trace_that_caused_it(
-    fake: FakeSlack, workspaces: dict[str, Installed], captured: CapturingTransport
+    fake: FakeSlack, workspaces: dict[str, Installed], captured: Captured
 ) -> None:
     with sentry_sdk.start_transaction(op="silo_router.region.task", name="disk check") as cause:
         sent = send(workspaces[T1])
-    flush(captured)
+    captured.flush()
 
     assert sent.ok is True and sent.error is None and sent.ts
     assert len(sent.id) == 32 and int(sent.id, 16)
     root = captured.transaction(NOTIFICATION_OP)
-    trace = root["contexts"]["trace"]
-    assert (trace["trace_id"], trace["span_id"]) == (sent.id, sent.id[:16])
-    assert trace["trace_id"] != cause.trace_id
-    assert trace["links"] == [
+    trace = root.root
+    assert (trace.trace_id, trace.span_id) == (sent.id, sent.id[:16])
+    assert trace.trace_id != cause.trace_id
+    assert list(trace.links) == [
         {
             "trace_id": cause.trace_id,
             "span_id": cause.span_id,
@@ -49,19 +50,19 @@ def test_a_notification_is_its_own_trace_linked_to_the_trace_that_caused_it(
             "attributes": {"sentry.link.type": "silo_router.caused_by"},
         }
     ]
-    assert trace["data"]["silo_router.caused_by"] == cause.trace_id
-    assert trace["data"]["silo_router.notification_id"] == sent.id
-    assert trace["data"]["silo_router.notification_name"] == "incident_opened"
-    assert trace["data"]["silo_router.installation"] == workspaces[T1].installation_id
-    assert trace["data"]["silo_router.channel"] == workspaces[T1].channel
-    assert root["tags"]["silo_router.region"] == "us"
-    assert root["tags"]["silo_router.outcome"] == "sent"
-    post = next(span for span in root["spans"] if span["op"] == "silo_router.region.send")
-    assert post["data"]["silo_router.method"] == "chat.postMessage"
-    assert post["data"]["silo_router.ok"] is True
-    assert post["data"]["messaging.message.id"] == sent.id
-    funnel_spans = [span for span in root["spans"] if span["op"] == "silo_router.region.funnel"]
-    assert [span["tags"]["silo_router.stage"] for span in funnel_spans] == ["triggered", "sent"]
+    assert trace["caused_by"] == cause.trace_id
+    assert trace["notification_id"] == sent.id
+    assert trace["notification_name"] == "incident_opened"
+    assert trace["installation"] == workspaces[T1].installation_id
+    assert trace["channel"] == workspaces[T1].channel
+    assert root.tags["silo_router.region"] == "us"
+    assert root.tags["silo_router.outcome"] == "sent"
+    post = next(span for span in root.spans if span.op == "silo_router.region.send")
+    assert post["method"] == "chat.postMessage"
+    assert post["ok"] is True
+    assert post.data["messaging.message.id"] == sent.id
+    funnel_spans = [span for span in root.spans if span.op == "silo_router.region.funnel"]
+    assert [span.tags["silo_router.stage"] for span in funnel_spans] == ["triggered", "sent"]
     # The notification's own trace is sampled whatever the rate for other transactions.
     assert tracing.traces_sampler({"transaction_context": {"op": NOTIFICATION_OP}}) == 1.0
 
@@ -73,21 +74,21 @@ def test_a_notification_is_its_own_trace_linked_to_the_trace_that_caused_it(
     record = Notification.objects.get(pk=sent.id)
     assert (record.ts, record.channel, record.caused_by_trace_id) == (sent.ts, workspaces[T1].channel, cause.trace_id)
 
-    counted = [m for m in captured.metrics if m["name"] == tracing.metrics.NOTIFICATION_STAGES]
-    assert sorted(m["attributes"]["stage"]["value"] for m in counted) == ["sent", "triggered"]
+    counted = captured.metrics(tracing.metrics.NOTIFICATION_STAGES)
+    assert sorted(m["attributes"]["stage"] for m in counted) == ["sent", "triggered"]
     token = workspaces[T1].token
-    assert not any(token.encode() in raw for raw in captured.raw), "the bot token never reaches Sentry"
+    assert token not in captured.everything(), "the bot token never reaches Sentry"
 
 
 def test_a_cause_passed_as_a_carrier_is_linked(
-    fake: FakeSlack, workspaces: dict[str, Installed], captured: CapturingTransport
+    fake: FakeSlack, workspaces: dict[str, Installed], captured: Captured
 ) -> None:
     cause = {"sentry-trace": "0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-1"}
     sent = send(workspaces[T1], caused_by=cause)
-    flush(captured)
-    trace = captured.transaction(NOTIFICATION_OP)["contexts"]["trace"]
-    assert trace["trace_id"] == sent.id
-    assert [(link["trace_id"], link["span_id"]) for link in trace["links"]] == [
+    captured.flush()
+    trace = captured.transaction(NOTIFICATION_OP).root
+    assert trace.trace_id == sent.id
+    assert [(link["trace_id"], link["span_id"]) for link in trace.links] == [
         ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
     ]
 
@@ -109,7 +110,7 @@ def test_the_message_carries_the_notification_id(fake: FakeSlack, workspaces: di
 
 
 def test_a_failed_send_records_sent_failed_with_slacks_error(
-    fake: FakeSlack, workspaces: dict[str, Installed], captured: CapturingTransport
+    fake: FakeSlack, workspaces: dict[str, Installed], captured: Captured
 ) -> None:
     sent = notifications.send(
         installation_id=workspaces[T1].installation_id,
@@ -117,15 +118,15 @@ def test_a_failed_send_records_sent_failed_with_slacks_error(
         name="incident_opened",
         text="Disk almost full",
     )
-    flush(captured)
+    captured.flush()
     assert (sent.ok, sent.ts, sent.error) == (False, None, "channel_not_found")
     assert stages(sent.id) == [("triggered", True, ""), ("sent", False, "channel_not_found")]
     furthest = funnel.furthest_stage(sent.id)
     assert furthest is not None and (furthest.stage, furthest.ok) == ("sent", False)
     root = captured.transaction(NOTIFICATION_OP)
-    assert root["contexts"]["trace"]["status"] == "internal_error"
-    post = next(span for span in root["spans"] if span["op"] == "silo_router.region.send")
-    assert (post["data"]["silo_router.ok"], post["data"]["silo_router.error"]) == (False, "channel_not_found")
+    assert root.root.status == "internal_error"
+    post = next(span for span in root.spans if span.op == "silo_router.region.send")
+    assert (post["ok"], post["error"]) == (False, "channel_not_found")
     assert funnel.summary()["sent"].errors == {"channel_not_found": 1}
 
 
@@ -154,7 +155,7 @@ def test_send_inside_a_handlers_transaction_is_refused(fake: FakeSlack, workspac
 
 
 def test_notify_in_a_handler_posts_after_commit_linked_to_the_handler(
-    fake: FakeSlack, workspaces: dict[str, Installed], captured: CapturingTransport
+    fake: FakeSlack, workspaces: dict[str, Installed], captured: Captured
 ) -> None:
     returned: list[notifications.Notification] = []
 
@@ -167,15 +168,15 @@ def test_notify_in_a_handler_posts_after_commit_linked_to_the_handler(
     envelope = click_envelope(workspaces[T1], click_payload(fake, workspaces[T1]), notification_id=None)
     sealed = seal(envelope)
     receiver.dispatch(receiver.accept(sealed.body, sealed.signature, region=envelope.region))
-    flush(captured)
+    captured.flush()
 
     (notification,) = returned
     assert notification.ok is True and notification.ts
     (call,) = fake.calls("chat.postMessage")
     assert call.params["channel"] == workspaces[T1].channel
     assert call.params["metadata"]["event_payload"]["notification_id"] == notification.id
-    handler_trace = captured.transaction("silo_router.region.receive")["contexts"]["trace"]["trace_id"]
-    linked = captured.transaction(NOTIFICATION_OP)["contexts"]["trace"]["links"]
+    handler_trace = captured.transaction("silo_router.region.receive").root.trace_id
+    linked = captured.transaction(NOTIFICATION_OP).root.links
     assert [link["trace_id"] for link in linked] == [handler_trace]
     assert Notification.objects.get(pk=notification.id).caused_by_trace_id == handler_trace
 

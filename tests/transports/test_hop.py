@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sentry_sdk
 from celery.app.task import Context
 
 from silo_router import tracing
@@ -17,7 +15,8 @@ from silo_router.transports.celery import RECEIVE_TASK, hop_of
 from silo_router.transports.http import HttpTransport
 
 from ..celery_app import app as suite_app
-from ..tracing.crossing.support import Captured, published
+from ..sentry_capture import Captured, CaptureSentry
+from ..tracing.crossing.support import published
 from .conftest import make_envelope
 from .servers import Piece, ScriptedServer, http_answer
 
@@ -29,18 +28,10 @@ TRACEPARENT = f"00-{TRACE}-b7ad6b7169203331-01"
 
 
 @pytest.fixture(params=["stdlib-on", "integrations-off"])
-def captured(request: pytest.FixtureRequest) -> Iterator[Captured]:
-    """sentry-sdk with its default integrations (http.client among them), or with none."""
-    transport = Captured()
-    options: dict[str, Any] = {"dsn": "https://key@sentry.invalid/1", "transport": transport, "traces_sample_rate": 1.0}
-    if request.param == "integrations-off":
-        options.update(default_integrations=False, auto_enabling_integrations=False)
-    sentry_sdk.init(**options)
-    try:
-        yield transport
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.init()
+def captured(request: pytest.FixtureRequest, capture_sentry: CaptureSentry) -> Captured:
+    """sentry-sdk with its default integrations (http.client among them), or with none; every trace sampled."""
+    integrations = "defaults" if request.param == "stdlib-on" else "none"
+    return capture_sentry(scrubbed=False, integrations=integrations, traces_sample_rate=1.0)
 
 
 def test_hop_headers_are_lower_case_and_leave_out_what_is_unset() -> None:
@@ -91,12 +82,12 @@ def test_the_http_request_carries_each_trace_header_once(captured: Captured) -> 
     assert named[ATTEMPT_HEADER] == "2"
     trace_id, span_id = named["sentry-trace"].split("-")[:2]
     assert trace_id == attempt.trace_id
-    spans = {span["span_id"]: span for span in captured.spans()}
+    spans = {span.span_id: span for span in captured.spans()}
     if span_id == attempt_headers["sentry-trace"].split("-")[1]:
-        assert "http.client" not in {span["op"] for span in spans.values()}  # no integration: the attempt's own
+        assert "http.client" not in {span.op for span in spans.values()}  # no integration: the attempt's own
     else:
-        assert spans[span_id]["op"] == "http.client"
-        assert spans[span_id]["parent_span_id"] == attempt_headers["sentry-trace"].split("-")[1]
+        assert spans[span_id].op == "http.client"
+        assert spans[span_id].parent_span_id == attempt_headers["sentry-trace"].split("-")[1]
 
 
 def test_the_celery_message_carries_the_hop_in_its_headers(captured: Captured, settings: Any) -> None:

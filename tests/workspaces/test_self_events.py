@@ -6,15 +6,13 @@ import logging
 from typing import Any
 
 import pytest
-import sentry_sdk
 from django.test import Client
 
 from example_project.fake_slack import FakeSlack
-from silo_router import tracing
 from silo_router.control.models import Payload
 from silo_router.region.handlers import slack
 
-from ..test_tracing import CapturingTransport
+from ..sentry_capture import CaptureSentry
 from .conftest import T1, T2, Installed, mention, post_event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,18 +100,16 @@ def test_self_events_are_forwarded_when_the_setting_is_off(
 
 
 def test_the_authorize_span_says_the_event_was_the_bots_own(
-    client: Client, fake: FakeSlack, workspaces: dict[str, Installed], handled: list[str]
+    client: Client,
+    fake: FakeSlack,
+    workspaces: dict[str, Installed],
+    handled: list[str],
+    capture_sentry: CaptureSentry,
 ) -> None:
-    transport = CapturingTransport()
-    sentry_sdk.init(dsn="https://key@sentry.invalid/1", transport=transport, traces_sampler=tracing.traces_sampler)
-    try:
-        t1 = workspaces[T1]
-        assert post_event(client, t1, message(t1, user=t1.bot_user_id), event_id="EvSpan").status_code == 200
-        sentry_sdk.flush()
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.init()
-    (control,) = [t for t in transport.transactions if t["contexts"]["trace"]["op"] == "silo_router.control.request"]
-    (span,) = [s for s in control["spans"] if s["op"] == "silo_router.control.authorize"]
-    assert span["data"]["silo_router.self_event"] is True
-    assert span["data"]["silo_router.installation"] == t1.installation_id
+    captured = capture_sentry(scrubbed=False)
+    t1 = workspaces[T1]
+    assert post_event(client, t1, message(t1, user=t1.bot_user_id), event_id="EvSpan").status_code == 200
+    control = captured.transaction("silo_router.control.request")
+    (span,) = [s for s in control.spans if s.op == "silo_router.control.authorize"]
+    assert span.data["silo_router.self_event"] is True
+    assert span.data["silo_router.installation"] == t1.installation_id

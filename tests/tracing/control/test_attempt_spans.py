@@ -16,8 +16,8 @@ from silo_router.control.models import Payload, PayloadAttempt, RegionCircuit
 from silo_router.region.handlers import slack
 from silo_router.tracing import metrics
 
+from ...sentry_capture import Captured, Span
 from ...slack_signing import event_callback, post_slack
-from .conftest import Captured, CapturedSpan
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,7 @@ def post_event(client: Client, event_id: str) -> str:
     return str(Payload.objects.get(idempotency_key=f"slack:event:{event_id}").pk)
 
 
-def parent_of(captured: Captured, span: CapturedSpan) -> CapturedSpan:
+def parent_of(captured: Captured, span: Span) -> Span:
     (parent,) = [other for other in captured.spans() if other.span_id == span.parent_span_id]
     return parent
 
@@ -81,7 +81,7 @@ def test_an_attempt_is_a_child_of_the_deliver_task_in_the_requests_trace(
     assert attempt.data["messaging.operation.type"] == "send"
     assert attempt.data["messaging.destination.name"] == "us"
     assert attempt.data["messaging.message.id"] == payload_id
-    assert attempt.links == []
+    assert attempt.links == ()
     assert "silo_router.region.receive" in {s.op for s in captured.spans() if s.parent_span_id == attempt.span_id}
 
     (row,) = PayloadAttempt.objects.filter(payload_id=payload_id)
@@ -114,7 +114,7 @@ def test_a_retry_in_the_requests_trace_stays_a_child_there(
     assert first["retry_in_s"] > 0
     assert first["error"]
     assert (second["attempt"], second["retry"], second["outcome"]) == (2, True, "delivered")
-    assert second.links == []
+    assert second.links == ()
     outcomes = sorted(PayloadAttempt.objects.filter(payload_id=payload_id).values_list("number", "outcome"))
     assert outcomes == [(1, "retry"), (2, "delivered")]
 

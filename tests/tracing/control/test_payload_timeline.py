@@ -13,8 +13,8 @@ from django.test import Client
 from silo_router.control.models import Payload, PayloadAttempt
 from silo_router.region.handlers import slack
 
+from ...sentry_capture import Captured
 from ...slack_signing import block_actions, interactive_body, post_slack
-from .conftest import Captured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

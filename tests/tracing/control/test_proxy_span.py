@@ -8,7 +8,7 @@ from slack_sdk.errors import SlackApiError
 from example_project.fake_slack import FakeSlack
 
 from ...proxy.conftest import BOT_TOKEN, ProxyClient, control_url, fake_slack, proxied, proxy_client  # noqa: F401
-from .conftest import Captured
+from ...sentry_capture import Captured
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -23,8 +23,8 @@ from silo_router.providers.slack.control_responses import LoadingModal
 from silo_router.region.handlers import slack
 from silo_router.tracing import links, metrics
 
+from ...sentry_capture import Captured, Span
 from ...slack_signing import block_actions, block_suggestion, event_callback, interactive_body, post_slack
-from .conftest import Captured, CapturedSpan
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,7 +67,7 @@ def click(client: Client, fake: FakeSlack, *, timestamp: float | None = None, **
     return post_slack(client, interactive_body(payload), timestamp=timestamp)
 
 
-def children_of(captured: Captured, parent: CapturedSpan) -> dict[str, CapturedSpan]:
+def children_of(captured: Captured, parent: Span) -> dict[str, Span]:
     return {span.op: span for span in captured.spans() if span.parent_span_id == parent.span_id}
 
 
@@ -286,7 +286,7 @@ def test_a_malformed_notification_id_is_ignored(
     assert response.status_code == 200
     request = captured.one(REQUEST)
     assert "silo_router.notification_id" not in request.data
-    assert request.links == []
+    assert request.links == ()
     envelope = json.loads(Payload.objects.get().envelope)
     assert envelope["notification_id"] is None
     assert envelope["received_at"] is not None  # every envelope says when control received it

@@ -4,7 +4,7 @@ Control and region run in this process, each with a sentry-sdk client of its own
 region's is the global client (what a worker thread or a server thread uses), the
 control side's is set on the test thread's isolation scope. So each side can have
 sentry's integrations on (as README recommends: Django, Celery and the defaults) or
-off, and every envelope both emit lands in one :class:`Captured` transport.
+off, and every envelope both emit lands in one capture transport.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import sentry_sdk
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from django.core.handlers.wsgi import WSGIHandler
-from sentry_sdk.integrations.celery import CeleryIntegration
-from sentry_sdk.integrations.django import DjangoIntegration
-
-from silo_router import tracing
 
 from ...celery_app import app as suite_app
+from ...sentry_capture import Captured, CaptureSentry, Integrations, sentry_options
 from ...transports.conftest import ENVELOPE_PATH, _QuietHandler, _ThreadingServer
-from .support import TRANSPORTS, Captured, Crossing, region_side
+from .support import TRANSPORTS, Crossing, region_side
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,19 +46,8 @@ class Sides:
 SIDES = [Sides(True, True), Sides(True, False), Sides(False, False)]
 
 
-def client_options(captured: Captured, *, integrations: bool) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "dsn": "https://key@sentry.invalid/1",
-        "transport": captured,
-        "traces_sampler": tracing.traces_sampler,
-        "before_send": tracing.before_send,
-        "before_send_transaction": tracing.before_send_transaction,
-    }
-    if integrations:
-        options["integrations"] = [DjangoIntegration(), CeleryIntegration()]
-    else:
-        options.update(default_integrations=False, auto_enabling_integrations=False)
-    return options
+def integrations_of(on: bool) -> Integrations:
+    return "readme" if on else "none"
 
 
 @pytest.fixture(autouse=True)
@@ -84,20 +70,19 @@ def sides(request: pytest.FixtureRequest) -> Sides:
 
 
 @pytest.fixture
-def captured(sides: Sides) -> Iterator[Captured]:
-    """sentry-sdk on both sides, as ``sides`` says, emitting into one capturing transport."""
-    transport = Captured()
-    sentry_sdk.init(**client_options(transport, integrations=sides.region))
-    control = sentry_sdk.Client(**client_options(transport, integrations=sides.control))
+def captured(sides: Sides, capture_sentry: CaptureSentry) -> Iterator[Captured]:
+    """sentry-sdk on both sides, as ``sides`` says (README's scrubbing hooks on), into one capture transport."""
+    captured = capture_sentry(scrubbed=True, integrations=integrations_of(sides.region))
+    control = sentry_sdk.Client(
+        **sentry_options(captured.transport, scrubbed=True, integrations=integrations_of(sides.control))
+    )
     try:
         with sentry_sdk.isolation_scope() as scope:
             scope.set_client(control)
-            yield transport
+            yield captured
             control.flush()
     finally:
         control.close()
-        sentry_sdk.get_client().close()
-        sentry_sdk.init()
 
 
 @pytest.fixture

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
-import threading
-import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 import sentry_sdk
 from celery import current_app
 from celery.signals import before_task_publish
-from sentry_sdk.envelope import Envelope as SentryEnvelope
-from sentry_sdk.transport import Transport
 
 from silo_router import tracing
 from silo_router.envelope import Envelope, SealedEnvelope, seal
@@ -24,13 +19,12 @@ from silo_router.transports import DeliveryError, delivering, transport_for
 from silo_router.transports.celery import RECEIVE_TASK
 
 from ...celery_app import app as suite_app
+from ...sentry_capture import Span
 from ...slack_signing import block_actions, interactive_body
 
 #: Capabilities the test envelopes carry; none may reach anything sentry-sdk emits.
 RESPONSE_URL = "https://hooks.slack.com/actions/T0US00001/42/RespUrlCapability0001"
 TRIGGER_ID = "12345.98765.8088930838d88f2ad11fb56bc0b3ee1d"
-#: How long work on other threads (a server's, a worker's) gets to emit its spans.
-SPAN_WAIT = 30.0
 #: local (in-process, on a thread), http (a real server on loopback), celery with a real
 #: worker thread, and celery run eagerly: the published message, run in this process.
 TRANSPORTS = ["local", "http", "celery-worker", "celery-eager"]
@@ -40,64 +34,6 @@ RECEIVE = "silo_router.region.receive"
 HANDLER = "silo_router.region.handler"
 #: Spans sentry-sdk's own integrations may put between the attempt and the region's run.
 INTEGRATION_OPS = frozenset({"http.client", "http.server", "queue.submit.celery", "queue.task.celery", "queue.process"})
-
-
-class Captured(Transport):
-    """A sentry-sdk transport that keeps every envelope: the raw bytes and the transactions in them."""
-
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self.raw: list[bytes] = []
-        self.transactions: list[dict[str, Any]] = []
-        self._changed = threading.Condition()
-
-    def capture_envelope(self, envelope: SentryEnvelope) -> None:
-        with self._changed:
-            self.raw.append(envelope.serialize())
-            for item in envelope.items:
-                if item.type == "transaction":
-                    self.transactions.append(json.loads(item.get_bytes()))
-            self._changed.notify_all()
-
-    def spans(self) -> list[dict[str, Any]]:
-        """Every span of every transaction, roots included, each with its ``op``, ids and ``data``."""
-        sentry_sdk.flush()
-        found: list[dict[str, Any]] = []
-        with self._changed:
-            for transaction in self.transactions:
-                root = dict(transaction["contexts"]["trace"])
-                root.setdefault("data", {})
-                root["tags"] = transaction.get("tags") or {}
-                found.append(root)
-                found.extend(transaction.get("spans") or ())
-        return found
-
-    def wait_for(self, op: str, *, count: int = 1) -> list[dict[str, Any]]:
-        """Spans named ``op`` once ``count`` of them were emitted (work on other threads ends later)."""
-        deadline = time.monotonic() + SPAN_WAIT
-        while True:
-            found = [span for span in self.spans() if span["op"] == op]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            with self._changed:
-                self._changed.wait(0.05)
-
-    def wait_for_transaction(self, name: str) -> dict[str, Any]:
-        """The first transaction named ``name`` (a Celery task's name, say) once it was emitted."""
-        deadline = time.monotonic() + SPAN_WAIT
-        while True:
-            sentry_sdk.flush()
-            with self._changed:
-                found = [each for each in self.transactions if each.get("transaction") == name]
-                if found:
-                    return found[0]
-                assert time.monotonic() < deadline, f"no transaction {name}"
-                self._changed.wait(0.05)
-
-    def text(self) -> str:
-        sentry_sdk.flush()
-        with self._changed:
-            return b"\n".join(self.raw).decode("utf-8", "replace")
 
 
 @dataclasses.dataclass
@@ -135,31 +71,27 @@ def control_attempt(
     return Sent(envelope, trace_id, request_span_id, answer)
 
 
-def of_trace(spans: Iterable[Mapping[str, Any]], trace_id: str, op: str) -> list[Mapping[str, Any]]:
-    return [span for span in spans if span["trace_id"] == trace_id and span["op"] == op]
+def of_trace(spans: Iterable[Span], trace_id: str, op: str) -> list[Span]:
+    return [span for span in spans if span.trace_id == trace_id and span.op == op]
 
 
-def path_to(spans: Iterable[Mapping[str, Any]], span: Mapping[str, Any], ancestor_op: str) -> list[str]:
+def path_to(spans: Iterable[Span], span: Span, ancestor_op: str) -> list[str]:
     """The ops from ``span``'s parent up to the first ancestor named ``ancestor_op`` (AssertionError if none)."""
-    by_id = {each["span_id"]: each for each in spans}
+    by_id = {each.span_id: each for each in spans}
     ops: list[str] = []
-    parent = by_id.get(span.get("parent_span_id"))
+    parent = by_id.get(span.parent_span_id or "")
     while parent is not None:
-        ops.append(parent["op"])
-        if parent["op"] == ancestor_op:
+        ops.append(parent.op)
+        if parent.op == ancestor_op:
             return ops
-        parent = by_id.get(parent.get("parent_span_id"))
-    raise AssertionError(f"{span['op']} does not descend from {ancestor_op}: its ancestors are {ops}")
+        parent = by_id.get(parent.parent_span_id or "")
+    raise AssertionError(f"{span.op} does not descend from {ancestor_op}: its ancestors are {ops}")
 
 
-def assert_child_of(spans: list[Mapping[str, Any]], span: Mapping[str, Any], ancestor_op: str) -> None:
+def assert_child_of(spans: list[Span], span: Span, ancestor_op: str) -> None:
     """``span`` descends from ``ancestor_op`` with nothing but sentry-sdk's integration spans between."""
     between = path_to(spans, span, ancestor_op)[:-1]
     assert set(between) <= INTEGRATION_OPS, between
-
-
-def data(span: Mapping[str, Any]) -> Mapping[str, Any]:
-    return span.get("data") or {}
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from silo_router.region.handlers import slack
 from silo_router.transports.base import ATTEMPT_HEADER
 from silo_router.transports.celery import CONFIRM_TASK
 
-from .conftest import SIDES, Captured
+from ...sentry_capture import Captured
+from .conftest import SIDES
 from .support import RECEIVE, Crossing, click_envelope, give_up_at_once, of_trace, path_to, published
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,9 +42,9 @@ def test_the_confirmation_carries_the_receive_spans_trace(crossing: Crossing, ca
     (receive,) = of_trace(spans, sent.trace_id, RECEIVE)
     trace_id, span_id = confirmation["headers"]["sentry-trace"].split("-")[:2]
     assert trace_id == sent.trace_id
-    by_id = {span["span_id"]: span for span in spans}
+    by_id = {span.span_id: span for span in spans}
     # The receive span itself, or sentry-sdk's queue.submit span under it when its Celery integration is on.
-    assert span_id == receive["span_id"] or path_to(spans, by_id[span_id], RECEIVE) == [RECEIVE]
+    assert span_id == receive.span_id or path_to(spans, by_id[span_id], RECEIVE) == [RECEIVE]
     assert confirmation["headers"][ATTEMPT_HEADER] == "5"
 
 
@@ -58,9 +59,9 @@ def test_controls_confirm_task_runs_in_the_same_trace(crossing: Crossing, captur
 
     sent = crossing.send(click_envelope(key="slack:click:settled"))
     confirm = captured.wait_for_transaction(CONFIRM_TASK)
-    assert confirm["contexts"]["trace"]["trace_id"] == sent.trace_id
+    assert confirm.root.trace_id == sent.trace_id
     spans = captured.spans()
-    assert RECEIVE in path_to(spans, confirm["contexts"]["trace"], RECEIVE)
+    assert RECEIVE in path_to(spans, confirm.root, RECEIVE)
 
 
 @CELERY
@@ -76,11 +77,11 @@ def test_a_rejected_envelopes_confirmation_joins_the_attempts_trace(crossing: Cr
     trace_id, span_id = confirmation["headers"]["sentry-trace"].split("-")[:2]
     (attempt,) = of_trace(captured.spans(), sent.trace_id, "silo_router.control.attempt")
     assert (trace_id, confirmation["headers"][ATTEMPT_HEADER]) == (sent.trace_id, "2")
-    assert span_id in {attempt["span_id"], *_children_of(captured, attempt["span_id"])}
+    assert span_id in {attempt.span_id, *_children_of(captured, attempt.span_id)}
 
 
 def _children_of(captured: Captured, span_id: str) -> set[str]:
-    return {span["span_id"] for span in captured.spans() if span.get("parent_span_id") == span_id}
+    return {span.span_id for span in captured.spans() if span.parent_span_id == span_id}
 
 
 @CELERY

@@ -18,7 +18,8 @@ from silo_router.envelope import SealedEnvelope, seal
 from silo_router.region.handlers import slack
 from silo_router.region.models import ProcessedEnvelope
 
-from .conftest import SIDES, Captured
+from ...sentry_capture import Captured
+from .conftest import SIDES
 from .support import (
     ATTEMPT,
     HANDLER,
@@ -26,7 +27,6 @@ from .support import (
     Crossing,
     assert_child_of,
     click_envelope,
-    data,
     give_up_at_once,
     of_trace,
     path_to,
@@ -63,17 +63,17 @@ def test_the_region_run_is_the_child_of_the_attempt_in_one_trace(crossing: Cross
     sent = crossing.send(click_envelope())
     assert _outcome(sent.answer) == "handled"
 
-    (reply,) = [span for span in captured.wait_for(REPLY_PROBE) if span["trace_id"] == sent.trace_id]
+    (reply,) = [span for span in captured.wait_for(REPLY_PROBE) if span.trace_id == sent.trace_id]
     spans = captured.spans()
     (attempt,) = of_trace(spans, sent.trace_id, ATTEMPT)
     (receive,) = of_trace(spans, sent.trace_id, RECEIVE)
     (handler,) = of_trace(spans, sent.trace_id, HANDLER)
-    assert attempt["parent_span_id"] == sent.request_span_id
+    assert attempt.parent_span_id == sent.request_span_id
     assert_child_of(spans, receive, ATTEMPT)
-    assert handler["parent_span_id"] == receive["span_id"]
+    assert handler.parent_span_id == receive.span_id
     assert path_to(spans, reply, HANDLER) == ["silo_router.region.after_receipt", HANDLER]
-    ours = [span for span in spans if span["op"].startswith("silo_router.")]
-    assert {span["trace_id"] for span in ours} == {sent.trace_id}
+    ours = [span for span in spans if span.op.startswith("silo_router.")]
+    assert {span.trace_id for span in ours} == {sent.trace_id}
 
 
 @README_SIDES
@@ -85,7 +85,7 @@ def test_the_receive_span_names_the_envelope_and_the_attempt(crossing: Crossing,
     spans = captured.wait_for(RECEIVE)
     (receive,) = of_trace(spans, sent.trace_id, RECEIVE)
     envelope_id = sent.envelope.id
-    assert {key: data(receive).get(f"silo_router.{key}") for key in _UNIFORM} == {
+    assert {key: receive.data.get(f"silo_router.{key}") for key in _UNIFORM} == {
         "provider": "slack",
         "kind": "block_actions:resolve_dialog",
         "region": "us",
@@ -95,21 +95,21 @@ def test_the_receive_span_names_the_envelope_and_the_attempt(crossing: Crossing,
         "attempt": 3,
         "outcome": "handled",
     }
-    assert (data(receive)["silo_router.dedupe"], data(receive)["silo_router.replay"]) == ("first", True)
-    assert data(receive)["silo_router.replays"] == 1
+    assert (receive.data["silo_router.dedupe"], receive.data["silo_router.replay"]) == ("first", True)
+    assert receive.data["silo_router.replays"] == 1
     assert _messaging(receive) == ("silo_router", "receive", "us", envelope_id)
-    assert receive["tags"]["silo_router.outcome"] == "handled"
-    assert "silo_router.envelope_id" not in receive["tags"]  # ids are data, not tags
+    assert receive.tags["silo_router.outcome"] == "handled"
+    assert "silo_router.envelope_id" not in receive.tags  # ids are data, not tags
 
     (handler,) = of_trace(captured.spans(), sent.trace_id, HANDLER)
     assert _messaging(handler) == ("silo_router", "process", "us", envelope_id)
-    assert data(handler)["silo_router.handler"].endswith("register_click_handler.<locals>.resolve")
-    assert data(handler)["silo_router.outcome"] == "ok"
+    assert handler.data["silo_router.handler"].endswith("register_click_handler.<locals>.resolve")
+    assert handler.data["silo_router.outcome"] == "ok"
     # OpenTelemetry's messaging conventions: the process span links to the creation context.
-    (link,) = handler["links"]
+    (link,) = handler.links
     assert (link["trace_id"], link["span_id"]) == (sent.trace_id, sent.request_span_id)
     assert link["attributes"] == {"sentry.link.type": "silo_router.caused_by"}
-    assert data(handler)["silo_router.caused_by"] == sent.trace_id
+    assert handler.data["silo_router.caused_by"] == sent.trace_id
 
 
 @README_SIDES
@@ -122,8 +122,8 @@ def test_a_second_delivery_of_an_envelope_says_it_is_a_duplicate(crossing: Cross
     assert ran == [envelope.id]
 
     (receive,) = of_trace(captured.wait_for(RECEIVE, count=2), second.trace_id, RECEIVE)
-    assert data(receive)["silo_router.dedupe"] == "duplicate"
-    assert (data(receive)["silo_router.outcome"], data(receive)["silo_router.attempt"]) == ("duplicate", 2)
+    assert receive.data["silo_router.dedupe"] == "duplicate"
+    assert (receive.data["silo_router.outcome"], receive.data["silo_router.attempt"]) == ("duplicate", 2)
     assert not of_trace(captured.spans(), second.trace_id, HANDLER)
 
 
@@ -140,14 +140,14 @@ def test_a_rejected_envelope_has_a_receive_span_with_the_reason(crossing: Crossi
     spans = captured.spans()
     (receive,) = of_trace(spans, sent.trace_id, RECEIVE)
     assert_child_of(spans, receive, ATTEMPT)
-    assert (data(receive)["silo_router.outcome"], data(receive)["silo_router.reason"]) == (
+    assert (receive.data["silo_router.outcome"], receive.data["silo_router.reason"]) == (
         "rejected",
         "signature_mismatch",
     )
-    assert receive["status"] == "internal_error"
-    assert data(receive)["silo_router.attempt"] == 4
-    assert "silo_router.envelope_id" not in data(receive)  # nothing is read from an envelope that was refused
-    assert "messaging.message.id" not in data(receive)
+    assert receive.status == "internal_error"
+    assert receive.data["silo_router.attempt"] == 4
+    assert "silo_router.envelope_id" not in receive.data  # nothing is read from an envelope that was refused
+    assert "messaging.message.id" not in receive.data
 
 
 @README_SIDES
@@ -163,10 +163,10 @@ def test_a_failing_handler_marks_the_handler_and_the_receive_span(
     spans = captured.spans()
     (handler,) = of_trace(spans, sent.trace_id, HANDLER)
     (receive,) = of_trace(spans, sent.trace_id, RECEIVE)
-    assert (data(handler)["silo_router.outcome"], data(handler)["silo_router.error"]) == ("raised", "RuntimeError")
-    assert handler["status"] == "internal_error"
-    assert (data(receive)["silo_router.outcome"], data(receive)["silo_router.error"]) == ("failed", "RuntimeError")
-    assert receive["status"] == "internal_error"
+    assert (handler.data["silo_router.outcome"], handler.data["silo_router.error"]) == ("raised", "RuntimeError")
+    assert handler.status == "internal_error"
+    assert (receive.data["silo_router.outcome"], receive.data["silo_router.error"]) == ("failed", "RuntimeError")
+    assert receive.status == "internal_error"
     assert not of_trace(spans, sent.trace_id, REPLY_PROBE)  # nothing committed: no reply
 
 
@@ -181,7 +181,7 @@ def _outcome(answer: Any) -> Any:
 
 
 def _messaging(span: dict[str, Any]) -> tuple[Any, ...]:
-    found = data(span)
+    found = span.data
     return tuple(
         found.get(f"messaging.{key}") for key in ("system", "operation.type", "destination.name", "message.id")
     )
@@ -200,7 +200,7 @@ def test_an_attempt_inside_a_transaction_runs_the_region_inline_under_it(
     spans = captured.spans()
     (attempt,) = of_trace(spans, sent.trace_id, ATTEMPT)
     (receive,) = of_trace(spans, sent.trace_id, RECEIVE)
-    assert receive["parent_span_id"] == attempt["span_id"]
+    assert receive.parent_span_id == attempt.span_id
 
 
 @pytest.mark.parametrize("crossing", ["celery-worker"], indirect=True)
@@ -219,6 +219,6 @@ def test_a_region_workers_retry_stays_in_the_trace_and_says_so(crossing: Crossin
     captured.wait_for(RECEIVE, count=2)
     spans = captured.spans()
     receives = of_trace(spans, sent.trace_id, RECEIVE)
-    retries = {data(span)["silo_router.outcome"]: data(span).get("silo_router.region_retry") for span in receives}
+    retries = {span.data["silo_router.outcome"]: span.data.get("silo_router.region_retry") for span in receives}
     assert retries == {"failed": None, "handled": 1}
-    assert {data(span)["silo_router.attempt"] for span in receives} == {3}  # one control attempt, retried by the region
+    assert {span.data["silo_router.attempt"] for span in receives} == {3}  # one control attempt, retried by the region

@@ -11,8 +11,9 @@ from django.test import Client
 from silo_router import signing
 from silo_router.envelope import seal
 
+from ...sentry_capture import Captured
 from .conftest import SIDES
-from .support import RECEIVE, Captured, click_envelope, data
+from .support import RECEIVE, click_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,25 +46,25 @@ def test_a_refused_envelope_has_a_receive_span_with_the_reason(
     assert 400 <= response.status_code < 500
     assert response.json()["error"] == reason
 
-    (receive,) = [span for span in captured.spans() if span["op"] == RECEIVE]
-    assert (receive["trace_id"], receive["parent_span_id"]) == (TRACE_ID, ATTEMPT_SPAN)
-    assert {key: data(receive).get(f"silo_router.{key}") for key in ("outcome", "reason", "attempt", "region")} == {
+    (receive,) = [span for span in captured.spans() if span.op == RECEIVE]
+    assert (receive.trace_id, receive.parent_span_id) == (TRACE_ID, ATTEMPT_SPAN)
+    assert {key: receive.data.get(f"silo_router.{key}") for key in ("outcome", "reason", "attempt", "region")} == {
         "outcome": "rejected",
         "reason": reason,
         "attempt": 3,
         "region": "us",
     }
-    assert receive["status"] == "internal_error"
-    assert data(receive)["messaging.operation.type"] == "receive"
-    assert not {"silo_router.envelope_id", "silo_router.kind", "messaging.message.id"} & set(data(receive))
+    assert receive.status == "internal_error"
+    assert receive.data["messaging.operation.type"] == "receive"
+    assert not {"silo_router.envelope_id", "silo_router.kind", "messaging.message.id"} & set(receive.data)
 
 
 @pytest.mark.parametrize("sides", [SIDES[2]], indirect=True, ids=lambda sides: sides.id)
 def test_an_envelope_over_the_size_limit_has_a_receive_span_too(captured: Captured, client: Client) -> None:
     response = client.generic("POST", URL, b"{}", content_type="application/json", CONTENT_LENGTH="999999999999")
     assert (response.status_code, response.json()["error"]) == (413, "envelope_too_large")
-    (receive,) = [span for span in captured.spans() if span["op"] == RECEIVE]
-    assert (data(receive)["silo_router.outcome"], data(receive)["silo_router.reason"]) == (
+    (receive,) = [span for span in captured.spans() if span.op == RECEIVE]
+    assert (receive.data["silo_router.outcome"], receive.data["silo_router.reason"]) == (
         "rejected",
         "envelope_too_large",
     )

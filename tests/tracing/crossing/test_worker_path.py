@@ -12,8 +12,9 @@ from silo_router.control import delivery
 from silo_router.control.models import Payload
 from silo_router.region.handlers import slack
 
+from ...sentry_capture import SPAN_WAIT, Captured
 from .conftest import SIDES
-from .support import ATTEMPT, HANDLER, RECEIVE, SPAN_WAIT, Captured, Crossing, assert_child_of, click_envelope, of_trace
+from .support import ATTEMPT, HANDLER, RECEIVE, Crossing, assert_child_of, click_envelope, of_trace
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,4 +39,4 @@ def test_a_workers_attempt_is_the_parent_of_the_regions_run(crossing: Crossing, 
     spans = captured.spans()
     (receive,) = of_trace(spans, str(request.trace_id), RECEIVE)
     assert_child_of(spans, receive, ATTEMPT)
-    assert of_trace(spans, str(request.trace_id), HANDLER)[0]["parent_span_id"] == receive["span_id"]
+    assert of_trace(spans, str(request.trace_id), HANDLER)[0].parent_span_id == receive.span_id

@@ -8,22 +8,19 @@ between tests, so the rest of the suite runs as if no SDK were set up.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-import sentry_sdk
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Sampler
-from sentry_sdk.envelope import Envelope as SentryEnvelope
-from sentry_sdk.transport import Transport
 
 from example_project.fake_slack import FakeSlack
-from silo_router import tracing
+
+from ...sentry_capture import Captured, CaptureSentry
 
 
 class Switchboard(trace.TracerProvider):
@@ -146,41 +143,10 @@ def exported_text(span: ReadableSpan) -> list[str]:
     return texts
 
 
-class CapturingTransport(Transport):
-    """Keeps what sentry-sdk would send, instead of sending it."""
-
-    def __init__(self, options: Any = None) -> None:
-        super().__init__(options)
-        self.transactions: list[dict[str, Any]] = []
-
-    def capture_envelope(self, envelope: SentryEnvelope) -> None:
-        for item in envelope.items:
-            if item.type == "transaction":
-                self.transactions.append(json.loads(item.get_bytes()))
-
-    def spans(self) -> list[dict[str, Any]]:
-        """Every captured transaction's root span and child spans."""
-        return [t["contexts"]["trace"] for t in self.transactions] + [
-            span for t in self.transactions for span in t.get("spans", ())
-        ]
-
-
 @pytest.fixture
-def sentry() -> Iterator[CapturingTransport]:
-    """sentry-sdk initialised as README recommends, sending to a capturing transport."""
-    transport = CapturingTransport()
-    sentry_sdk.init(
-        dsn="https://key@sentry.invalid/1",
-        transport=transport,
-        traces_sampler=tracing.traces_sampler,
-        before_send=tracing.before_send,
-        before_send_transaction=tracing.before_send_transaction,
-    )
-    try:
-        yield transport
-    finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.get_global_scope().set_client(None)  # inactive again (``init()`` would leave a client on)
+def sentry(capture_sentry: CaptureSentry) -> Captured:
+    """sentry-sdk initialised as README recommends (its scrubbing hooks on), sending to a capture transport."""
+    return capture_sentry(scrubbed=True)
 
 
 @pytest.fixture

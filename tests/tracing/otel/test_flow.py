@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 import pytest
-import sentry_sdk
 from django.test import Client
 from opentelemetry.trace import SpanKind
 
@@ -21,8 +20,9 @@ from silo_router.control.models import Payload
 from silo_router.region.handlers import slack
 from silo_router.tracing import links, registry
 
+from ...sentry_capture import Captured
 from ...slack_signing import block_actions, event_callback, interactive_body, post_slack
-from .conftest import CapturingTransport, Exported, exported_text, hex_id
+from .conftest import Exported, exported_text, hex_id
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -145,14 +145,13 @@ def test_with_sentry_on_too_each_back_end_gets_the_whole_flow(
     fake_slack: FakeSlack,
     resolve_replies: None,
     otel: Exported,
-    sentry: CapturingTransport,
+    sentry: Captured,
 ) -> None:
     click(client, fake_slack)
-    sentry_sdk.flush()
     sentry_spans = sentry.spans()
-    assert set(FLOW) <= {span["op"] for span in sentry_spans}
+    assert set(FLOW) <= {span.op for span in sentry_spans}
     assert set(FLOW) <= {span.name for span in otel.spans}
-    sentry_trace_ids = {span["trace_id"] for span in sentry_spans if str(span.get("op")).startswith("silo_router.")}
+    sentry_trace_ids = {span.trace_id for span in sentry_spans if span.op.startswith("silo_router.")}
     otel_trace_ids = {hex_id(span.context.trace_id, 32) for span in otel.spans}
     assert len(sentry_trace_ids) == 1 and len(otel_trace_ids) == 1
     carried = stored_trace()

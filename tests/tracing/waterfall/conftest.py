@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sentry_sdk
 
-from silo_router import tracing
 from silo_router.tracing import capture
+
+from ...sentry_capture import CaptureSentry, sentry_options
 
 
 def init_capturing(transport: capture.CaptureTransport, *, scrubbed: bool = True) -> None:
     """``sentry_sdk.init`` with the library's sampler (and scrubbers), sending to ``transport``."""
-    scrubbers = (
-        {"before_send": tracing.before_send, "before_send_transaction": tracing.before_send_transaction}
-        if scrubbed
-        else {}
-    )
-    sentry_sdk.init(dsn=capture.CAPTURE_DSN, transport=transport, traces_sampler=tracing.traces_sampler, **scrubbers)
+    sentry_sdk.init(**sentry_options(transport, scrubbed=scrubbed))
+
+
+def stop_capturing() -> None:
+    """Close the client :func:`init_capturing` started (it flushes); no client is left on."""
+    sentry_sdk.get_client().close()
+    sentry_sdk.get_global_scope().set_client(None)
 
 
 @pytest.fixture
@@ -28,10 +29,6 @@ def capture_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def captured(capture_dir: Path) -> Iterator[capture.CaptureTransport]:
+def captured(capture_sentry: CaptureSentry, capture_dir: Path) -> capture.CaptureTransport:
     """A capture transport keeping envelopes in memory and in ``capture_dir``."""
-    transport = capture.CaptureTransport(capture_dir)
-    init_capturing(transport)
-    yield transport
-    sentry_sdk.get_client().close()
-    sentry_sdk.init()
+    return capture_sentry(scrubbed=True, directory=capture_dir).transport

@@ -15,7 +15,7 @@ import sentry_sdk
 from silo_router import tracing
 from silo_router.tracing import capture, waterfall
 
-from .conftest import init_capturing
+from .conftest import init_capturing, stop_capturing
 
 pytestmark = pytest.mark.django_db
 
@@ -105,8 +105,7 @@ def test_without_memory_only_files_are_kept(capture_dir: Path) -> None:
             pass
         sentry_sdk.flush()
     finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.init()
+        stop_capturing()
     assert transport.envelopes == []
     assert [t.root.op for t in capture.transactions(capture_dir)] == ["silo_router.region.receive"]
 

@@ -17,7 +17,7 @@ from silo_router.region.handlers import slack
 from silo_router.tracing import capture
 
 from ...slack_signing import event_callback, post_slack
-from .conftest import init_capturing
+from .conftest import init_capturing, stop_capturing
 
 #: A response_url: a capability, whatever span it ends up in.
 RESPONSE_URL = "https://hooks.slack.com/actions/T0US00001/1234567890/NeverPrintThisOne0123"
@@ -46,8 +46,7 @@ def record_flows(capture_dir: Path, *, scrubbed: bool = True) -> list[str]:
                 trace_ids.append(str(span.trace_id))
         sentry_sdk.flush()
     finally:
-        sentry_sdk.get_client().close()
-        sentry_sdk.init()
+        stop_capturing()
     return trace_ids
 
 

@@ -76,15 +76,18 @@ _KEY_VALUE = re.compile(
     (?P<value>(?:\\/|(?!%22|%2C|%26)[^"'&\s,;}}<>\\])+)
     """
 )
-#: Value shapes that are capabilities wherever they appear.
-_VALUE_PATTERNS = (
-    re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),  # Slack tokens (bot, user, app, refresh)
-    re.compile(r"xapp-[A-Za-z0-9-]+"),  # app-level tokens
-    re.compile(r"v0=[0-9a-fA-F]{64}"),  # Slack request signatures
-    re.compile(r"v1=[0-9a-f]{64}"),  # control-to-region envelope signatures
-    re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b"),  # trigger_ids
-    re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE),
+#: Value shapes that are capabilities wherever they appear, each with a literal that every
+#: match holds (so a string without it is not searched): the dot of a trigger id, of
+#: ``hooks.slack.com`` in every case and encoding.
+_SHAPES = (
+    ("xox", re.compile(r"xox[a-z]-[A-Za-z0-9-]+")),  # Slack tokens (bot, user, app, refresh)
+    ("xapp-", re.compile(r"xapp-[A-Za-z0-9-]+")),  # app-level tokens
+    ("v0=", re.compile(r"v0=[0-9a-fA-F]{64}")),  # Slack request signatures
+    ("v1=", re.compile(r"v1=[0-9a-f]{64}")),  # control-to-region envelope signatures
+    (".", re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b")),  # trigger_ids
+    (".", re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE)),
 )
+_VALUE_PATTERNS = tuple(pattern for _, pattern in _SHAPES)
 
 
 def url_prefixes() -> tuple[str, ...]:
@@ -140,39 +143,81 @@ def scrub_text(text: str) -> str:
     """``text`` with every capability URL, capability value and configured secret redacted."""
     if not text:
         return text
-    for secret in known_secrets():
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    for prefix in url_prefixes():
-        for variant, pattern in _prefix_patterns(prefix):
-            if variant in text:
-                text = pattern.sub(variant + REDACTED, text)
-    for pattern in _VALUE_PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    return _KEY_VALUE.sub(lambda m: m.group("key") + m.group("sep") + REDACTED, text)
+    return Scrubber().text(text)
 
 
 def scrub(value: Any, *, depth: int = 0) -> Any:
     """A copy of ``value`` with capabilities redacted: by key in mappings, by shape in strings."""
-    if depth > MAX_DEPTH:
-        return REDACTED
-    if isinstance(value, str):
-        return scrub_text(value)
-    if isinstance(value, bytes | bytearray):
-        return scrub_text(bytes(value).decode("utf-8", "replace"))
-    if isinstance(value, Mapping):
-        return {key: _scrub_item(key, item, depth) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(item, depth=depth + 1) for item in value]
-    return value
+    return Scrubber().value(value, depth)
 
 
-def _scrub_item(key: Any, item: Any, depth: int) -> Any:
-    if item is None or item == "":
-        return item
-    if is_capability_key(key) or (isinstance(key, str) and key.lower() in RAW_BODY_KEYS):
-        return REDACTED
-    return scrub(item, depth=depth + 1)
+#: Literals of which a string must hold one for a ``key=value`` pair to match it: every
+#: separator holds ``:``, ``=`` or a percent-encoded one (``%3A``, ``%3D``, any case).
+_SEPARATOR_LITERALS = (":", "=", "%3")
+
+
+class Scrubber:
+    """:func:`scrub_text` and :func:`scrub` with the configured secrets and URL prefixes read once.
+
+    Build one per event or log record (the settings are read when it is built), so that a
+    whole event's strings share one reading of the settings. A string is searched only
+    for what it can hold: each regular expression runs only when the string holds a
+    literal without which that expression cannot match.
+    """
+
+    __slots__ = ("_prefixes", "_secrets")
+
+    def __init__(self) -> None:
+        self._secrets = known_secrets()
+        self._prefixes = tuple(variant for prefix in url_prefixes() for variant in _prefix_patterns(prefix))
+
+    def text(self, text: str) -> str:
+        """``text`` redacted, as :func:`scrub_text` does."""
+        if not text:
+            return text
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        for variant, pattern in self._prefixes:
+            if variant in text:
+                text = pattern.sub(variant + REDACTED, text)
+        for literal, shape in _SHAPES:
+            if literal in text:
+                text = shape.sub(REDACTED, text)
+        if any(literal in text for literal in _SEPARATOR_LITERALS):
+            text = _KEY_VALUE.sub(_redacted_pair, text)
+        return text
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        """A redacted copy of nested ``value``, as :func:`scrub` makes."""
+        if depth > MAX_DEPTH:
+            return REDACTED
+        if isinstance(value, str):
+            return self.text(value) if value else value
+        if isinstance(value, Mapping):
+            return {key: self._item(key, item, depth) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item, depth + 1) for item in value]
+        if isinstance(value, bytes | bytearray):
+            return self.text(bytes(value).decode("utf-8", "replace"))
+        return value
+
+    def _item(self, key: Any, item: Any, depth: int) -> Any:
+        if item is None or item == "":
+            return item
+        if isinstance(key, str) and _is_withheld_key(key):
+            return REDACTED
+        return self.value(item, depth + 1)
+
+
+def _redacted_pair(match: re.Match[str]) -> str:
+    return match.group("key") + match.group("sep") + REDACTED
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_withheld_key(key: str) -> bool:
+    """Whether a mapping's value under ``key`` is never written down (a capability key or a raw body key)."""
+    return is_capability_key(key) or key.lower() in RAW_BODY_KEYS
 
 
 class RedactingFilter(logging.Filter):

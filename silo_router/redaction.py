@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -65,6 +65,8 @@ DEFAULT_URL_PREFIXES = ("https://hooks.slack.com/",)
 MIN_SECRET_LENGTH = 8
 #: How deep :func:`scrub` follows nested data before replacing what is left.
 MAX_DEPTH = 32
+#: The shortest trigger id: ``1.1.`` and 32 hex digits.
+TRIGGER_ID_MIN_LENGTH = 36
 
 _KEY_NAMES = "|".join(sorted((re.escape(k) for k in CAPABILITY_KEYS), key=len, reverse=True))
 #: ``key=value`` (forms, query strings), ``"key": "value"`` (JSON, also with escaped
@@ -76,18 +78,29 @@ _KEY_VALUE = re.compile(
     (?P<value>(?:\\/|(?!%22|%2C|%26)[^"'&\s,;}}<>\\])+)
     """
 )
-#: Value shapes that are capabilities wherever they appear, each with a literal that every
-#: match holds (so a string without it is not searched): the dot of a trigger id, of
-#: ``hooks.slack.com`` in every case and encoding.
-_SHAPES = (
-    ("xox", re.compile(r"xox[a-z]-[A-Za-z0-9-]+")),  # Slack tokens (bot, user, app, refresh)
-    ("xapp-", re.compile(r"xapp-[A-Za-z0-9-]+")),  # app-level tokens
-    ("v0=", re.compile(r"v0=[0-9a-fA-F]{64}")),  # Slack request signatures
-    ("v1=", re.compile(r"v1=[0-9a-f]{64}")),  # control-to-region envelope signatures
-    (".", re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b")),  # trigger_ids
-    (".", re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE)),
+#: Value shapes that are capabilities wherever they appear, each with a test that every
+#: string it can match passes (so a string that fails it is not searched; the tests are
+#: exact, never approximate): a literal each match holds, a trigger id's shortest length,
+#: ``hooks.slack.com`` in a case-folded copy (case folding maps every character that
+#: ``re.IGNORECASE`` lets match a letter of it to that letter: ``K`` to ``k``, ``ſ`` to ``s``).
+_SHAPES: tuple[tuple[Callable[[str], bool], re.Pattern[str]], ...] = (
+    (lambda text: "xox" in text, re.compile(r"xox[a-z]-[A-Za-z0-9-]+")),  # Slack tokens (bot, user, app, refresh)
+    (lambda text: "xapp-" in text, re.compile(r"xapp-[A-Za-z0-9-]+")),  # app-level tokens
+    (lambda text: "v0=" in text, re.compile(r"v0=[0-9a-fA-F]{64}")),  # Slack request signatures
+    (lambda text: "v1=" in text, re.compile(r"v1=[0-9a-f]{64}")),  # control-to-region envelope signatures
+    (
+        lambda text: len(text) >= TRIGGER_ID_MIN_LENGTH and "." in text,
+        re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b"),  # trigger_ids
+    ),
+    (
+        lambda text: "." in text and "hooks.slack.com" in text.casefold(),
+        re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE),
+    ),
 )
 _VALUE_PATTERNS = tuple(pattern for _, pattern in _SHAPES)
+#: A part of every capability key (``_`` and ``-`` aside), matched as :data:`_KEY_VALUE` matches keys.
+_KEY_STEMS = ("url", "trigger", "pointer", "token", "secret", "keys", "signature", "authorization")
+_ANY_KEY_STEM = re.compile("|".join(_KEY_STEMS), re.IGNORECASE)
 
 
 def url_prefixes() -> tuple[str, ...]:
@@ -151,40 +164,38 @@ def scrub(value: Any, *, depth: int = 0) -> Any:
     return Scrubber().value(value, depth)
 
 
-#: Literals of which a string must hold one for a ``key=value`` pair to match it: every
-#: separator holds ``:``, ``=`` or a percent-encoded one (``%3A``, ``%3D``, any case).
-_SEPARATOR_LITERALS = (":", "=", "%3")
-
-
 class Scrubber:
     """:func:`scrub_text` and :func:`scrub` with the configured secrets and URL prefixes read once.
 
     Build one per event or log record (the settings are read when it is built), so that a
     whole event's strings share one reading of the settings. A string is searched only
     for what it can hold: each regular expression runs only when the string holds a
-    literal without which that expression cannot match.
+    literal without which that expression cannot match. A ``key=value`` pair's separator
+    holds ``:``, ``=`` or a percent-encoded one (``%3A``, ``%3D``), and its key one of
+    :data:`_KEY_STEMS`.
     """
 
-    __slots__ = ("_prefixes", "_secrets")
+    __slots__ = ("_any_literal", "_prefixes", "_secrets")
 
     def __init__(self) -> None:
         self._secrets = known_secrets()
         self._prefixes = tuple(variant for prefix in url_prefixes() for variant in _prefix_patterns(prefix))
+        self._any_literal = _any_literal(self._secrets + tuple(variant for variant, _ in self._prefixes))
 
     def text(self, text: str) -> str:
         """``text`` redacted, as :func:`scrub_text` does."""
-        if not text:
-            return text
+        if not text or not self._any_literal.search(text):
+            return text  # it holds no secret, no prefix, nothing any search below needs: unchanged
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         for variant, pattern in self._prefixes:
             if variant in text:
                 text = pattern.sub(variant + REDACTED, text)
-        for literal, shape in _SHAPES:
-            if literal in text:
+        for may_match, shape in _SHAPES:
+            if may_match(text):
                 text = shape.sub(REDACTED, text)
-        if any(literal in text for literal in _SEPARATOR_LITERALS):
+        if (":" in text or "=" in text or "%3" in text) and _ANY_KEY_STEM.search(text):
             text = _KEY_VALUE.sub(_redacted_pair, text)
         return text
 
@@ -208,6 +219,18 @@ class Scrubber:
         if isinstance(key, str) and _is_withheld_key(key):
             return REDACTED
         return self.value(item, depth + 1)
+
+
+#: What every string any of the searches of :meth:`Scrubber.text` can change holds one of,
+#: besides the configured secrets and prefixes: the literals of :data:`_SHAPES` (the dot
+#: stands for a trigger id's and ``hooks.slack.com``'s) and of a ``key=value`` separator.
+_SHAPE_LITERALS = ("xox", "xapp-", "v0=", "v1=", ".", ":", "=", "%3")
+
+
+@functools.lru_cache(maxsize=16)
+def _any_literal(literals: tuple[str, ...]) -> re.Pattern[str]:
+    """A search for any of ``literals`` or :data:`_SHAPE_LITERALS`, exactly as ``in`` finds them."""
+    return re.compile("|".join(re.escape(literal) for literal in (*literals, *_SHAPE_LITERALS)))
 
 
 def _redacted_pair(match: re.Match[str]) -> str:

@@ -100,7 +100,7 @@ def child(mode: str, requests: int, top: int) -> dict[str, Any]:
     def run(environs: list[dict[str, Any]]) -> None:
         for each in environs:
             statuses: list[str] = []
-            result = application(each, lambda s, h, exc_info=None: statuses.append(s))
+            result = application(each, lambda s, h, exc_info=None, seen=statuses: seen.append(s))
             b"".join(result)
             result.close()
             if not statuses or not statuses[0].startswith("200"):
@@ -193,10 +193,11 @@ def _other_threads_cpu() -> float:
 
 
 def _short(filename: str) -> str:
-    for marker in ("site-packages/", "/silo_router/", "/lib/python3"):
-        if marker in filename:
-            return filename.split(marker, 1)[1] if marker != "/silo_router/" else "silo_router/" + filename.split(marker, 1)[1]
-    return filename
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1]
+    if "/silo_router/" in filename:
+        return "silo_router/" + filename.split("/silo_router/", 1)[1]
+    return filename.split("/lib/python3", 1)[-1]
 
 
 def profile_mode(mode: str, requests: int, top: int, var_dir: Path) -> dict[str, Any]:
@@ -213,7 +214,8 @@ def profile_mode(mode: str, requests: int, top: int, var_dir: Path) -> dict[str,
     }
     env.pop("SENTRY_DSN", None)
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--requests", str(requests), "--top", str(top)],
+        [sys.executable, str(Path(__file__).resolve()), "--child", mode,
+         "--requests", str(requests), "--top", str(top)],
         cwd=BENCH_DIR, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     if done.returncode != 0:

@@ -22,7 +22,7 @@ import functools
 import logging
 import re
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -65,6 +65,8 @@ DEFAULT_URL_PREFIXES = ("https://hooks.slack.com/",)
 MIN_SECRET_LENGTH = 8
 #: How deep :func:`scrub` follows nested data before replacing what is left.
 MAX_DEPTH = 32
+#: The shortest trigger id: ``1.1.`` and 32 hex digits.
+TRIGGER_ID_MIN_LENGTH = 36
 
 _KEY_NAMES = "|".join(sorted((re.escape(k) for k in CAPABILITY_KEYS), key=len, reverse=True))
 #: ``key=value`` (forms, query strings), ``"key": "value"`` (JSON, also with escaped
@@ -76,15 +78,29 @@ _KEY_VALUE = re.compile(
     (?P<value>(?:\\/|(?!%22|%2C|%26)[^"'&\s,;}}<>\\])+)
     """
 )
-#: Value shapes that are capabilities wherever they appear.
-_VALUE_PATTERNS = (
-    re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),  # Slack tokens (bot, user, app, refresh)
-    re.compile(r"xapp-[A-Za-z0-9-]+"),  # app-level tokens
-    re.compile(r"v0=[0-9a-fA-F]{64}"),  # Slack request signatures
-    re.compile(r"v1=[0-9a-f]{64}"),  # control-to-region envelope signatures
-    re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b"),  # trigger_ids
-    re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE),
+#: Value shapes that are capabilities wherever they appear, each with a test that every
+#: string it can match passes (so a string that fails it is not searched; the tests are
+#: exact, never approximate): a literal each match holds, a trigger id's shortest length,
+#: ``hooks.slack.com`` in a case-folded copy (case folding maps every character that
+#: ``re.IGNORECASE`` lets match a letter of it to that letter: ``K`` to ``k``, ``ſ`` to ``s``).
+_SHAPES: tuple[tuple[Callable[[str], bool], re.Pattern[str]], ...] = (
+    (lambda text: "xox" in text, re.compile(r"xox[a-z]-[A-Za-z0-9-]+")),  # Slack tokens (bot, user, app, refresh)
+    (lambda text: "xapp-" in text, re.compile(r"xapp-[A-Za-z0-9-]+")),  # app-level tokens
+    (lambda text: "v0=" in text, re.compile(r"v0=[0-9a-fA-F]{64}")),  # Slack request signatures
+    (lambda text: "v1=" in text, re.compile(r"v1=[0-9a-f]{64}")),  # control-to-region envelope signatures
+    (
+        lambda text: len(text) >= TRIGGER_ID_MIN_LENGTH and "." in text,
+        re.compile(r"\b\d+\.\d+\.[0-9a-fA-F]{32}\b"),  # trigger_ids
+    ),
+    (
+        lambda text: "." in text and "hooks.slack.com" in text.casefold(),
+        re.compile(r"https?(?::|%3A)(?:/|%2F|\\/){2}hooks\.slack\.com[^\s\"'<>&,;]*", re.IGNORECASE),
+    ),
 )
+_VALUE_PATTERNS = tuple(pattern for _, pattern in _SHAPES)
+#: A part of every capability key (``_`` and ``-`` aside), matched as :data:`_KEY_VALUE` matches keys.
+_KEY_STEMS = ("url", "trigger", "pointer", "token", "secret", "keys", "signature", "authorization")
+_ANY_KEY_STEM = re.compile("|".join(_KEY_STEMS), re.IGNORECASE)
 
 
 def url_prefixes() -> tuple[str, ...]:
@@ -140,39 +156,91 @@ def scrub_text(text: str) -> str:
     """``text`` with every capability URL, capability value and configured secret redacted."""
     if not text:
         return text
-    for secret in known_secrets():
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    for prefix in url_prefixes():
-        for variant, pattern in _prefix_patterns(prefix):
-            if variant in text:
-                text = pattern.sub(variant + REDACTED, text)
-    for pattern in _VALUE_PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    return _KEY_VALUE.sub(lambda m: m.group("key") + m.group("sep") + REDACTED, text)
+    return Scrubber().text(text)
 
 
 def scrub(value: Any, *, depth: int = 0) -> Any:
     """A copy of ``value`` with capabilities redacted: by key in mappings, by shape in strings."""
-    if depth > MAX_DEPTH:
-        return REDACTED
-    if isinstance(value, str):
-        return scrub_text(value)
-    if isinstance(value, bytes | bytearray):
-        return scrub_text(bytes(value).decode("utf-8", "replace"))
-    if isinstance(value, Mapping):
-        return {key: _scrub_item(key, item, depth) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(item, depth=depth + 1) for item in value]
-    return value
+    return Scrubber().value(value, depth)
 
 
-def _scrub_item(key: Any, item: Any, depth: int) -> Any:
-    if item is None or item == "":
-        return item
-    if is_capability_key(key) or (isinstance(key, str) and key.lower() in RAW_BODY_KEYS):
-        return REDACTED
-    return scrub(item, depth=depth + 1)
+class Scrubber:
+    """:func:`scrub_text` and :func:`scrub` with the configured secrets and URL prefixes read once.
+
+    Build one per event or log record (the settings are read when it is built), so that a
+    whole event's strings share one reading of the settings. A string is searched only
+    for what it can hold: each regular expression runs only when the string holds a
+    literal without which that expression cannot match. A ``key=value`` pair's separator
+    holds ``:``, ``=`` or a percent-encoded one (``%3A``, ``%3D``), and its key one of
+    :data:`_KEY_STEMS`.
+    """
+
+    __slots__ = ("_any_literal", "_prefixes", "_secrets")
+
+    def __init__(self) -> None:
+        self._secrets = known_secrets()
+        self._prefixes = tuple(variant for prefix in url_prefixes() for variant in _prefix_patterns(prefix))
+        self._any_literal = _any_literal(self._secrets + tuple(variant for variant, _ in self._prefixes))
+
+    def text(self, text: str) -> str:
+        """``text`` redacted, as :func:`scrub_text` does."""
+        if not text or not self._any_literal.search(text):
+            return text  # it holds no secret, no prefix, nothing any search below needs: unchanged
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        for variant, pattern in self._prefixes:
+            if variant in text:
+                text = pattern.sub(variant + REDACTED, text)
+        for may_match, shape in _SHAPES:
+            if may_match(text):
+                text = shape.sub(REDACTED, text)
+        if (":" in text or "=" in text or "%3" in text) and _ANY_KEY_STEM.search(text):
+            text = _KEY_VALUE.sub(_redacted_pair, text)
+        return text
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        """A redacted copy of nested ``value``, as :func:`scrub` makes."""
+        if depth > MAX_DEPTH:
+            return REDACTED
+        if isinstance(value, str):
+            return self.text(value) if value else value
+        if isinstance(value, Mapping):
+            return {key: self._item(key, item, depth) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(item, depth + 1) for item in value]
+        if isinstance(value, bytes | bytearray):
+            return self.text(bytes(value).decode("utf-8", "replace"))
+        return value
+
+    def _item(self, key: Any, item: Any, depth: int) -> Any:
+        if item is None or item == "":
+            return item
+        if isinstance(key, str) and _is_withheld_key(key):
+            return REDACTED
+        return self.value(item, depth + 1)
+
+
+#: What every string any of the searches of :meth:`Scrubber.text` can change holds one of,
+#: besides the configured secrets and prefixes: the literals of :data:`_SHAPES` (the dot
+#: stands for a trigger id's and ``hooks.slack.com``'s) and of a ``key=value`` separator.
+_SHAPE_LITERALS = ("xox", "xapp-", "v0=", "v1=", ".", ":", "=", "%3")
+
+
+@functools.lru_cache(maxsize=16)
+def _any_literal(literals: tuple[str, ...]) -> re.Pattern[str]:
+    """A search for any of ``literals`` or :data:`_SHAPE_LITERALS`, exactly as ``in`` finds them."""
+    return re.compile("|".join(re.escape(literal) for literal in (*literals, *_SHAPE_LITERALS)))
+
+
+def _redacted_pair(match: re.Match[str]) -> str:
+    return match.group("key") + match.group("sep") + REDACTED
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_withheld_key(key: str) -> bool:
+    """Whether a mapping's value under ``key`` is never written down (a capability key or a raw body key)."""
+    return is_capability_key(key) or key.lower() in RAW_BODY_KEYS
 
 
 class RedactingFilter(logging.Filter):

@@ -78,11 +78,22 @@ def _init_sentry(*, scrubbed: bool) -> None:
     sentry_sdk.init(
         dsn=NO_SERVER_DSN,
         transport=_sentry_transport(),
-        integrations=[DjangoIntegration(), CeleryIntegration()],
+        integrations=[DjangoIntegration(**_options("BENCH_SENTRY_DJANGO")), CeleryIntegration()],
         traces_sampler=tracing.traces_sampler,
         before_send=tracing.before_send if scrubbed else None,
         before_send_transaction=tracing.before_send_transaction if scrubbed else None,
+        **_options("BENCH_SENTRY_OPTIONS"),
     )
+
+
+def _options(variable: str) -> dict[str, Any]:
+    """Options from ``name=value,...`` in environment ``variable`` (0/1 are booleans, other values strings),
+    for measuring what one option of ``DjangoIntegration`` or ``sentry_sdk.init`` costs."""
+    found: dict[str, Any] = {}
+    for pair in filter(None, (part.strip() for part in os.environ.get(variable, "").split(","))):
+        name, _, value = pair.partition("=")
+        found[name.strip()] = {"0": False, "1": True}.get(value.strip(), value.strip())
+    return found
 
 
 def _sentry_transport() -> type[Any]:

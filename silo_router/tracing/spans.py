@@ -10,6 +10,7 @@ cost one check and yield :data:`NO_SPAN`.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -70,11 +71,12 @@ class Span:
         """Set attributes by short name (``kind=...`` is ``silo_router.kind``); ``None`` is skipped."""
         if not self._parts:
             return
+        parts, tags = self._parts.values(), names.TAGS
         for name, value in attributes.items():
             if value is None:
                 continue
-            key, tag = names.attribute(name), name in names.TAGS
-            for part in self._parts.values():
+            key, tag = _attribute_name(name), name in tags
+            for part in parts:
                 part.set(key, value, tag=tag)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
@@ -111,15 +113,26 @@ class Span:
         return bool(self._parts)
 
 
+@functools.lru_cache(maxsize=512)
+def _attribute_name(name: str) -> str:
+    return names.attribute(name)
+
+
 #: The span every call gets when no back end is active.
 NO_SPAN = Span({})
 _NO_SPAN_CONTEXT = contextlib.nullcontext(NO_SPAN)
 
 
-def _backends() -> list[Backend]:
-    from . import registry
+_registry: Any = None
 
-    return [backend for backend in registry.BACKENDS if backend.active()]
+
+def _backends() -> list[Backend]:
+    global _registry
+    if _registry is None:
+        from . import registry  # imported late: the registry imports this module
+
+        _registry = registry
+    return [backend for backend in _registry.BACKENDS if backend.active()]
 
 
 def stage(
@@ -183,20 +196,28 @@ def _entered(
     links: Iterable[_links.Link | Mapping[str, _links.Link]],
     attributes: Mapping[str, Any],
 ) -> Iterator[Span]:
-    links = list(links)
+    links = list(links) if links else []
+    description = description or op
+    if len(backends) == 1:  # the common case: one back end, no ExitStack
+        backend = backends[0]
+        with _started(backend, op, description, kind, mode, _links_for(backend.name, links)) as part:
+            span = Span({backend.name: part})
+            if attributes:
+                span.set(**attributes)
+            try:
+                yield span
+            except BaseException:
+                part.fail()
+                raise
+        return
     with contextlib.ExitStack() as stack:
         parts: dict[str, Part] = {}
         for backend in backends:
             chosen = _links_for(backend.name, links)  # at the start, where samplers see them
-            if mode is None:
-                manager = backend.child(op, description or op, kind, links=chosen)
-            elif mode[0] == "join":
-                manager = backend.join(op, description or op, kind, mode[1], mode[2], links=chosen)
-            else:
-                manager = backend.root(op, description or op, kind, mode[1], mode[2], links=chosen)
-            parts[backend.name] = stack.enter_context(manager)
+            parts[backend.name] = stack.enter_context(_started(backend, op, description, kind, mode, chosen))
         span = Span(parts)
-        span.set(**attributes)
+        if attributes:
+            span.set(**attributes)
         try:
             yield span
         except BaseException:
@@ -205,9 +226,22 @@ def _entered(
             raise
 
 
+def _started(
+    backend: Backend, op: str, description: str, kind: str | None, mode: Any, links: list[_links.Link]
+) -> contextlib.AbstractContextManager[Part]:
+    """``backend``'s span for ``mode``: a child (``None``), a joined trace or a new root."""
+    if mode is None:
+        return backend.child(op, description, kind, links=links)
+    if mode[0] == "join":
+        return backend.join(op, description, kind, mode[1], mode[2], links=links)
+    return backend.root(op, description, kind, mode[1], mode[2], links=links)
+
+
 def _links_for(backend: str, links: list[_links.Link | Mapping[str, _links.Link]]) -> list[_links.Link]:
     """The links meant for ``backend``: every plain :class:`Link`, and its own of each mapping."""
     chosen: list[_links.Link] = []
+    if not links:
+        return chosen
     for link in links:
         picked = link.get(backend) if isinstance(link, Mapping) else link
         if picked is not None:

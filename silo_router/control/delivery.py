@@ -377,7 +377,7 @@ def attempt(payload_id: str, *, region: str, caller: Caller, wait: bool) -> Atte
         subject = _subject_of(payload_id, region=region, next_attempt=True)
         with _attempt_span(subject, decision) as span:
             _finish(span, held, region=region)
-            ids = _current_span_ids()
+            ids = (span.trace_id or "", span.span_id or "")
         _log_attempt(subject, held, started_at=started_at, started=started, span_ids=ids)
         return held
     payload = claim(payload_id)
@@ -395,14 +395,14 @@ def attempt(payload_id: str, *, region: str, caller: Caller, wait: bool) -> Atte
         with _attempt_span(subject, decision) as span:
             result = _control_failure(payload, exc, probe=decision.probe, caller=caller)
             _finish(span, result, region=region)
-            ids = _current_span_ids()
+            ids = (span.trace_id or "", span.span_id or "")
         _log_attempt(subject, result, started_at=started_at, started=started, span_ids=ids)
         return result
     subject = dataclasses.replace(subject, trace=envelope.trace, provider=envelope.provider, kind=envelope.kind)
     with _attempt_span(subject, decision) as span:
         result = _call_region(payload, envelope, probe=decision.probe, caller=caller, wait=wait)
         _finish(span, result, region=region)
-        ids = _current_span_ids()
+        ids = (span.trace_id or "", span.span_id or "")
     _log_attempt(subject, result, started_at=started_at, started=started, span_ids=ids)
     return result
 
@@ -485,7 +485,7 @@ def _trace_of(raw: str | None) -> Mapping[str, str]:
 def _joining(trace: Mapping[str, str], *, timely: bool) -> dict[str, Any]:
     """How an attempt's span joins the traces: the rule of the module docstring, as ``flow`` arguments."""
     carried = tracing.links.trace_id_of(trace)
-    if carried is None or tracing.links.trace_id_of(tracing.propagation_headers()) == carried:
+    if carried is None or tracing.current_trace_id() == carried:
         return {}
     if timely:
         return {"carrier": trace}
@@ -566,15 +566,6 @@ def safe_reason(reason: str) -> str:
     if not reason:
         return ""
     return _URL.sub("[url]", redaction.scrub_text(reason))[:ATTEMPT_ERROR_MAX]
-
-
-def _current_span_ids() -> tuple[str, str]:
-    """The trace and span ids of the current span (empty when nothing is traced)."""
-    if not tracing.active():
-        return "", ""
-    for link in tracing.links.from_headers(tracing.propagation_headers()).values():
-        return link.trace_id, link.span_id
-    return "", ""
 
 
 def _until(decision: circuits.Decision) -> float | None:

@@ -146,10 +146,10 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
         else:
             kind = inbound.kind
             flow.set(kind=kind)
-            notification_id = notification_of(inbound)
-            if notification_id is not None:
-                flow.link(tracing.links.to_notification(notification_id))
-                flow.set(notification_id=notification_id)
+            inbound = with_valid_notification(inbound)
+            if inbound.notification_id is not None:
+                flow.link(tracing.links.to_notification(inbound.notification_id))
+                flow.set(notification_id=inbound.notification_id)
             response = route(
                 Arrival(provider=provider, inbound=inbound, body=body, headers=headers, deadline=deadline, span=flow)
             )
@@ -174,17 +174,16 @@ def acknowledged(span: tracing.Span, deadline: Deadline, *, provider: str, kind:
         metrics.count(metrics.DEADLINE_MISSED, provider=provider, kind=kind)
 
 
-def notification_of(inbound: InboundRequest) -> str | None:
-    """The notification ``inbound`` answers, when it names one in the expected form."""
-    notification_id = inbound.notification_id
-    if not notification_id:
-        return None
+def with_valid_notification(inbound: InboundRequest) -> InboundRequest:
+    """``inbound``, without its notification id unless it is one (any provider may set it)."""
+    if inbound.notification_id is None:
+        return inbound
     try:
-        tracing.links.notification_ids(notification_id)
+        tracing.links.notification_ids(inbound.notification_id)
     except ValueError:
         logger.info("a %s names a notification id that is not one; ignoring it", inbound.kind)
-        return None
-    return notification_id
+        return dataclasses.replace(inbound, notification_id=None)
+    return inbound
 
 
 def read_body(request: HttpRequest, *, limit: int) -> bytes:
@@ -408,7 +407,7 @@ def envelope_for(arrival: Arrival, *, region: str, strategy: Strategy, **fields:
         headers={k: v for k, v in arrival.headers.items() if k in arrival.provider.forwarded_headers},
         strategy=str(strategy),
         installation=installation_facts(inbound),
-        notification_id=notification_of(inbound),
+        notification_id=inbound.notification_id,
         received_at=arrival.deadline.received_at or None,
         **fields,
     )

@@ -15,7 +15,7 @@ from . import links, metrics, names
 from .links import Link
 from .sampling import is_integration_flow, sampler, traces_sampler
 from .scrubbing import INSTALL_FLOW_PARAMS, before_send, before_send_transaction
-from .spans import NO_SPAN, Span, active, flow, propagation_headers, stage
+from .spans import NO_SPAN, Span, active, current_trace_id, flow, propagation_headers, stage
 
 __all__ = [
     "INSTALL_FLOW_PARAMS",
@@ -25,6 +25,7 @@ __all__ = [
     "active",
     "before_send",
     "before_send_transaction",
+    "current_trace_id",
     "flow",
     "is_integration_flow",
     "links",

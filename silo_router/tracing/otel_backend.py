@@ -188,6 +188,10 @@ class OtelPart:
         context = self.span.get_span_context()
         return format(context.trace_id, "032x") if context.is_valid else None
 
+    def span_id(self) -> str | None:
+        context = self.span.get_span_context()
+        return format(context.span_id, "016x") if context.is_valid else None
+
 
 class OtelBackend:
     """Spans through the OpenTelemetry API; on when ``SILO_ROUTER['OPENTELEMETRY']`` allows
@@ -282,6 +286,10 @@ class OtelBackend:
         if parent is None:
             return self._span(op, description, kind, otel_context.Context(), links)
         return self._span(op, description, kind, trace.set_span_in_context(NonRecordingSpan(parent)), links)
+
+    def current_trace_id(self) -> str | None:
+        context = trace.get_current_span().get_span_context()
+        return format(context.trace_id, "032x") if context.is_valid else None
 
     def inject(self, carrier: dict[str, str]) -> None:
         """Add the global propagator's headers to ``carrier`` (which another back end may have filled).

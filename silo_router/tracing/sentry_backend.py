@@ -46,6 +46,9 @@ class SentryPart:
     def trace_id(self) -> str | None:
         return str(self.span.trace_id)
 
+    def span_id(self) -> str | None:
+        return str(self.span.span_id)
+
 
 class SentryBackend:
     """Spans through sentry-sdk's API; active when a client is initialised."""
@@ -107,6 +110,10 @@ class SentryBackend:
                 fields["span_id"] = span_id
             with sentry_sdk.start_transaction(**fields) as transaction:
                 yield _linked(SentryPart(transaction), links)
+
+    def current_trace_id(self) -> str | None:
+        span = sentry_sdk.get_current_span()
+        return None if span is None else str(span.trace_id)
 
     def inject(self, carrier: dict[str, str]) -> None:
         if sentry_sdk.get_current_span() is None:

@@ -25,6 +25,7 @@ class Part(Protocol):
     def link(self, link: _links.Link) -> None: ...
     def fail(self) -> None: ...
     def trace_id(self) -> str | None: ...
+    def span_id(self) -> str | None: ...
 
 
 class Backend(Protocol):
@@ -57,6 +58,7 @@ class Backend(Protocol):
         links: Sequence[_links.Link] = (),
     ) -> contextlib.AbstractContextManager[Part]: ...
     def inject(self, carrier: dict[str, str]) -> None: ...
+    def current_trace_id(self) -> str | None: ...
 
 
 class Span:
@@ -107,6 +109,13 @@ class Span:
         """The trace id of this span (Sentry's when both back ends are on)."""
         for part in self._parts.values():
             return part.trace_id()
+        return None
+
+    @property
+    def span_id(self) -> str | None:
+        """The id of this span (Sentry's when both back ends are on)."""
+        for part in self._parts.values():
+            return part.span_id()
         return None
 
     def __bool__(self) -> bool:
@@ -259,6 +268,13 @@ def propagation_headers() -> dict[str, str]:
     for backend in _backends():
         backend.inject(headers)
     return headers
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the current span (the first active back end's), or ``None``."""
+    for backend in _backends():
+        return backend.current_trace_id()
+    return None
 
 
 def active() -> bool:

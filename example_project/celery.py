@@ -14,6 +14,10 @@ from pathlib import Path
 
 from celery import Celery
 from django.conf import settings
+from kombu.transport import TRANSPORT_ALIASES
+
+# Messages appear in the filesystem broker whole (see filesystem_broker).
+TRANSPORT_ALIASES["filesystem"] = "example_project.filesystem_broker:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings.control")
 

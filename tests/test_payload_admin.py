@@ -151,3 +151,4 @@ def published_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     from silo_router.control import tasks
 
     monkeypatch.setattr(tasks.deliver_payload, "apply_async", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tasks.deliver_payloads, "apply_async", lambda *args, **kwargs: None)

@@ -41,7 +41,7 @@ def test_the_whole_flow_is_one_trace(client: Client, installations: Any, capture
         "silo_router.control.authorize",
         "silo_router.control.resolve",
         "silo_router.control.store",
-        "silo_router.control.publish",
+        "silo_router.control.wake",
         "silo_router.control.attempt",
         "silo_router.region.receive",
         "silo_router.region.handler",

@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError
 from django.db.models import Case, Exists, F, Q, QuerySet, TextField, Value, When
 from django.utils import timezone
 
@@ -61,7 +61,7 @@ from silo_router.conf import conf
 from silo_router.envelope import Envelope, Outcome, seal
 from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, delivering, transport_for
 
-from . import circuits, followups
+from . import circuits, followups, ingest, wakeup
 from .beat import DELIVER_TASK
 from .models import Payload, PayloadAttempt
 from .publishing import publish_within, send_task
@@ -246,6 +246,7 @@ def describe_store(span: tracing.Span, envelopes: Sequence[Envelope]) -> None:
 
 
 def _store(envelopes: Sequence[Envelope], *, kind_type: str, state: str, last_error: str) -> list[Payload]:
+    """The rows of ``envelopes``, committed by the process's group commit (:mod:`.ingest`)."""
     now = timezone.now()
     loading_scheduled = False
     rows = []
@@ -266,30 +267,14 @@ def _store(envelopes: Sequence[Envelope], *, kind_type: str, state: str, last_er
                 state=state,
                 last_error=last_error[:LAST_ERROR_MAX],
                 trace_id=tracing.links.trace_id_of(e.trace) or "",
+                # One clock reading per row, as the ORM takes them: strict-order keys
+                # are delivered in (created_at, id) order, the order of ``envelopes``.
+                created_at=(created := timezone.now()),
+                updated_at=created,
                 **loading,
             )
         )
-    while rows:
-        try:
-            if len(rows) == 1:
-                # The usual case: one autocommit statement holds SQLite's write lock for the
-                # shortest time. Inside a caller's transaction, a savepoint keeps a conflict
-                # from breaking it.
-                in_transaction = transaction.get_connection().in_atomic_block
-                with transaction.atomic() if in_transaction else contextlib.nullcontext():
-                    rows[0].save(force_insert=True)
-            else:
-                with transaction.atomic():
-                    Payload.objects.bulk_create(rows)
-            return rows
-        except IntegrityError:
-            existing = {
-                str(pk) for pk in Payload.objects.filter(pk__in=[r.pk for r in rows]).values_list("pk", flat=True)
-            }
-            if not existing:
-                raise
-            rows = [r for r in rows if str(r.pk) not in existing]
-    return []
+    return ingest.committer.insert(rows)
 
 
 def enqueue(
@@ -320,13 +305,9 @@ def enqueue(
     return len(sent)
 
 
-def publish_new(payloads: Sequence[Payload], *, wait: float) -> None:
-    """Wake workers for payloads ``store`` just inserted, waiting ``wait`` seconds at most."""
-    targets = [(str(p.pk), p.region) for p in payloads if p.region]
-    if targets:
-        publish_within(
-            lambda: enqueue(targets, mark=False, retry=False), wait=max(wait, 0.0), what=f"{len(targets)} payloads"
-        )
+def publish_new(payloads: Sequence[Payload]) -> None:
+    """Wake workers for payloads ``store`` just inserted: after the answer, batched (:mod:`.wakeup`)."""
+    wakeup.waker.wake((str(p.pk), p.region) for p in payloads)
 
 
 def deliver(payload_id: str) -> AttemptOutcome:

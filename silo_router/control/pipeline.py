@@ -301,9 +301,9 @@ def route(arrival: Arrival) -> HttpResponse:
         control_responses.report_in_background(answered, outcome=ReportOutcome.FAILED)
         return _not_configured(arrival, "The resolver is not configured on this server.")
     span.set(outcome=RequestOutcome.STORED if fresh else RequestOutcome.DUPLICATE)
-    # One bounded wait for everything the broker must take, however slow it is; the rows
-    # are committed, so a lost wake-up costs only the sweeper's delay.
-    delivery.publish_new(fresh, wait=min(conf.PUBLISH_TIMEOUT, arrival.deadline.remaining()))
+    # The rows are committed; the wake-up goes out after the answer, batched, and a lost
+    # one costs only the sweeper's delay.
+    delivery.publish_new(fresh)
     if not fresh:
         logger.info("%s %s was already stored (a retry); acknowledged", inbound.provider, inbound.kind)
     try:

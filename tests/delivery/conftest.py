@@ -79,7 +79,7 @@ def region_server() -> Iterator[RegionServer]:
 
 @pytest.fixture
 def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, dict[str, Any]]]]:
-    """Record what would be published to the broker instead of running it."""
+    """Record what would be published to the broker instead of running it: one entry per payload id."""
     from silo_router.control import tasks
 
     sent: list[tuple[str, dict[str, Any]]] = []
@@ -87,7 +87,11 @@ def published(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, dict[
     def record(args: tuple[str], **options: Any) -> None:
         sent.append((args[0], options))
 
+    def record_batch(args: tuple[list[str]], **options: Any) -> None:
+        sent.extend((payload_id, options) for payload_id in args[0])
+
     monkeypatch.setattr(tasks.deliver_payload, "apply_async", record)
+    monkeypatch.setattr(tasks.deliver_payloads, "apply_async", record_batch)
     yield sent
 
 

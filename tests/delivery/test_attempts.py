@@ -147,9 +147,10 @@ def test_an_expired_lease_at_the_cap_fails_and_keeps_the_real_error(
 
 
 def test_a_worker_killing_message_is_not_requeued_without_limit() -> None:
-    from silo_router.control.tasks import deliver_payload
+    from silo_router.control.tasks import deliver_payload, deliver_payloads
 
-    assert deliver_payload.acks_late and not deliver_payload.reject_on_worker_lost
+    for task in (deliver_payload, deliver_payloads):
+        assert task.acks_late and not task.reject_on_worker_lost
 
 
 # -- 4. the celery transport: bounded republishing, no flapping -----------------------------
@@ -200,7 +201,7 @@ def test_an_unhandled_confirmation_is_retried_not_delivered(published: list[Any]
 # -- 5. store never acknowledges rows it did not insert -------------------------------------
 
 
-def test_store_inserts_every_row_even_when_conflicts_keep_coming(
+def test_store_returns_only_the_rows_it_inserted_when_other_copies_commit_first(
     http_regions: RegionServer, published: list[Any]
 ) -> None:
     envelopes = [
@@ -217,20 +218,18 @@ def test_store_inserts_every_row_even_when_conflicts_keep_coming(
         for i in range(4)
     ]
     delivery.store(envelopes[:1])  # the first copy is already stored
-    racers = iter(envelopes[1:3])  # each conflict lookup, another copy commits one more row
     inserting = threading.local()
 
     def another_copy_commits(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        result = execute(sql, params, many, context)
-        if sql.lstrip().upper().startswith("SELECT") and not getattr(inserting, "on", False):
-            racer = next(racers, None)
-            if racer is not None:
-                inserting.on = True
-                try:
-                    delivery.store([racer])
-                finally:
-                    inserting.on = False
-        return result
+        # Just before this call's insert runs, two other copies commit their rows.
+        if sql.lstrip().upper().startswith("INSERT") and not getattr(inserting, "on", False):
+            inserting.on = True
+            try:
+                delivery.store(envelopes[1:2])
+                delivery.store(envelopes[2:3])
+            finally:
+                inserting.on = False
+        return execute(sql, params, many, context)
 
     with connection.execute_wrapper(another_copy_commits):
         inserted = delivery.store(envelopes)
@@ -355,7 +354,7 @@ def test_deliver_sync_with_no_budget_left_does_not_blame_the_region(
 
 def test_publish_new_wakes_workers_for_the_stored_payloads(http_regions: RegionServer, published: list[Any]) -> None:
     ids = make(2)
-    delivery.publish_new(list(Payload.objects.filter(pk__in=ids)), wait=1.0)
+    delivery.publish_new(list(Payload.objects.filter(pk__in=ids)))
     assert {pid for pid, _ in published} == set(ids)
 
 

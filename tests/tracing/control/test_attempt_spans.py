@@ -51,7 +51,7 @@ def handled() -> list[str]:
 @pytest.fixture
 def undelivered(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """The request's wake-up message is lost (the broker dropped it); ``.undo()`` restores the broker."""
-    monkeypatch.setattr(tasks.deliver_payload, "apply_async", lambda *args, **kwargs: None)
+    monkeypatch.setattr(tasks.deliver_payloads, "apply_async", lambda *args, **kwargs: None)
     return monkeypatch
 
 
@@ -64,8 +64,8 @@ def test_an_attempt_is_a_child_of_the_deliver_task_in_the_requests_trace(
     attempt = captured.one(ATTEMPT)
     assert attempt.trace_id == request.trace_id
     task = parent_of(captured, attempt)
-    assert task.op == "queue.process"  # Celery's integration: the deliver task, continuing the request's trace
-    assert task.description == "silo_router.control.deliver"
+    assert task.op == "queue.process"  # Celery's integration: the wake-up task, continuing the request's trace
+    assert task.description == "silo_router.control.deliver_batch"
     assert attempt["provider"] == "slack"
     assert attempt["kind"] == "event_callback:app_mention"
     assert attempt["region"] == "us"

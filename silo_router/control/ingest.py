@@ -64,6 +64,7 @@ class GroupCommit:
         self._cond = threading.Condition(threading.Lock())
         self._queue: list[_Job] = []
         self._writing = False
+        self._leader = threading.local()
 
     def insert(self, rows: Sequence[Payload]) -> list[Payload]:
         """Commit ``rows`` (new ``Payload`` instances); return those this call inserted, in order.
@@ -73,7 +74,10 @@ class GroupCommit:
         if not rows:
             return []
         connection = _connection()
-        if connection.in_atomic_block or not supports_raw_insert(connection):
+        # A store made while this thread leads a group (from a database wrapper, a signal)
+        # must not wait for the group it is part of.
+        leading = getattr(self._leader, "active", False)
+        if leading or connection.in_atomic_block or not supports_raw_insert(connection):
             inserted = _insert_alone(rows, connection)
         else:
             job = _Job(rows)
@@ -93,9 +97,11 @@ class GroupCommit:
                 self._writing = True
                 group = self._take()
                 self._cond.release()
+                self._leader.active = True
                 try:
                     _write(group, connection)
                 finally:
+                    self._leader.active = False
                     self._cond.acquire()
                     self._writing = False
                     self._cond.notify_all()

@@ -191,6 +191,13 @@ class Server:
             return ""
 
 
+@functools.cache
+def gunicorn_has_control_socket() -> bool:
+    """Whether this gunicorn has the control socket (27 and later), which ``--no-control-socket`` turns off."""
+    done = subprocess.run([sys.executable, "-m", "gunicorn", "--help"], capture_output=True, text=True, timeout=60)
+    return "--no-control-socket" in done.stdout
+
+
 def start_server(target: Target, *, var_dir: Path, workers: int, threads: int) -> Server:
     port = free_port()
     log = var_dir / f"gunicorn-{target.name}.log"
@@ -214,10 +221,16 @@ def start_server(target: Target, *, var_dir: Path, workers: int, threads: int) -
         "--timeout", "60",
         "--graceful-timeout", "5",
         "--log-level", "warning",
+        # gunicorn 27's control socket is one path per user: servers started side by side would share it.
+        *(["--no-control-socket"] if gunicorn_has_control_socket() else []),
     ]  # fmt: skip
+    # An empty working directory: a folder named like a package in the current one would
+    # shadow it (a namespace package found on sys.path beats an editable install's finder).
+    cwd = var_dir / "gunicorn-cwd"
+    cwd.mkdir(exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            command, cwd=var_dir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     return Server(target=target, port=port, proc=proc, log=log)
 
@@ -441,7 +454,7 @@ def measure_wrk(
         body_bytes=result.body_bytes,
         generator="wrk",
         bodies_sent=result.sent + (warm.sent if warm else 0),
-        exhausted=bool(result.spare or (warm and warm.spare)),
+        exhausted=bool(result.exhausted_threads),
     )
     report(args, run)
     return run
@@ -882,7 +895,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         help="seconds of the one-connection run per target (default 2, quick 1; 0: skip)",
     )
-    parser.add_argument("--max-rate", type=float, default=6000.0, help="bodies prepared per warm-up second (bound)")
+    parser.add_argument("--max-rate", type=float, default=10000.0, help="bodies prepared per warm-up second (bound)")
     parser.add_argument(
         "--connections", type=int, default=16, help="keep-alive connections, one request in flight each"
     )

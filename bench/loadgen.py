@@ -629,13 +629,15 @@ class ClientPool:
 class WrkResult:
     """What ``bench/wrk/signed_bodies.lua`` reported for one wrk run."""
 
-    #: Answers wrk read (spare /healthz requests included), and the run's length.
-    completed: int
-    seconds: float
-    #: Signed bodies handed out: every one reached the server, answered or still in flight at the end.
+    #: Signed bodies written to the server, and their answers read (those in flight when wrk stopped are not).
     sent: int
-    #: GET /healthz sent by a thread that had used all its bodies (the bound was too low).
+    answered: int
+    #: From the first request sent to the last answer read.
+    seconds: float
+    #: Answers to GET /healthz: the check's request, or a thread's that had used all its bodies.
     spare: int
+    #: wrk threads that used all their bodies before the run's end (the bound was too low).
+    exhausted_threads: int
     non200: int
     errors: dict[str, int]
     latency_us: dict[str, float]
@@ -644,7 +646,7 @@ class WrkResult:
 
     @property
     def answered_bodies(self) -> int:
-        return self.completed - self.spare
+        return self.answered
 
 
 def wrk_binary() -> str | None:
@@ -653,13 +655,16 @@ def wrk_binary() -> str | None:
 
 
 def write_signed_bodies(prefix: Path, *, threads: int, count: int, tag: str, secret: str, timestamp: int) -> int:
-    """``count`` unique signed bodies in ``threads`` files ``<prefix><i>.txt``; returns one body's size."""
+    """``count`` unique signed bodies for each of ``threads`` files ``<prefix><i>.txt``; returns one body's size.
+
+    Every thread gets the whole bound: wrk's threads do not share the load evenly on a busy machine.
+    """
     verifier = SignatureVerifier(secret)
     factory = BodyFactory(tag)
     files = [open(f"{prefix}{i}.txt", "w") for i in range(threads)]  # noqa: SIM115
     size = 0
     try:
-        for index in range(count):
+        for index in range(count * threads):
             body = factory.body(index).decode()
             size = len(body)
             signature = verifier.generate_signature(timestamp=timestamp, body=body)
@@ -674,7 +679,8 @@ def run_wrk(
     *, port: int, path: str, secret: str, connections: int, duration: float, max_requests: int, tag: str,
     work_dir: Path, threads: int = 2,
 ) -> WrkResult:  # fmt: skip
-    """One wrk run of ``duration`` seconds over ``connections`` keep-alive connections, at most ``max_requests``."""
+    """One wrk run of ``duration`` seconds over ``connections`` keep-alive connections, at most ``max_requests``
+    per wrk thread."""
     binary = wrk_binary()
     if binary is None:
         raise RuntimeError("wrk is not installed: run bash tools/install-bench-tools.sh")
@@ -699,10 +705,11 @@ def run_wrk(
     errors = dict(data["errors"])
     errors.pop("status", None)  # non-2xx answers: counted as non200 by the script
     return WrkResult(
-        completed=int(data["completed"]),
-        seconds=data["duration_us"] / 1e6,
         sent=int(data["sent"]),
+        answered=int(data["answered"]),
+        seconds=float(data["window_s"]),
         spare=int(data["spare"]),
+        exhausted_threads=int(data["exhausted_threads"]),
         non200=int(data["non200"]),
         errors=errors,
         latency_us={str(k): float(v) for k, v in data["latency_us"].items()},

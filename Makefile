@@ -49,7 +49,7 @@ bench: $(STAMP)
 	  if [ -f bench/$$name.py ]; then run $$name --quick; \
 	  else echo "== bench/$$name.py does not exist yet: skipped"; skipped="$$skipped,$$name"; fi; \
 	done; \
-	$(PY) bench/summary.py --since $$since --skipped "$$skipped"; \
+	$(PY) bench/summary.py --since $$since --skipped "$$skipped" --docs docs/benchmarks.md; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:

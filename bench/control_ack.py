@@ -229,9 +229,7 @@ def start_server(target: Target, *, var_dir: Path, workers: int, threads: int) -
     cwd = var_dir / "gunicorn-cwd"
     cwd.mkdir(exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     return Server(target=target, port=port, proc=proc, log=log)
 
 

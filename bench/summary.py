@@ -16,6 +16,10 @@ not measured, with the reason (script missing, record older than this run, no en
 
     .venv/bin/python bench/summary.py                       # after the scripts ran
     .venv/bin/python bench/summary.py --since 1764745200    # records older than that are stale
+    .venv/bin/python bench/summary.py --docs docs/benchmarks.md   # and put the table there
+
+With ``--docs`` the table replaces what stands between the ``DOCS_BEGIN`` and
+``DOCS_END`` comment lines of that file.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ SCRIPTS = (
     "table_growth",
     "flow_latency",
 )
+
+DOCS_BEGIN = "<!-- bench/summary.py: the latest summary table begins -->"
+DOCS_END = "<!-- bench/summary.py: the latest summary table ends -->"
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -217,6 +224,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], profiles: list[st
     return "\n".join(lines)
 
 
+def update_docs(path: Path, table: str) -> bool:
+    """Put ``table`` between the markers of ``path``; False when the file has no markers."""
+    text = path.read_text()
+    begin, end = text.find(DOCS_BEGIN), text.find(DOCS_END)
+    if begin < 0 or end < begin:
+        return False
+    path.write_text(text[: begin + len(DOCS_BEGIN)] + "\n\n" + table.strip() + "\n\n" + text[end:])
+    return True
+
+
 def plot(rows: list[dict[str, Any]], path: Path, subtitle: str) -> None:
     import matplotlib
 
@@ -280,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the scripts wrote their records")
     parser.add_argument("--since", type=float, help="Unix time the suite started: older records are stale")
+    parser.add_argument("--docs", type=Path, help="a Markdown file whose summary-table markers get the table")
     parser.add_argument("--skipped", default="", help="comma-separated scripts the suite skipped, with no record")
     args = parser.parse_args(argv)
     records, absent = load(args.results, args.since)
@@ -295,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "summary.md").write_text(table)
     plot(rows, args.results / "summary.png", f"{today}, {meta['machine']['cpus']} CPUs")
     print(table)
+    if args.docs is not None and not update_docs(args.docs, table):
+        print(f"  {args.docs} has no summary-table markers: not updated", file=sys.stderr)
     for script, why in absent.items():
         print(f"  not included: {script}: {why}")
     print(f"  wrote {args.results / f'{today}.json'}, {args.results / 'summary.md'}, {args.results / 'summary.png'}")

@@ -775,7 +775,7 @@ def plot(summary: dict[str, dict[str, Any]], runs: Sequence[Run], path: Path, su
     import matplotlib.pyplot as plt
 
     names = list(summary)
-    titles = [summary[n]["title"].replace(" (", "\n(") for n in names]
+    titles = [summary[n]["title"].replace(" (", "\n(").replace(", ", ",\n") for n in names]
     colors = {
         "bare": "#9e9e9e",
         "silo_router": "#2e7d32",

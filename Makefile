@@ -33,11 +33,24 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check silo_router tests example_project
 	$(PY) -m mypy silo_router
 
+# The whole benchmark suite; a script that fails is reported and the rest still run.
+# Writes bench/results/<date>.json, summary.md and summary.png (bench/summary.py).
+BENCH_QUICK := backlog_drain table_growth flow_latency
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt
-	$(PY) bench/control_ack.py
-	$(PY) bench/delivery_faults.py
-	$(PY) bench/tracing_overhead.py
+	bash tools/install-bench-tools.sh
+	@since=$$(date +%s); skipped=""; failed=""; \
+	run() { name=$$1; shift; echo "== bench/$$name.py $$*"; $(PY) bench/$$name.py "$$@" || failed="$$failed $$name"; }; \
+	run control_ack; \
+	run control_stages; \
+	run delivery_faults --quick; \
+	run tracing_overhead --quick; \
+	for name in $(BENCH_QUICK); do \
+	  if [ -f bench/$$name.py ]; then run $$name --quick; \
+	  else echo "== bench/$$name.py does not exist yet: skipped"; skipped="$$skipped,$$name"; fi; \
+	done; \
+	$(PY) bench/summary.py --since $$since --skipped "$$skipped" --docs docs/benchmarks.md; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache

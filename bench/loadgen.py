@@ -1,4 +1,12 @@
-"""Closed-loop HTTP/1.1 keep-alive load generator for signed Slack requests.
+"""HTTP/1.1 keep-alive load generators for signed Slack requests: closed loop, open loop, wrk.
+
+Closed loop (``Segment``): each connection sends its next request when the previous
+answer arrives; that measures throughput at saturation. Open loop (``OpenLoopSegment``):
+requests are scheduled at a fixed rate, evenly spaced (uniform, not Poisson), whatever the
+answers do, and each latency is measured from the request's scheduled time, so a slow
+answer delays the figures of the requests queued behind it (no coordinated omission).
+``run_wrk`` drives Debian's ``wrk`` with the same pre-signed bodies, fed by
+``bench/wrk/signed_bodies.lua``: a C load generator that costs far less CPU than this one.
 
 A ``Client`` is a separate process (``multiprocessing``, spawn) that runs one segment
 at a time on command: it builds and signs every request of the segment first (signing
@@ -16,21 +24,27 @@ on raw sockets, which costs the client far less CPU than ``http.client`` or
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import math
 import multiprocessing
 import multiprocessing.connection
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from slack_sdk.signature import SignatureVerifier
 
 TEAM_ID = "T0US00001"
 ACTION_ID = "resolve_dialog"
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk" / "signed_bodies.lua"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +83,40 @@ class SegmentResult:
     def sent(self) -> int:
         """Requests that reached the server (warm-up included): what a store must hold."""
         return self.measured + self.warmup_sent + self.errors
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenLoopSegment:
+    """A fixed-rate run against one server, as each client process receives it."""
+
+    label: str
+    port: int
+    path: str
+    secret: str
+    #: This process's requests per second, and when its first one is due after the start.
+    rate: float
+    offset: float
+    #: Enough that a slow answer never holds back the next scheduled send.
+    connections: int
+    warmup: float
+    duration: float
+    tag: str
+
+
+@dataclasses.dataclass
+class OpenLoopResult:
+    """Every request of the measured part, in seconds from the shared start instant."""
+
+    label: str
+    scheduled: list[float]
+    sent: list[float]
+    answered: list[float]
+    #: HTTP status, or 0 when the connection failed.
+    statuses: list[int]
+    warmup_sent: int
+    warmup_statuses: dict[int, int]
+    errors: int
+    samples: list[str]
 
 
 def block_actions_payload(*, trigger_id: str, value: str, action_ts: str, response_url: str) -> dict[str, Any]:
@@ -373,6 +421,88 @@ def run_segment(
     )
 
 
+def run_open_loop(
+    segment: OpenLoopSegment, start_at: float, requests: list[bytes], conns: list[Connection]
+) -> OpenLoopResult:
+    """Send request i at ``start_at + offset + i / rate`` on whichever connection is free."""
+    interval = 1.0 / segment.rate
+    first = start_at + segment.offset
+    warm_end = start_at + segment.warmup
+    end = warm_end + segment.duration
+    indexes = itertools.count()  # next() on a count is atomic under the GIL
+    lock = threading.Lock()
+    done: list[tuple[float, float, float, int]] = []
+    warm_statuses: Counter[int] = Counter()
+    samples: list[str] = []
+    errors = [0]
+
+    def worker(conn: Connection) -> None:
+        mine: list[tuple[float, float, float, int]] = []
+        warm: Counter[int] = Counter()
+        failed = 0
+        while True:
+            index = next(indexes)
+            scheduled = first + index * interval
+            if index >= len(requests) or scheduled >= end:
+                break
+            delay = scheduled - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            sent = time.monotonic()
+            try:
+                status, body = conn.exchange(requests[index])
+            except (OSError, ResponseError) as exc:
+                status, body = 0, repr(exc).encode()
+                failed += 1
+                conn.close()
+            answered = time.monotonic()
+            if status != 200:
+                with lock:
+                    if len(samples) < 5:
+                        samples.append(f"{status} {body[:200]!r}")
+            if scheduled < warm_end:
+                warm[status] += 1
+            else:
+                mine.append((scheduled - start_at, sent - start_at, answered - start_at, status))
+        with lock:
+            done.extend(mine)
+            warm_statuses.update(warm)
+            errors[0] += failed
+
+    threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in conns]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for conn in conns:
+        conn.close()
+    done.sort()
+    return OpenLoopResult(
+        label=segment.label,
+        scheduled=[d[0] for d in done],
+        sent=[d[1] for d in done],
+        answered=[d[2] for d in done],
+        statuses=[d[3] for d in done],
+        warmup_sent=sum(warm_statuses.values()),
+        warmup_statuses=dict(warm_statuses),
+        errors=errors[0],
+        samples=samples,
+    )
+
+
+def open_loop_requests(segment: OpenLoopSegment, index: int, verifier: SignatureVerifier) -> list[bytes]:
+    """Every request this process may send in the segment, signed for the second it ends."""
+    bodies = BodyFactory(f"{segment.tag}p{index}o")
+    fresh_until = int(time.time() + segment.warmup + segment.duration) + 5
+    count = math.ceil(segment.rate * (segment.warmup + segment.duration)) + 1
+    return [
+        signed_request(
+            port=segment.port, path=segment.path, body=bodies.body(i), verifier=verifier, timestamp=fresh_until
+        )
+        for i in range(count)
+    ]
+
+
 def client_main(pipe: multiprocessing.connection.Connection, index: int) -> None:
     """The client process: prepare a segment, report ready, run it when told, report the result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops us
@@ -381,8 +511,24 @@ def client_main(pipe: multiprocessing.connection.Connection, index: int) -> None
         message = pipe.recv()
         if message is None:
             return
+        verifier = verifier_cache.setdefault(message.secret, SignatureVerifier(message.secret))
+        if isinstance(message, OpenLoopSegment):
+            scheduled = open_loop_requests(message, index, verifier)
+            open_conns = [Connection(message.port) for _ in range(message.connections)]
+            try:
+                for conn in open_conns:
+                    conn.open()
+            except OSError as exc:
+                pipe.send(("error", f"cannot connect to 127.0.0.1:{message.port}: {exc}"))
+                continue
+            pipe.send(("ready", len(scheduled[0].partition(b"\r\n\r\n")[2])))
+            start_at = pipe.recv()
+            try:
+                pipe.send(("done", run_open_loop(message, start_at, scheduled, open_conns)))
+            except Exception as exc:  # report, do not hang the driver
+                pipe.send(("error", repr(exc)))
+            continue
         segment: Segment = message
-        verifier = verifier_cache.setdefault(segment.secret, SignatureVerifier(segment.secret))
         warm_bodies = BodyFactory(f"{segment.tag}p{index}w")
         bodies = BodyFactory(f"{segment.tag}p{index}m")
         # Bodies are signed before the clock starts, so a timestamp of "now" would make
@@ -436,7 +582,7 @@ class ClientPool:
             self.pipes.append(parent)
             self.procs.append(proc)
 
-    def run(self, segment_for: Any, timeout: float) -> tuple[list[SegmentResult], int]:
+    def run(self, segment_for: Any, timeout: float) -> tuple[list[Any], int]:
         """Run one segment on every process; ``segment_for(i)`` gives process i's share."""
         for index, pipe in enumerate(self.pipes):
             pipe.send(segment_for(index))
@@ -474,3 +620,99 @@ class ClientPool:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
+
+
+# -- wrk -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class WrkResult:
+    """What ``bench/wrk/signed_bodies.lua`` reported for one wrk run."""
+
+    #: Signed bodies written to the server, and their answers read (those in flight when wrk stopped are not).
+    sent: int
+    answered: int
+    #: From the first request sent to the last answer read.
+    seconds: float
+    #: Answers to GET /healthz: the check's request, or a thread's that had used all its bodies.
+    spare: int
+    #: wrk threads that used all their bodies before the run's end (the bound was too low).
+    exhausted_threads: int
+    non200: int
+    errors: dict[str, int]
+    latency_us: dict[str, float]
+    samples: list[str]
+    body_bytes: int
+
+    @property
+    def answered_bodies(self) -> int:
+        return self.answered
+
+
+def wrk_binary() -> str | None:
+    """wrk's path, or None (``tools/install-bench-tools.sh`` installs Debian's package)."""
+    return shutil.which("wrk")
+
+
+def write_signed_bodies(prefix: Path, *, threads: int, count: int, tag: str, secret: str, timestamp: int) -> int:
+    """``count`` unique signed bodies for each of ``threads`` files ``<prefix><i>.txt``; returns one body's size.
+
+    Every thread gets the whole bound: wrk's threads do not share the load evenly on a busy machine.
+    """
+    verifier = SignatureVerifier(secret)
+    factory = BodyFactory(tag)
+    files = [open(f"{prefix}{i}.txt", "w") for i in range(threads)]  # noqa: SIM115
+    size = 0
+    try:
+        for index in range(count * threads):
+            body = factory.body(index).decode()
+            size = len(body)
+            signature = verifier.generate_signature(timestamp=timestamp, body=body)
+            files[index % threads].write(f"{timestamp} {signature} {body}\n")
+    finally:
+        for file in files:
+            file.close()
+    return size
+
+
+def run_wrk(
+    *, port: int, path: str, secret: str, connections: int, duration: float, max_requests: int, tag: str,
+    work_dir: Path, threads: int = 2,
+) -> WrkResult:  # fmt: skip
+    """One wrk run of ``duration`` seconds over ``connections`` keep-alive connections, at most ``max_requests``
+    per wrk thread."""
+    binary = wrk_binary()
+    if binary is None:
+        raise RuntimeError("wrk is not installed: run bash tools/install-bench-tools.sh")
+    threads = max(1, min(threads, connections))
+    prefix = work_dir / f"bodies-{tag}-"
+    # Signed for the second the run ends, like the Python generator's bodies: none looks old.
+    timestamp = int(time.time() + duration) + 5
+    size = write_signed_bodies(prefix, threads=threads, count=max_requests, tag=tag, secret=secret, timestamp=timestamp)
+    command = [
+        binary, f"-t{threads}", f"-c{connections}", f"-d{max(1, math.ceil(duration))}s", "--timeout", "30s",
+        "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}", "--", str(prefix), path,
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 120)
+    finally:
+        for index in range(threads):
+            Path(f"{prefix}{index}.txt").unlink(missing_ok=True)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_RESULT ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    data = json.loads(line.removeprefix("WRK_RESULT "))
+    errors = dict(data["errors"])
+    errors.pop("status", None)  # non-2xx answers: counted as non200 by the script
+    return WrkResult(
+        sent=int(data["sent"]),
+        answered=int(data["answered"]),
+        seconds=float(data["window_s"]),
+        spare=int(data["spare"]),
+        exhausted_threads=int(data["exhausted_threads"]),
+        non200=int(data["non200"]),
+        errors=errors,
+        latency_us={str(k): float(v) for k, v in data["latency_us"].items()},
+        samples=[x.strip() for x in data["samples"].split(" ;; ") if x.strip()][:5],
+        body_bytes=size,
+    )

@@ -513,9 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             stored = silo_db("count", var_dir, target)
             counts = read_counts(var_dir / target.name / "tracing-counts")
             checks[target.name] = {"requests_sent": sent, **stored, "tracing": counts}
-            if stored["payloads"] != sent or stored["messages"] != sent:
+            if stored["payloads"] != sent or not stored["wakeups"]["ok"]:
                 failures.append(
-                    f"{target.name}: {stored['payloads']} payloads, {stored['messages']} messages for {sent} requests"
+                    f"{target.name}: {stored['payloads']} payloads for {sent} requests, wake-ups {stored['wakeups']}"
                 )
             failures += check_tracing(target.name, sent, counts, args.workers)
             data = summary[target.name]

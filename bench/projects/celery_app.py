@@ -1,4 +1,4 @@
-"""The Celery app of the silo_router project: kombu's filesystem broker, no worker."""
+"""The Celery app of the silo_router project: the filesystem or Redis broker, no worker."""
 
 from __future__ import annotations
 
@@ -12,4 +12,5 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.set_default()
 
 for _key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
-    Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[_key]).mkdir(parents=True, exist_ok=True)
+    if _key in settings.CELERY_BROKER_TRANSPORT_OPTIONS:
+        Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[_key]).mkdir(parents=True, exist_ok=True)

@@ -290,7 +290,7 @@ def enqueue(
     try:
         for payload_id, region in targets:
             queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
-            options: dict[str, object] = {"countdown": countdown} if countdown > 0 else {}
+            options: dict[str, Any] = {"countdown": countdown} if countdown > 0 else {}
             if queue:
                 options["queue"] = str(queue)
             send_task(DELIVER_TASK, (payload_id,), retry=retry, **options)

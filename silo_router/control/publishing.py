@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery import current_app
+from celery import Celery, current_app
 
 from silo_router import tracing
 
@@ -78,15 +78,17 @@ def _publish(publish: Callable[[], object], *, wait: float, what: str) -> str:
     return PUBLISHED
 
 
-def send_task(name: str, args: Sequence[Any], **options: Any) -> None:
+def send_task(name: str, args: Sequence[Any], *, app: Celery | None = None, **options: Any) -> None:
     """Publish a message for the task registered as ``name``, without importing its module.
 
     Where the task is registered in this process (a worker, or tests in eager mode) it
     is sent through its own ``apply_async`` so eager mode runs it; elsewhere the message
-    goes out by name, which is all the broker needs.
+    goes out by name, which is all the broker needs. ``app``: the Celery app to publish
+    with (Celery's current app is per thread; by default, this thread's).
     """
-    task = current_app.tasks.get(name)
+    app = app or current_app
+    task = app.tasks.get(name)
     if task is not None:
         task.apply_async(tuple(args), **options)
     else:
-        current_app.send_task(name, args=tuple(args), **options)
+        app.send_task(name, args=tuple(args), **options)

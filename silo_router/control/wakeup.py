@@ -19,8 +19,9 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from typing import Any
 
-from celery import current_app
+from celery import Celery, current_app
 
 from silo_router import tracing
 from silo_router.conf import conf
@@ -47,6 +48,7 @@ class Waker:
         self._count = 0
         self._pid = 0
         self._thread: threading.Thread | None = None
+        self._app: Celery | None = None
 
     def wake(self, targets: Iterable[tuple[str, str]]) -> None:
         """Have workers deliver ``(payload_id, region)`` pairs soon; never waits for the broker."""
@@ -56,11 +58,13 @@ class Waker:
                 by_region.setdefault(region, []).append(payload_id)
         if not by_region:
             return
-        if current_app.conf.task_always_eager:
+        app: Celery = current_app._get_current_object()  # type: ignore[attr-defined]  # per thread: the caller's
+        if app.conf.task_always_eager:
             for region, ids in by_region.items():
-                publish(region, ids)
+                publish(region, ids, app=app)
             return
         with self._cond:
+            self._app = app
             self._start()
             for region, ids in by_region.items():
                 if self._count + len(ids) > MAX_WAITING:
@@ -75,8 +79,8 @@ class Waker:
     def flush(self) -> None:
         """Publish what waits now, on this thread (at exit: the sweeper would find it later)."""
         with self._cond:
-            waiting, self._waiting, self._count = self._waiting, {}, 0
-        _publish_all(waiting)
+            waiting, self._waiting, self._count, app = self._waiting, {}, 0, self._app
+        _publish_all(waiting, app)
 
     def _start(self) -> None:
         """Start the thread in this process (again after a fork: threads do not survive it)."""
@@ -96,23 +100,23 @@ class Waker:
             # Let the requests arriving together join this round.
             threading.Event().wait(GATHER_SECONDS)
             with self._cond:
-                waiting, self._waiting, self._count = self._waiting, {}, 0
-            _publish_all(waiting)
+                waiting, self._waiting, self._count, app = self._waiting, {}, 0, self._app
+            _publish_all(waiting, app)
 
 
-def _publish_all(waiting: dict[str, list[str]]) -> None:
+def _publish_all(waiting: dict[str, list[str]], app: Celery | None) -> None:
     for region, ids in waiting.items():
         for start in range(0, len(ids), WAKE_BATCH):
-            publish(region, ids[start : start + WAKE_BATCH])
+            publish(region, ids[start : start + WAKE_BATCH], app=app)
 
 
-def publish(region: str, payload_ids: list[str]) -> bool:
+def publish(region: str, payload_ids: list[str], *, app: Celery | None = None) -> bool:
     """One ``deliver_batch`` message for ``payload_ids`` of ``region``; False (logged) if the broker refused it."""
     queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
-    options: dict[str, object] = {"queue": str(queue)} if queue else {}
+    options: dict[str, Any] = {"queue": str(queue)} if queue else {}
     with tracing.stage("control", "wake", region, region=region, payloads=len(payload_ids)) as span:
         try:
-            send_task(DELIVER_BATCH_TASK, (payload_ids,), retry=False, **options)
+            send_task(DELIVER_BATCH_TASK, (payload_ids,), app=app, retry=False, **options)
         except Exception:  # the broker's errors vary by transport; the rows are the truth
             logger.exception("could not publish a delivery message for %d payloads; the sweeper will", len(payload_ids))
             span.fail("broker_error")

@@ -101,3 +101,27 @@ def test_payloads_with_no_region_wake_nothing(broker: Broker) -> None:
     wakeup.waker.wake([("unroutable", "")])
     time.sleep(0.05)
     assert broker.messages == []
+
+
+def test_the_wake_up_goes_out_on_the_callers_celery_app(broker: Broker) -> None:
+    """Celery's current app is per thread: the waker's thread must publish on the app of the request's."""
+    from celery import Celery
+
+    app = Celery("the-projects-app", set_as_current=False)
+    app.conf.task_always_eager = False
+    sent: list[tuple[str, Any]] = []
+    app.send_task = lambda name, args=None, kwargs=None, **options: sent.append((name, tuple(args)))  # type: ignore[method-assign]
+
+    def request_thread() -> None:
+        app.set_current()
+        wakeup.waker.wake([("on-its-app", "us")])
+
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    thread.join()
+    deadline = time.monotonic() + 5
+    while not sent:
+        assert time.monotonic() < deadline, "nothing was published on the caller's app"
+        time.sleep(0.005)
+    assert sent == [("silo_router.control.deliver_batch", (["on-its-app"],))]
+    assert broker.messages == []  # not on the default app

@@ -1081,25 +1081,24 @@ def claim_batch(*, ids: Sequence[str] | None = None, region: str | None = None, 
     if ids is not None:
         conditions.append(f"{pk} IN ({', '.join(['%s'] * len(ids))})")
         chosen.extend(value("id", payload_id) for payload_id in ids)
-    skip_locked = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-    choose = (
-        f"SELECT {pk} FROM {table} WHERE {' AND '.join(conditions)} "
-        f"ORDER BY {column('created_at')}, {pk} LIMIT %s{skip_locked}"
+    choose = f"SELECT {pk} FROM {table} WHERE {' AND '.join(conditions)} ORDER BY {column('created_at')}, {pk} LIMIT %s"
+    take = (
+        f"{state} = %s, {column('lease_owner')} = %s, {column('lease_until')} = %s, "
+        f"{column('last_attempt_at')} = %s, {column('attempts')} = {column('attempts')} + 1"
     )
-    sql = (
-        f"UPDATE {table} SET {state} = %s, {column('lease_owner')} = %s, {column('lease_until')} = %s, "
-        f"{column('last_attempt_at')} = %s, {column('attempts')} = {column('attempts')} + 1 "
-        f"WHERE {pk} IN ({choose}) AND {state} = %s RETURNING {pk}"
-    )
-    params = [
-        State.IN_FLIGHT,
-        owner,
-        value("lease_until", lease_until),
-        value("last_attempt_at", now),
-        *chosen,
-        limit,
-        State.PENDING,
-    ]
+    taken = [State.IN_FLIGHT, owner, value("lease_until", lease_until), value("last_attempt_at", now)]
+    if connection.vendor == "postgresql":
+        # A materialized CTE runs its locking select once; as an IN (...) subquery the planner
+        # may run it again and take more than ``limit`` rows.
+        sql = (
+            f"WITH chosen AS MATERIALIZED ({choose} FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {table} SET {take} FROM chosen WHERE {table}.{pk} = chosen.{pk} AND {table}.{state} = %s "
+            f"RETURNING {table}.{pk}"
+        )
+        params = [*chosen, limit, *taken, State.PENDING]
+    else:
+        sql = f"UPDATE {table} SET {take} WHERE {pk} IN ({choose}) AND {state} = %s RETURNING {pk}"
+        params = [*taken, *chosen, limit, State.PENDING]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         claimed = [row[0] for row in cursor.fetchall()]

@@ -1234,7 +1234,9 @@ def sweep(*, regions: Sequence[str] | None = None, expire: bool = True) -> dict[
     - due pending rows with no message outstanding (held by a circuit, or published
       more than ``SWEEP_GRACE`` seconds ago and still here: a crash between commit and
       publish, a flushed broker) are published again, at most ``SWEEP_BATCH`` per region
-      per run. A region whose circuit is open gets one message when its probe is due;
+      per run; a region with more than ``max(SWEEP_BATCH, DRAIN_CHUNK)`` has a backlog,
+      drained in chunks (:func:`drain`). A region whose circuit is open gets one message
+      when its probe is due;
     - Loading modals whose check is due are checked.
     """
     with tracing.stage("control", "sweep", ",".join(regions) if regions is not None else "all regions") as span:

@@ -8,6 +8,8 @@ SWEEP_TASK = "silo_router.control.sweep"
 DELIVER_TASK = "silo_router.control.deliver"
 #: Delivers a list of payload ids of one region (the wake-up the request path publishes after its answer).
 DELIVER_BATCH_TASK = "silo_router.control.deliver_batch"
+#: Delivers one chunk of a region's backlog (region, payload ids), then publishes the next chunks.
+DRAIN_TASK = "silo_router.control.drain"
 CHECK_LOADING_VIEW_TASK = "silo_router.control.check_loading_view"
 ROTATE_TOKENS_TASK = "silo_router.control.rotate_tokens"
 

@@ -134,6 +134,12 @@ def hold(region: str, error: str) -> datetime.datetime:
         return retry_at
 
 
+def closed(region: str) -> bool:
+    """Whether the region's circuit is closed (a region never seen failing has none: closed)."""
+    state = RegionCircuit.objects.filter(region=region).values_list("state", flat=True).first()
+    return state is None or state == State.CLOSED
+
+
 def sweep_allowance(region: str, *, batch: int) -> int:
     """How many held payloads the sweeper may publish for ``region`` now."""
     row = RegionCircuit.objects.filter(region=region).values("state", "retry_at").first()

@@ -32,6 +32,18 @@ The envelope keeps the request's trace headers (its creation context, which the
 region's handler links to); the attempt's own context crosses beside it, as the
 transport's hop (:class:`silo_router.transports.Hop`), so the region's run is the
 child of the attempt that carried it, whichever trace that is.
+
+Batches (:func:`deliver_batch`, the ``deliver_batch`` and ``drain`` tasks): one
+statement claims the due rows of a message (:func:`claim_batch`), one transport call
+sends them (``Transport.deliver_many``: one POST for the http transport), and each
+payload is accounted as :func:`attempt` accounts one (the same failure, retry and
+circuit rules, its own attempt span and timeline row). The spans are recorded after
+the batch's call, and the region's runs of a batch are children of the ``send_batch``
+span that made it. Rows of a strict-order key, and a region whose circuit is not
+closed, go one at a time through :func:`attempt`. A region's backlog (a recovery, or a
+sweep finding more than a sweep's worth) is drained by :func:`drain` in chunks, with
+at most ``DRAIN_OUTSTANDING`` chunks of a region outstanding, each chunk publishing the
+next when it is done.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ import datetime
 import enum
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -49,20 +62,30 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from django.db import DatabaseError
-from django.db.models import Case, Exists, F, Q, QuerySet, TextField, Value, When
+from django.db import DatabaseError, connections, router
+from django.db.models import Case, Exists, F, Field, Q, QuerySet, TextField, Value, When
 from django.utils import timezone
 
 from silo_router import redaction, tracing
 from silo_router.conf import conf
 from silo_router.envelope import Envelope, Outcome, seal
-from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, delivering, transport_for
+from silo_router.transports import (
+    BatchResult,
+    DeliveryError,
+    DeliveryTimeout,
+    NotSent,
+    Receipt,
+    delivering,
+    delivering_batch,
+    transport_for,
+)
 
 from . import circuits, followups, ingest, wakeup
-from .beat import DELIVER_TASK
+from .beat import DELIVER_TASK, DRAIN_TASK
 from .models import Payload, PayloadAttempt
 from .publishing import publish_within, send_task
 
@@ -92,6 +115,16 @@ HELD_BY_CIRCUIT = HELD_PREFIX + "the region's circuit is open"
 LEASE_EXPIRED = "lease expired: the worker did not finish its attempt"
 NO_QUEUE_CONFIRMATION = "the region's queue did not confirm the envelope within QUEUED_CONFIRM_TIMEOUT"
 
+#: Most rows one claiming statement takes (a batch message carries at most this many ids per claim).
+CLAIM_BATCH_MAX = 500
+#: Payload ids per message when a region's backlog is drained.
+DRAIN_CHUNK = 100
+#: Chunks of one region's backlog queued or being delivered at once: on a queue shared with other
+#: regions, their fresh payloads wait behind at most this many chunks.
+DRAIN_OUTSTANDING = 2
+#: Receipts that mean the region has handled the envelope.
+HANDLED_OUTCOMES = frozenset({Outcome.HANDLED, Outcome.DUPLICATE})
+
 
 class AttemptOutcome(enum.StrEnum):
     """What became of a payload after one attempt (or one confirmation)."""
@@ -110,6 +143,8 @@ class AttemptOutcome(enum.StrEnum):
     MISSING = "missing"
     #: A confirmation for a copy the row no longer waits for.
     STALE = "stale"
+    #: A batch never sent it (out of time, or the region failed first): back to pending, no attempt spent.
+    NOT_SENT = "not_sent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +356,191 @@ def deliver(payload_id: str) -> AttemptOutcome:
                 span.set(state=row["state"] if row else "missing")
         return AttemptOutcome.NOT_PENDING
     return attempt(payload_id, region=row["region"], caller=WORKER, wait=False).outcome
+
+
+def deliver_batch(payload_ids: Sequence[str]) -> dict[str, int]:
+    """Deliver stored payloads of a batch message (one region, as a rule); count how each ended.
+
+    The due pending rows of each region are claimed in one statement and sent in one
+    transport call; every other id (not pending, missing, of a strict-order key) goes
+    through :func:`deliver`, as its own message would.
+    """
+    ids = list(dict.fromkeys(str(pid) for pid in payload_ids))
+    rows = Payload.objects.filter(pk__in=ids).values_list("pk", "region", "state", "ordering_key")
+    batchable = {str(pk): region for pk, region, state, key in rows if state == State.PENDING and region and not key}
+    outcomes: Counter[str] = Counter()
+    by_region: dict[str, list[str]] = {}
+    for payload_id in ids:
+        if payload_id in batchable:
+            by_region.setdefault(batchable[payload_id], []).append(payload_id)
+        else:
+            outcomes[str(deliver(payload_id))] += 1
+    for region, group in by_region.items():
+        for start in range(0, len(group), CLAIM_BATCH_MAX):
+            outcomes.update(str(o) for o in _deliver_group(region, group[start : start + CLAIM_BATCH_MAX]))
+    return dict(outcomes)
+
+
+def _deliver_group(region: str, payload_ids: Sequence[str]) -> list[AttemptOutcome]:
+    """Claim, send and account payloads of ``region`` as one batch."""
+    started_at, started = timezone.now(), time.monotonic()
+    decision = circuits.allow(region)
+    if not decision.allowed or decision.probe:
+        if decision.probe:
+            circuits.release_probe(region)
+        # One at a time: the probe goes alone, and each held payload is held as its own message would be.
+        return [attempt(pid, region=region, caller=WORKER, wait=False).outcome for pid in payload_ids]
+    claimed = claim_batch(ids=payload_ids, limit=len(payload_ids))
+    taken = {str(p.pk) for p in claimed}
+    outcomes: list[AttemptOutcome] = []
+    for payload_id in payload_ids:
+        if payload_id not in taken:
+            if tracing.active():
+                with _attempt_span(_subject_of(payload_id, region=region), decision) as span:
+                    _finish(span, Attempt(AttemptOutcome.NOT_CLAIMED), region=region)
+            outcomes.append(AttemptOutcome.NOT_CLAIMED)
+    timeline: list[PayloadAttempt | None] = []
+    sendable: list[tuple[Payload, Envelope, _Subject]] = []
+    for payload in claimed:
+        subject = _Subject.of(payload)
+        try:
+            envelope = Envelope.from_json(payload.envelope)
+        except Exception as exc:  # a corrupt row: a failure in control, not in the region
+            with _attempt_span(subject, decision) as span:
+                result = _control_failure(payload, exc, probe=False, caller=WORKER)
+                _finish(span, result, region=region)
+                ids = (span.trace_id or "", span.span_id or "")
+            timeline.append(_attempt_row(subject, result, started_at=started_at, started=started, span_ids=ids))
+            outcomes.append(result.outcome)
+            continue
+        subject = dataclasses.replace(subject, trace=envelope.trace, provider=envelope.provider, kind=envelope.kind)
+        sendable.append((payload, envelope, subject))
+    results = _send_batch(region, sendable)
+    outcomes.extend(_account_batch(region, sendable, results, decision, started_at, started, timeline))
+    _save_attempts([row for row in timeline if row is not None])
+    return outcomes
+
+
+def _send_batch(region: str, sendable: Sequence[tuple[Payload, Envelope, _Subject]]) -> list[BatchResult | Exception]:
+    """One transport call for a batch: a result per envelope (an exception for a failure inside control)."""
+    if not sendable:
+        return []
+    with tracing.stage("control", "send_batch", f"deliver {len(sendable)} to {region}", region=region) as span:
+        span.set(batch_size=len(sendable))
+        try:
+            transport = transport_for(region)
+            sealed = [seal(envelope) for _, envelope, _ in sendable]
+            with delivering_batch([(payload.attempts, payload.replays) for payload, _, _ in sendable]):
+                results: list[BatchResult | Exception] = list(
+                    transport.deliver_many(sealed, timeout=WORKER.remaining(), wait=False)
+                )
+            if len(results) != len(sealed):
+                raise RuntimeError(f"the transport answered {len(results)} results for {len(sealed)} envelopes")
+        except Exception as exc:  # settings, signing, a transport bug: every envelope failed in control
+            span.fail("error")
+            return [exc] * len(sendable)
+        span.set(delivered=sum(1 for r in results if isinstance(r, Receipt) and r.outcome in HANDLED_OUTCOMES))
+    return results
+
+
+def _account_batch(
+    region: str,
+    sendable: Sequence[tuple[Payload, Envelope, _Subject]],
+    results: Sequence[BatchResult | Exception],
+    decision: circuits.Decision,
+    started_at: datetime.datetime,
+    started: float,
+    timeline: list[PayloadAttempt | None],
+) -> list[AttemptOutcome]:
+    """Account each payload of a sent batch as :func:`attempt` would; fill ``timeline`` with their rows."""
+    answered = any(isinstance(r, Receipt) or (isinstance(r, DeliveryError) and _region_answered(r)) for r in results)
+    if answered:
+        note_region_up(region)
+    handled = [p for (p, _, _), r in zip(sendable, results, strict=True) if _handled(r)]
+    _mark_all_delivered(handled)
+    not_sent = [p for (p, _, _), r in zip(sendable, results, strict=True) if isinstance(r, NotSent)]
+    _put_back(not_sent)
+    outcomes: list[AttemptOutcome] = []
+    for (payload, envelope, subject), outcome in zip(sendable, results, strict=True):
+        if isinstance(outcome, NotSent):  # no attempt reached the region: no span, no timeline row
+            outcomes.append(AttemptOutcome.NOT_SENT)
+            continue
+        if isinstance(outcome, Receipt):
+            if _handled(outcome):
+                result = Attempt(AttemptOutcome.DELIVERED, outcome)
+            else:
+                result = _settle_receipt(payload, envelope, outcome, caller=WORKER, region_up=False)
+        elif isinstance(outcome, DeliveryError):
+            result = _region_failure(payload, outcome, probe=False, caller=WORKER)
+        else:
+            result = _control_failure(payload, outcome, probe=False, caller=WORKER)
+        with _attempt_span(subject, decision) as span:
+            _finish(span, result, region=region)
+            span.set(batch_size=len(sendable))
+            ids = (span.trace_id or "", span.span_id or "")
+        timeline.append(_attempt_row(subject, result, started_at=started_at, started=started, span_ids=ids))
+        outcomes.append(result.outcome)
+    return outcomes
+
+
+def _handled(result: BatchResult | Exception) -> bool:
+    return isinstance(result, Receipt) and result.outcome in HANDLED_OUTCOMES
+
+
+def _region_answered(error: DeliveryError) -> bool:
+    """Whether an error says the region answered (it is up): not its fault, and not an envelope left unsent."""
+    return not error.region_fault and not error.hold and not isinstance(error, NotSent)
+
+
+def drain_chunk(region: str, payload_ids: Sequence[str]) -> dict[str, int]:
+    """Deliver one chunk of ``region``'s backlog, then publish the next chunks (see :func:`drain`)."""
+    outcomes = deliver_batch(payload_ids)
+    drain(region)
+    return outcomes
+
+
+def drain(region: str) -> int:
+    """Publish the next chunks of ``region``'s backlog as ``drain`` messages; return how many payloads they carry.
+
+    The backlog is the region's due pending rows with no message outstanding (held,
+    put back, or published more than ``SWEEP_GRACE`` ago), oldest first. At most
+    ``DRAIN_OUTSTANDING`` chunks of ``DRAIN_CHUNK`` are outstanding at once, counted
+    from the rows (due pending rows published within ``SWEEP_GRACE``, and rows in
+    flight), so a backlog never fills a shared queue ahead of another region's
+    payloads; each chunk, when done, publishes the next. Nothing is published while the
+    region's circuit is not closed (the sweeper sends the probe).
+    """
+    if not circuits.closed(region):
+        return 0
+    now = timezone.now()
+    recent = now - datetime.timedelta(seconds=conf.SWEEP_GRACE)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    rows = Payload.objects.filter(region=region)
+    outstanding = rows.filter(Q(state=State.IN_FLIGHT) | (due & Q(state=State.PENDING, enqueued_at__gt=recent))).count()
+    free = DRAIN_OUTSTANDING - math.ceil(outstanding / DRAIN_CHUNK)
+    if free <= 0:
+        return 0
+    backlog = (
+        rows.filter(due, state=State.PENDING)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=recent))
+        .order_by("created_at")
+        .values_list("pk", flat=True)[: free * DRAIN_CHUNK]
+    )
+    ids = [str(pk) for pk in backlog]
+    queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
+    options: dict[str, Any] = {"queue": str(queue)} if queue else {}
+    published = 0
+    for start in range(0, len(ids), DRAIN_CHUNK):
+        chunk = ids[start : start + DRAIN_CHUNK]
+        # Marked first, so a concurrent drain counts this chunk as outstanding.
+        Payload.objects.filter(pk__in=chunk, state=State.PENDING).update(enqueued_at=timezone.now())
+        try:
+            send_task(DRAIN_TASK, (region, chunk), **options)
+        except Exception:  # the broker's errors vary by transport; the sweeper takes the rows after SWEEP_GRACE
+            logger.exception("could not publish a chunk of %s's backlog; the sweeper will retry", region)
+            break
+        published += len(chunk)
+    return published
 
 
 def deliver_sync(envelope: Envelope, *, budget: float, read_only: bool) -> Receipt | None:
@@ -559,23 +779,39 @@ def _log_attempt(
     subject: _Subject, result: Attempt, *, started_at: datetime.datetime, started: float, span_ids: tuple[str, str]
 ) -> None:
     """One insert for the payload's timeline; a failure to write it never fails the attempt."""
+    row = _attempt_row(subject, result, started_at=started_at, started=started, span_ids=span_ids)
+    if row is not None:
+        _save_attempts([row])
+
+
+def _attempt_row(
+    subject: _Subject, result: Attempt, *, started_at: datetime.datetime, started: float, span_ids: tuple[str, str]
+) -> PayloadAttempt | None:
+    """The timeline row of an attempt (``None`` for a payload that does not exist)."""
     if not subject.exists:
+        return None
+    return PayloadAttempt(
+        payload_id=subject.payload_id,
+        number=subject.number,
+        replay=subject.replays,
+        started_at=started_at,
+        duration_ms=round((time.monotonic() - started) * 1000, 1),
+        outcome=_SPAN_OUTCOMES.get(result.outcome, str(result.outcome)),
+        error=safe_reason(result.error),
+        receipt=str(result.receipt.outcome) if result.receipt is not None else "",
+        trace_id=span_ids[0],
+        span_id=span_ids[1],
+    )
+
+
+def _save_attempts(rows: Sequence[PayloadAttempt]) -> None:
+    """Insert timeline rows in one statement; a failure to write them never fails the attempts."""
+    if not rows:
         return
     try:
-        PayloadAttempt.objects.create(
-            payload_id=subject.payload_id,
-            number=subject.number,
-            replay=subject.replays,
-            started_at=started_at,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            outcome=_SPAN_OUTCOMES.get(result.outcome, str(result.outcome)),
-            error=safe_reason(result.error),
-            receipt=str(result.receipt.outcome) if result.receipt is not None else "",
-            trace_id=span_ids[0],
-            span_id=span_ids[1],
-        )
+        PayloadAttempt.objects.bulk_create(rows)
     except DatabaseError:
-        logger.warning("could not record attempt %d of %s for its timeline", subject.number, subject.payload_id)
+        logger.warning("could not record %d attempts of %s for the timeline", len(rows), rows[0].payload_id)
 
 
 def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: Caller, wait: bool) -> Attempt:
@@ -592,7 +828,16 @@ def _call_region(payload: Payload, envelope: Envelope, *, probe: bool, caller: C
         return _region_failure(payload, exc, probe=probe, caller=caller)
     except Exception as exc:  # anything else went wrong in control (settings, signing, a transport bug)
         return _control_failure(payload, exc, probe=probe, caller=caller)
-    note_region_up(region, drain=not caller.on_request_path)
+    return _settle_receipt(payload, envelope, receipt, caller=caller)
+
+
+def _settle_receipt(
+    payload: Payload, envelope: Envelope, receipt: Receipt, *, caller: Caller, region_up: bool = True
+) -> Attempt:
+    """Account the region's receipt for a claimed payload (``region_up``: tell its circuit first)."""
+    region = payload.region
+    if region_up:
+        note_region_up(region, drain=not caller.on_request_path)
     if receipt.outcome == "unhandled":
         # Deploy skew: the region has no handler (yet). Not its fault, and not handled.
         missing = DeliveryError(
@@ -629,7 +874,7 @@ def _region_failure(payload: Payload, exc: DeliveryError, *, probe: bool, caller
 
 def _control_failure(payload: Payload, exc: Exception, *, probe: bool, caller: Caller) -> Attempt:
     """Count an attempt that failed inside control itself, keeping the real error."""
-    logger.exception("delivery of %s to %r failed in control", payload.pk, payload.region)
+    logger.error("delivery of %s to %r failed in control", payload.pk, payload.region, exc_info=exc)
     if probe:
         circuits.release_probe(payload.region)
     reason = f"control error: {type(exc).__name__}: {exc}"
@@ -661,9 +906,10 @@ def note_region_up(region: str, *, drain: bool = True) -> None:
     """Close the region's circuit; on a recovery, release its held payloads.
 
     Only the one process that saw the recovery (a compare-and-set in
-    :func:`circuits.record_success`) releases them and, with ``drain``, publishes one
-    ``SWEEP_BATCH`` at once; the sweeper publishes the rest at its bounded rate. The
-    request path never drains inline.
+    :func:`circuits.record_success`) releases them and, with ``drain``, sweeps the
+    region at once: up to ``SWEEP_BATCH`` messages, or a backlog's first chunks
+    (:func:`drain`), which publish the rest as they finish. The request path never
+    drains inline.
     """
     if not circuits.record_success(region):
         return
@@ -780,20 +1026,71 @@ def _has_predecessor(payload_id: str, key: str, created_at: datetime.datetime) -
     return _predecessors(payload_id, key, created_at).exists()
 
 
+def claim_batch(*, ids: Sequence[str] | None = None, region: str | None = None, limit: int) -> list[Payload]:
+    """Take up to ``limit`` due pending rows (among ``ids``, of ``region``) with leases, in one statement.
+
+    The guarantees of :func:`claim`: one ``UPDATE`` chooses the rows and takes them,
+    so no row gets two owners; only due rows (``next_attempt_at``); each claim counts
+    an attempt. Rows of a strict-order key are left alone (:func:`claim` takes them,
+    one at a time and in order). On PostgreSQL the rows are chosen ``FOR UPDATE SKIP
+    LOCKED``, so concurrent claimers take different rows without waiting for each
+    other; SQLite runs the statement under its single write lock. Returns the claimed
+    rows, oldest first.
+    """
+    if limit <= 0 or (ids is not None and not ids):
+        return []
+    alias = router.db_for_write(Payload)
+    connection = connections[alias]
+    now = timezone.now()
+    owner = worker_id()
+    lease_until = now + datetime.timedelta(seconds=conf.DELIVERY_TIMEOUT + conf.LEASE_MARGIN)
+    meta = Payload._meta
+
+    def column(name: str) -> str:
+        return str(connection.ops.quote_name(str(cast("Field[Any, Any]", meta.get_field(name)).column)))
+
+    def value(name: str, raw: Any) -> Any:
+        return cast("Field[Any, Any]", meta.get_field(name)).get_db_prep_value(raw, connection, prepared=False)
+
+    table = connection.ops.quote_name(meta.db_table)
+    pk, state, due_at = column("id"), column("state"), column("next_attempt_at")
+    conditions = [f"{state} = %s", f"{column('ordering_key')} = %s", f"({due_at} IS NULL OR {due_at} <= %s)"]
+    chosen: list[Any] = [State.PENDING, "", value("next_attempt_at", now + EARLY_CLAIM_ALLOWANCE)]
+    if region is not None:
+        conditions.append(f"{column('region')} = %s")
+        chosen.append(region)
+    if ids is not None:
+        conditions.append(f"{pk} IN ({', '.join(['%s'] * len(ids))})")
+        chosen.extend(value("id", payload_id) for payload_id in ids)
+    choose = f"SELECT {pk} FROM {table} WHERE {' AND '.join(conditions)} ORDER BY {column('created_at')}, {pk} LIMIT %s"
+    take = (
+        f"{state} = %s, {column('lease_owner')} = %s, {column('lease_until')} = %s, "
+        f"{column('last_attempt_at')} = %s, {column('attempts')} = {column('attempts')} + 1"
+    )
+    taken = [State.IN_FLIGHT, owner, value("lease_until", lease_until), value("last_attempt_at", now)]
+    if connection.vendor == "postgresql":
+        # A materialized CTE runs its locking select once; as an IN (...) subquery the planner
+        # may run it again and take more than ``limit`` rows.
+        sql = (
+            f"WITH chosen AS MATERIALIZED ({choose} FOR UPDATE SKIP LOCKED) "
+            f"UPDATE {table} SET {take} FROM chosen WHERE {table}.{pk} = chosen.{pk} AND {table}.{state} = %s "
+            f"RETURNING {table}.{pk}"
+        )
+        params = [*chosen, limit, *taken, State.PENDING]
+    else:
+        sql = f"UPDATE {table} SET {take} WHERE {pk} IN ({choose}) AND {state} = %s RETURNING {pk}"
+        params = [*taken, *chosen, limit, State.PENDING]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        claimed = [row[0] for row in cursor.fetchall()]
+    if not claimed:
+        return []
+    return list(Payload.objects.using(alias).filter(pk__in=claimed, lease_owner=owner).order_by("created_at", "pk"))
+
+
 def mark_delivered(payload: Payload, *, receipt: Receipt, caller: Caller = WORKER, note: str = "") -> None:
     """Record the region's receipt; wake the next payload of a strict-order key."""
-    updated = (
-        Payload.objects.filter(pk=payload.pk)
-        .exclude(state=State.DELIVERED)
-        .update(
-            state=State.DELIVERED,
-            delivered_at=timezone.now(),
-            last_error=note[:LAST_ERROR_MAX],
-            next_attempt_at=None,
-            lease_owner="",
-            lease_until=None,
-        )
-    )
+    updated = Payload.objects.filter(pk=payload.pk).exclude(state=State.DELIVERED).update(**_delivered(note))
     if updated:
         followups.payload_ended(str(payload.pk), followups.Report.DONE)
     if payload.ordering_key:
@@ -803,6 +1100,45 @@ def mark_delivered(payload: Payload, *, receipt: Receipt, caller: Caller = WORKE
             .values_list("pk", "region")[:1]
         )
         caller.publish([(str(pk), region) for pk, region in following])
+
+
+def _delivered(note: str = "") -> dict[str, Any]:
+    """The columns of a payload the region has handled."""
+    return {
+        "state": State.DELIVERED,
+        "delivered_at": timezone.now(),
+        "last_error": note[:LAST_ERROR_MAX],
+        "next_attempt_at": None,
+        "lease_owner": "",
+        "lease_until": None,
+    }
+
+
+def _mark_all_delivered(payloads: Sequence[Payload]) -> None:
+    """:func:`mark_delivered` for the handled payloads of a batch (no strict-order key): one update."""
+    if not payloads:
+        return
+    ids = [p.pk for p in payloads]
+    Payload.objects.filter(pk__in=ids).exclude(state=State.DELIVERED).update(**_delivered())
+    with_modal = Payload.objects.filter(pk__in=ids).exclude(loading_view=Payload.LoadingView.NONE)
+    for pk in with_modal.values_list("pk", flat=True):
+        followups.payload_ended(str(pk), followups.Report.DONE)
+
+
+def _put_back(payloads: Sequence[Payload]) -> int:
+    """Claimed payloads a batch never sent: pending again, due now, their attempts not spent."""
+    if not payloads:
+        return 0
+    return Payload.objects.filter(
+        pk__in=[p.pk for p in payloads], state=State.IN_FLIGHT, lease_owner=payloads[0].lease_owner
+    ).update(
+        state=State.PENDING,
+        attempts=Case(When(attempts__gt=0, then=F("attempts") - 1), default=Value(0)),
+        next_attempt_at=None,
+        enqueued_at=None,
+        lease_owner="",
+        lease_until=None,
+    )
 
 
 def record_failure(payload: Payload, exc: DeliveryError, *, retry: bool = True) -> AttemptOutcome:
@@ -879,7 +1215,9 @@ def sweep(*, regions: Sequence[str] | None = None, expire: bool = True) -> dict[
     - due pending rows with no message outstanding (held by a circuit, or published
       more than ``SWEEP_GRACE`` seconds ago and still here: a crash between commit and
       publish, a flushed broker) are published again, at most ``SWEEP_BATCH`` per region
-      per run. A region whose circuit is open gets one message when its probe is due;
+      per run; a region with more than ``max(SWEEP_BATCH, DRAIN_CHUNK)`` has a backlog,
+      drained in chunks (:func:`drain`). A region whose circuit is open gets one message
+      when its probe is due;
     - Loading modals whose check is due are checked.
     """
     with tracing.stage("control", "sweep", ",".join(regions) if regions is not None else "all regions") as span:
@@ -900,11 +1238,20 @@ def _sweep(*, regions: Sequence[str] | None, expire: bool) -> dict[str, int]:
     )
     names = list(regions) if regions is not None else sorted(set(due.values_list("region", flat=True)))
     published = 0
+    # More due rows than this is a backlog: drained in chunks rather than one message per row.
+    backlog_above = max(conf.SWEEP_BATCH, DRAIN_CHUNK)
     for region in names:
-        allowance = circuits.sweep_allowance(region, batch=conf.SWEEP_BATCH)
-        if allowance:
-            ids = due.filter(region=region).order_by("created_at").values_list("pk", flat=True)[:allowance]
-            published += enqueue([(str(pk), region) for pk in ids])
+        oldest = due.filter(region=region).order_by("created_at").values_list("pk", flat=True)
+        if circuits.closed(region):
+            ids = list(oldest[: backlog_above + 1])
+            if len(ids) > backlog_above:
+                published += drain(region)
+                continue
+            allowance = conf.SWEEP_BATCH
+        else:
+            allowance = circuits.sweep_allowance(region, batch=conf.SWEEP_BATCH)  # the probe, when it is due
+            ids = list(oldest[:allowance]) if allowance else []
+        published += enqueue([(str(pk), region) for pk in ids[:allowance]])
     full = regions is None
     checked = followups.run_due_checks(now=now) if full else 0
     pruned = prune_attempts(now=now) if full else 0

@@ -17,7 +17,7 @@ from silo_router.exceptions import EnvelopeRejected
 from silo_router.transports.celery import CONFIRM_TASK, hop_of
 
 from . import delivery
-from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_BATCH_TASK, DELIVER_TASK, ROTATE_TOKENS_TASK, SWEEP_TASK
+from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_BATCH_TASK, DELIVER_TASK, DRAIN_TASK, ROTATE_TOKENS_TASK, SWEEP_TASK
 from .models import Payload
 from .slack.rotation import rotate_expiring_tokens
 
@@ -36,12 +36,15 @@ def deliver_payload(payload_id: str) -> str:
 
 @shared_task(name=DELIVER_BATCH_TASK, acks_late=True, reject_on_worker_lost=False, ignore_result=True)
 def deliver_payloads(payload_ids: list[str]) -> dict[str, int]:
-    """Attempt delivery of stored payloads of one region; return how many ended each way."""
-    outcomes: dict[str, int] = {}
-    for payload_id in payload_ids:
-        outcome = str(delivery.deliver(payload_id))
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    return outcomes
+    """Attempt delivery of stored payloads of one region, claimed and sent as one batch; return how many
+    ended each way."""
+    return delivery.deliver_batch(payload_ids)
+
+
+@shared_task(name=DRAIN_TASK, acks_late=True, reject_on_worker_lost=False, ignore_result=True)
+def drain_payloads(region: str, payload_ids: list[str]) -> dict[str, int]:
+    """Deliver one chunk of a region's backlog as a batch, then publish its next chunks."""
+    return delivery.drain_chunk(region, payload_ids)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .views import envelopes
+from .views import envelope_batch, envelopes
 
 app_name = "silo_router_region"
-urlpatterns = [path("envelopes/", envelopes, name="envelopes")]
+urlpatterns = [
+    path("envelopes/", envelopes, name="envelopes"),
+    path("envelopes/batch/", envelope_batch, name="envelope_batch"),
+]

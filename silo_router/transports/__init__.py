@@ -7,19 +7,33 @@ import logging
 from silo_router.conf import TRANSPORT_ALIASES, conf
 from silo_router.plugins import import_by_alias, lookup, on_clear
 
-from .base import DeliveryError, DeliveryTimeout, Hop, Outcome, Receipt, Transport, delivering
+from .base import (
+    BatchResult,
+    DeliveryError,
+    DeliveryTimeout,
+    Hop,
+    NotSent,
+    Outcome,
+    Receipt,
+    Transport,
+    delivering,
+    delivering_batch,
+)
 
 ALIASES = TRANSPORT_ALIASES
 
 __all__ = [
     "ALIASES",
+    "BatchResult",
     "DeliveryError",
     "DeliveryTimeout",
     "Hop",
+    "NotSent",
     "Outcome",
     "Receipt",
     "Transport",
     "delivering",
+    "delivering_batch",
     "drop_transports",
     "transport_for",
 ]

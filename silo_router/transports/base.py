@@ -14,7 +14,8 @@ import contextlib
 import contextvars
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from silo_router import tracing
@@ -27,10 +28,12 @@ __all__ = [
     "DeliveryError",
     "DeliveryTimeout",
     "Hop",
+    "NotSent",
     "Outcome",
     "Receipt",
     "Transport",
     "delivering",
+    "delivering_batch",
 ]
 
 #: The propagation headers of every tracing back end (sentry-sdk's, then W3C's).
@@ -48,6 +51,9 @@ _NUMBER = re.compile(r"[0-9]{1,9}")
 _numbering: contextvars.ContextVar[tuple[int | None, int | None]] = contextvars.ContextVar(
     "silo_router_attempt", default=(None, None)
 )
+_batch_numbering: contextvars.ContextVar[tuple[tuple[int | None, int | None], ...]] = contextvars.ContextVar(
+    "silo_router_batch_attempts", default=()
+)
 
 
 @contextlib.contextmanager
@@ -64,6 +70,17 @@ def delivering(*, attempt: int | None, replays: int | None = None) -> Iterator[N
         _numbering.reset(token)
 
 
+@contextlib.contextmanager
+def delivering_batch(numbers: Sequence[tuple[int | None, int | None]]) -> Iterator[None]:
+    """Number each attempt of the ``deliver_many`` call made inside this block: ``(attempt, replays)``
+    per envelope, in the order the envelopes are given."""
+    token = _batch_numbering.set(tuple(numbers))
+    try:
+        yield
+    finally:
+        _batch_numbering.reset(token)
+
+
 @dataclasses.dataclass(frozen=True)
 class Hop:
     """What crosses with a sealed envelope besides it: the attempt's trace context and number."""
@@ -77,6 +94,16 @@ class Hop:
         """The hop of the attempt being made here: the current span's headers, the number from :func:`delivering`."""
         attempt, replays = _numbering.get()
         return cls(trace=tracing.propagation_headers(), attempt=attempt, replays=replays)
+
+    @classmethod
+    def for_batch(cls, count: int) -> list[Hop]:
+        """The hop of each of ``count`` envelopes of a batch sent here (numbers from :func:`delivering_batch`)."""
+        trace = tracing.propagation_headers()
+        numbers = _batch_numbering.get()
+        return [
+            cls(trace=trace, attempt=numbers[i][0], replays=numbers[i][1]) if i < len(numbers) else cls(trace=trace)
+            for i in range(count)
+        ]
 
     def headers(self) -> dict[str, str]:
         """As HTTP request or Celery message headers (lower-case names)."""
@@ -162,6 +189,20 @@ class DeliveryTimeout(DeliveryError):
         super().__init__(reason, retryable=True, region_fault=region_fault)
 
 
+class NotSent(DeliveryError):
+    """The envelope of a batch was never sent: the batch's time ran out, or the region failed before its turn.
+
+    No attempt reached the region, so none is counted against the payload or the region.
+    """
+
+    def __init__(self, reason: str = "not_sent") -> None:
+        super().__init__(reason, retryable=True, region_fault=False)
+
+
+#: One result per envelope of a batch: the region's receipt, or why that envelope did not get through.
+BatchResult = Receipt | DeliveryError
+
+
 class Transport(abc.ABC):
     """Delivers sealed envelopes to one region."""
 
@@ -180,6 +221,40 @@ class Transport(abc.ABC):
         Raises ``DeliveryError`` (``DeliveryTimeout`` when ``timeout`` ran out), never
         anything else.
         """
+
+    def deliver_many(
+        self, sealed_envelopes: Sequence[SealedEnvelope], *, timeout: float, wait: bool
+    ) -> list[BatchResult]:
+        """Send envelopes of this region; one result per envelope, in order, within ``timeout`` seconds in total.
+
+        A failure of one envelope is its own result and does not fail the others. Once
+        the region fails as a whole (``region_fault``, or a fault of the hop), or the
+        time is up, the envelopes not sent yet are :class:`NotSent`. Attempt numbers
+        come from :func:`delivering_batch`. This default sends them one by one with
+        :meth:`deliver`; a transport that can carry several envelopes at once overrides it.
+        """
+        deadline = time.monotonic() + timeout
+        hops = Hop.for_batch(len(sealed_envelopes))
+        results: list[BatchResult] = []
+        stopped = False
+        for sealed, hop in zip(sealed_envelopes, hops, strict=True):
+            remaining = deadline - time.monotonic()
+            if stopped or remaining <= 0:
+                results.append(
+                    NotSent(
+                        "not_sent: the batch stopped before this envelope"
+                        if stopped
+                        else "not_sent: no time left in the batch"
+                    )
+                )
+                continue
+            with delivering(attempt=hop.attempt, replays=hop.replays):
+                try:
+                    results.append(self.deliver(sealed, timeout=remaining, wait=wait))
+                except DeliveryError as exc:
+                    results.append(exc)
+                    stopped = exc.region_fault or exc.hold
+        return results
 
     def close(self) -> None:  # noqa: B027 - optional hook, most transports hold nothing
         """Release pooled resources (called when cached transports are dropped)."""

@@ -60,7 +60,13 @@ def broker(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[Broker]:
 
 def test_ids_from_many_threads_are_each_named_once_in_batches_per_region(broker: Broker) -> None:
     targets = [(f"us-{i}", "us") for i in range(250)] + [(f"eu-{i}", "eu") for i in range(30)]
-    threads = [threading.Thread(target=wakeup.waker.wake, args=(targets[i::7],)) for i in range(7)]
+    app = current_app._get_current_object()
+
+    def request_thread(share: list[tuple[str, str]]) -> None:
+        app.set_current()  # as a Django request thread of a project whose Celery app is current
+        wakeup.waker.wake(share)
+
+    threads = [threading.Thread(target=request_thread, args=(targets[i::7],)) for i in range(7)]
     for thread in threads:
         thread.start()
     for thread in threads:

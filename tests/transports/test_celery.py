@@ -71,6 +71,7 @@ def region_worker(settings: Any) -> Iterator[None]:
             yield
     finally:
         app.set_current()
+        app.set_default()  # start_worker made the worker's app the default of every new thread
 
 
 def test_a_synchronous_answer_comes_back_through_the_result_backend(region_worker: None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,10 +24,8 @@ MAX_FORM_FIELDS = 1000
 #: frames parses every body that control accepted.
 MAX_JSON_DEPTH = 64
 
-#: What is left of a JSON text's structure once its strings are gone: anything but brackets.
-_NOT_A_BRACKET = re.compile(r"[^\[\]]+")
-#: Objects and arrays count alike.
-_ONE_BRACKET_KIND = str.maketrans("{}", "[]")
+#: Outside its strings a JSON text is ASCII: keep its brackets, objects' and arrays' alike, and nothing else.
+_BRACKETS_ONLY = str.maketrans("{}", "[]", "".join(chr(code) for code in range(128) if chr(code) not in "[]{}"))
 
 
 def decode_form(text: str) -> dict[str, str]:
@@ -103,9 +100,9 @@ def text_depth(text: str, *, limit: int = MAX_JSON_DEPTH) -> int:
     quote left delimits a string), then the brackets outside them are peeled, each
     round removing every empty pair, so the number of rounds is the depth.
     """
-    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    unescaped = text.replace("\\\\", "").replace('\\"', "") if "\\" in text else text
     outside_strings = "".join(unescaped.split('"')[::2])
-    brackets = _NOT_A_BRACKET.sub("", outside_strings.translate(_ONE_BRACKET_KIND))
+    brackets = outside_strings.translate(_BRACKETS_ONLY)
     depth = 0
     while brackets and depth <= limit:
         brackets = brackets.replace("[]", "")

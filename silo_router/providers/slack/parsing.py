@@ -187,19 +187,20 @@ def _build(
     """Assemble an ``InboundRequest`` from a classified payload, refusing ids a database cannot store."""
     routing = routing_keys(payload)
     hint = None if request_type in _NO_HINT_TYPES else organization_hint(payload)
-    for field, value in (
-        ("type", request_type),
-        ("name", name),
-        ("event_id", event_id),
-        ("team_id", routing.team_id),
-        ("enterprise_id", routing.enterprise_id),
-        ("api_app_id", routing.app_id),
-        ("user_id", routing.user_id),
-        ("channel_id", _channel_id(payload)),
-        ("organization hint", hint),
-        *_raw_ids(payload),
-    ):
-        _check_storable(field, value)
+    _check_storable(
+        [
+            ("type", request_type),
+            ("name", name),
+            ("event_id", event_id),
+            ("team_id", routing.team_id),
+            ("enterprise_id", routing.enterprise_id),
+            ("api_app_id", routing.app_id),
+            ("user_id", routing.user_id),
+            ("channel_id", _channel_id(payload)),
+            ("organization hint", hint),
+            *_raw_ids(payload),
+        ]
+    )
     if event_id is not None:
         idempotency_key = f"slack:event:{event_id}"
     else:
@@ -220,15 +221,16 @@ def _build(
     )
 
 
-def _check_storable(field: str, value: str | None) -> None:
-    """Refuse an id with NUL, a lone surrogate, or more than ``MAX_ID_LENGTH`` characters."""
-    if value is None:
-        return
-    if len(value) > MAX_ID_LENGTH or ("\x00" in value if value.isascii() else _UNSTORABLE.search(value)):
-        raise MalformedRequest(
-            f"The {field} is longer than {MAX_ID_LENGTH} characters or holds characters that cannot be stored.",
-            reason="invalid_field",
-        )
+def _check_storable(ids: list[tuple[str, str | None]]) -> None:
+    """Refuse any id (a ``(field, value)``) with NUL, a lone surrogate, or more than ``MAX_ID_LENGTH`` characters."""
+    for field, value in ids:
+        if value is None:
+            continue
+        if len(value) > MAX_ID_LENGTH or ("\x00" in value if value.isascii() else _UNSTORABLE.search(value)):
+            raise MalformedRequest(
+                f"The {field} is longer than {MAX_ID_LENGTH} characters or holds characters that cannot be stored.",
+                reason="invalid_field",
+            )
 
 
 def _raw_ids(payload: JsonObject) -> list[tuple[str, str | None]]:

@@ -64,7 +64,13 @@ EVENT_CALLBACK: dict[str, Any] = {
     "event_id": "Ev0EVENT001",
     "event_time": 1700000000,
     "authorizations": [
-        {"enterprise_id": None, "team_id": "T0US00001", "user_id": "U0BOT0001", "is_bot": True, "is_enterprise_install": False}
+        {
+            "enterprise_id": None,
+            "team_id": "T0US00001",
+            "user_id": "U0BOT0001",
+            "is_bot": True,
+            "is_enterprise_install": False,
+        }
     ],
     "is_ext_shared_channel": False,
     "event_context": "4-eyJldCI6Im1lc3NhZ2UiLCJ0aWQiOiJUMFVTMDAwMDEifQ",

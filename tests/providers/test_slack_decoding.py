@@ -205,3 +205,14 @@ def test_structure_past_the_limit_is_too_deep_however_many_strings_surround_it()
     with pytest.raises(MalformedRequest) as caught:
         load_json_object(json.dumps({"type": "x", "deep": value}), reason="malformed_json", what="body")
     assert caught.value.reason == "too_deep"
+
+
+def test_nesting_under_a_duplicated_key_counts_though_decoding_drops_it() -> None:
+    """``json.loads`` keeps the last value of a key but recurses through every one, as a region's parse
+    would: the limit is on the text's nesting, so a first value nested past it is too deep."""
+    deep = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    text = '{"type": "shortcut", "x": ' + deep + ', "x": 1}'
+    assert json_depth(json.loads(text)) == 1
+    with pytest.raises(MalformedRequest) as caught:
+        load_json_object(text, reason="malformed_json", what="body")
+    assert caught.value.reason == "too_deep"

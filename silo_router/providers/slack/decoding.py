@@ -98,7 +98,8 @@ def text_depth(text: str, *, limit: int = MAX_JSON_DEPTH) -> int:
     The same figure as :func:`json_depth` of the decoded value, read off the text: the
     strings are removed (escaped backslashes first, then escaped quotes, so that every
     quote left delimits a string), then the brackets outside them are peeled, each
-    round removing every empty pair, so the number of rounds is the depth.
+    round removing every empty pair, so the number of rounds is the depth. The value of
+    a duplicated key that decoding drops still counts: ``json.loads`` recursed through it.
     """
     unescaped = text.replace("\\\\", "").replace('\\"', "") if "\\" in text else text
     outside_strings = "".join(unescaped.split('"')[::2])

@@ -38,6 +38,8 @@ MAX_CONTROL_RESPONSE_DEPTH = 16
 MAX_ESCAPE_FACTOR = 6
 #: Room for everything in an envelope besides the body (ids, headers, trace, control response).
 ENVELOPE_OVERHEAD = 64 * 1024
+#: The encoder of the signed bytes: sorted keys, no spaces, non-ASCII characters as themselves.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _NAMESPACE = uuid.UUID("5f0c5d1e-6a55-4b8e-9a53-2f3c1b7e9d11")
 _REQUIRED = ("id", "idempotency_key", "provider", "kind", "region", "body", "headers", "strategy")
 #: Fields that end up in database id columns: no NUL (PostgreSQL cannot store it).
@@ -109,9 +111,29 @@ class Envelope:
 
     def to_json(self) -> bytes:
         """Canonical UTF-8 JSON (non-ASCII characters as themselves, not ``\\u`` escapes)."""
-        data = dataclasses.asdict(self)
-        data["organization_ids"] = list(self.organization_ids)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return _CANONICAL.encode(self.as_dict()).encode()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready; mappings are shared with the envelope, not copied."""
+        return {
+            "id": self.id,
+            "idempotency_key": self.idempotency_key,
+            "provider": self.provider,
+            "kind": self.kind,
+            "region": self.region,
+            "body": self.body,
+            "headers": self.headers,
+            "strategy": self.strategy,
+            "organization_ids": list(self.organization_ids),
+            "integration_id": self.integration_id,
+            "control_response": self.control_response,
+            "installation": self.installation,
+            "trace": self.trace,
+            "notification_id": self.notification_id,
+            "received_at": self.received_at,
+            "created_at": self.created_at,
+            "version": self.version,
+        }
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Envelope:

@@ -47,10 +47,16 @@ class Authorization:
 
     def facts(self) -> dict[str, Any]:
         """Everything but the token, JSON-ready."""
-        data = dataclasses.asdict(self)
-        del data["token"]
-        data["scopes"] = list(self.scopes)
-        return data
+        return {
+            "installation_id": self.installation_id,
+            "team_id": self.team_id,
+            "enterprise_id": self.enterprise_id,
+            "is_enterprise_install": self.is_enterprise_install,
+            "app_id": self.app_id,
+            "bot_id": self.bot_id,
+            "bot_user_id": self.bot_user_id,
+            "scopes": list(self.scopes),
+        }
 
 
 class Authorizer(Protocol):
@@ -190,7 +196,16 @@ class ControlResponse:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready form carried in the envelope."""
-        return {**dataclasses.asdict(self), "status": str(self.status)}
+        return {
+            "handler": self.handler,
+            "status": str(self.status),
+            "view_id": self.view_id,
+            "external_id": self.external_id,
+            "hash": self.hash,
+            "error": self.error,
+            "elapsed_ms": self.elapsed_ms,
+            "installation_id": self.installation_id,
+        }
 
 
 class ControlResponseHandler(Protocol):

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 from django.core.signals import setting_changed
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import (
     NonRecordingSpan,
     NoOpTracerProvider,
@@ -193,6 +195,19 @@ class OtelPart:
         return format(context.span_id, "016x") if context.is_valid else None
 
 
+def _provider_may_be_set() -> bool:
+    """``False`` when the API's own global says no tracer provider is set yet; else ask the API.
+
+    ``trace.get_tracer_provider()`` reads the environment on every call until a provider
+    is set (about a microsecond); the API keeps the provider ``trace.set_tracer_provider``
+    set in a module global, read here. An API that keeps it elsewhere is always asked.
+    """
+    return getattr(trace, "_TRACER_PROVIDER", _ASK_THE_API) is not None
+
+
+_ASK_THE_API = object()
+
+
 class OtelBackend:
     """Spans through the OpenTelemetry API; on when ``SILO_ROUTER['OPENTELEMETRY']`` allows
     and the project has set a tracer provider."""
@@ -203,11 +218,13 @@ class OtelBackend:
         self.enabled = enabled
         self.tracer = trace.get_tracer("silo_router", __version__)
         self.provider_set = False  # a global tracer provider is set once and for good
+        #: The API loads a provider the environment names on first use, so that one is asked for.
+        self.provider_from_environment = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
     def active(self) -> bool:
         if not self.enabled():
             return False
-        if not self.provider_set:
+        if not self.provider_set and (self.provider_from_environment or _provider_may_be_set()):
             self.provider_set = not isinstance(trace.get_tracer_provider(), _NO_PROVIDER)
         return self.provider_set
 

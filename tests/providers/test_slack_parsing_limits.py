@@ -11,7 +11,8 @@ import pytest
 
 from silo_router.exceptions import MalformedRequest
 from silo_router.providers.base import InboundRequest
-from silo_router.providers.slack.parsing import MAX_JSON_DEPTH, parse_request
+from silo_router.providers.slack.decoding import MAX_JSON_DEPTH
+from silo_router.providers.slack.parsing import parse_request
 
 JSON_CT = "application/json"
 FORM_CT = "application/x-www-form-urlencoded"

@@ -18,27 +18,19 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qs
 
 from silo_router.exceptions import MalformedRequest
 from silo_router.providers.base import InboundRequest, RoutingKeys
+from silo_router.providers.slack.decoding import decode_form, load_json_object
 
 PROVIDER = "slack"
-
-#: More form fields than any Slack request carries; a guard against abuse.
-MAX_FORM_FIELDS = 1000
-
-#: Deepest JSON nesting accepted (Slack's own payloads stay under 20). Far below
-#: Python's recursion limit, so a region re-parsing inside Django, Celery and Sentry
-#: frames parses every body that control accepted.
-MAX_JSON_DEPTH = 64
 
 #: Longest id accepted (Slack documents 255 characters for action and callback ids).
 MAX_ID_LENGTH = 255
 
-#: Lone surrogates: not encodable as UTF-8, so no database stores them, yet JSON's
-#: ``\u`` escapes can put them in a string. NUL (PostgreSQL refuses it) is refused too.
-_SURROGATES = range(0xD800, 0xE000)
+#: Lone surrogates (not encodable as UTF-8, so no database stores them, yet JSON's
+#: ``\u`` escapes can put them in a string) and NUL (PostgreSQL refuses it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 JsonObject = Mapping[str, Any]
 
@@ -84,48 +76,12 @@ def _is_json(content_type: str | None, body: bytes) -> bool:
     return media_type == "application/json" or body.lstrip().startswith(b"{")
 
 
-def _load_json_object(text: str, *, reason: str, what: str) -> dict[str, Any]:
-    """Decode ``text`` as a JSON object or raise ``MalformedRequest`` with ``reason``."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise _too_deep(what) from None
-    except ValueError:
-        raise MalformedRequest(f"The {what} is not valid JSON.", reason=reason) from None
-    if not isinstance(value, dict):
-        raise MalformedRequest(f"The {what} is not a JSON object.", reason=reason)
-    if json_depth(value) > MAX_JSON_DEPTH:
-        raise _too_deep(what)
-    return value
-
-
-def json_depth(value: Any) -> int:
-    """How deeply ``value`` nests objects and arrays (a scalar is 0), without recursion."""
-    deepest = 0
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
-
-
-def _too_deep(what: str) -> MalformedRequest:
-    return MalformedRequest(f"The {what} nests JSON deeper than {MAX_JSON_DEPTH} levels.", reason="too_deep")
-
-
 # -- JSON bodies (Events API) ------------------------------------------------------
 
 
 def _parse_json_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
     """Classify a JSON body (the Events API)."""
-    data = _load_json_object(text, reason="malformed_json", what="request body")
+    data = load_json_object(text, reason="malformed_json", what="request body")
     return _classify(data, where="JSON body", body=body, headers=headers)
 
 
@@ -159,15 +115,9 @@ def _classify(data: dict[str, Any], *, where: str, body: bytes, headers: Mapping
 
 def _parse_form_body(text: str, *, body: bytes, headers: Mapping[str, str]) -> InboundRequest:
     """Classify an urlencoded form body."""
-    try:
-        fields = parse_qs(
-            text, keep_blank_values=True, strict_parsing=True, errors="strict", max_num_fields=MAX_FORM_FIELDS
-        )
-    except ValueError:
-        raise MalformedRequest("The request body is not a valid urlencoded form.", reason="malformed_form") from None
-    form = {key: values[0] for key, values in fields.items()}
+    form = decode_form(text)
     if "payload" in form:
-        payload = _load_json_object(form["payload"], reason="malformed_payload", what="payload form field")
+        payload = load_json_object(form["payload"], reason="malformed_payload", what="payload form field")
         return _classify(payload, where="interactivity payload", body=body, headers=headers)
     # ssl_check first, as Bolt answers it: a command body with ssl_check=1 is answered, not run.
     if form.get("ssl_check") == "1":
@@ -237,19 +187,20 @@ def _build(
     """Assemble an ``InboundRequest`` from a classified payload, refusing ids a database cannot store."""
     routing = routing_keys(payload)
     hint = None if request_type in _NO_HINT_TYPES else organization_hint(payload)
-    for field, value in (
-        ("type", request_type),
-        ("name", name),
-        ("event_id", event_id),
-        ("team_id", routing.team_id),
-        ("enterprise_id", routing.enterprise_id),
-        ("api_app_id", routing.app_id),
-        ("user_id", routing.user_id),
-        ("channel_id", _channel_id(payload)),
-        ("organization hint", hint),
-        *_raw_ids(payload),
-    ):
-        _check_storable(field, value)
+    _check_storable(
+        [
+            ("type", request_type),
+            ("name", name),
+            ("event_id", event_id),
+            ("team_id", routing.team_id),
+            ("enterprise_id", routing.enterprise_id),
+            ("api_app_id", routing.app_id),
+            ("user_id", routing.user_id),
+            ("channel_id", _channel_id(payload)),
+            ("organization hint", hint),
+            *_raw_ids(payload),
+        ]
+    )
     if event_id is not None:
         idempotency_key = f"slack:event:{event_id}"
     else:
@@ -270,15 +221,16 @@ def _build(
     )
 
 
-def _check_storable(field: str, value: str | None) -> None:
-    """Refuse an id with NUL, a lone surrogate, or more than ``MAX_ID_LENGTH`` characters."""
-    if value is None:
-        return
-    if len(value) > MAX_ID_LENGTH or "\x00" in value or any(ord(char) in _SURROGATES for char in value):
-        raise MalformedRequest(
-            f"The {field} is longer than {MAX_ID_LENGTH} characters or holds characters that cannot be stored.",
-            reason="invalid_field",
-        )
+def _check_storable(ids: list[tuple[str, str | None]]) -> None:
+    """Refuse any id (a ``(field, value)``) with NUL, a lone surrogate, or more than ``MAX_ID_LENGTH`` characters."""
+    for field, value in ids:
+        if value is None:
+            continue
+        if len(value) > MAX_ID_LENGTH or ("\x00" in value if value.isascii() else _UNSTORABLE.search(value)):
+            raise MalformedRequest(
+                f"The {field} is longer than {MAX_ID_LENGTH} characters or holds characters that cannot be stored.",
+                reason="invalid_field",
+            )
 
 
 def _raw_ids(payload: JsonObject) -> list[tuple[str, str | None]]:

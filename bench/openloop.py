@@ -234,7 +234,9 @@ class _Pool:
         with self.lock:
             self.outcomes.extend(local)
 
-    def _exchange(self, connection: Connection, index: int, scheduled: float, request: bytes, *, reused: bool) -> Outcome:
+    def _exchange(
+        self, connection: Connection, index: int, scheduled: float, request: bytes, *, reused: bool
+    ) -> Outcome:
         sent = self.clock.now()
         for attempt in (1, 2):
             try:

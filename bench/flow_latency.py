@@ -263,11 +263,20 @@ def active_payloads(cluster: Cluster) -> int:
     return int(count)
 
 
-def wait_drained(cluster: Cluster, timeout: float) -> float | None:
-    """Seconds until control has nothing pending or in flight; ``None`` after ``timeout``."""
+def loading_checks_due(cluster: Cluster) -> int:
+    """Loading modals whose check by the sweeper (done / still working) has not run yet."""
+    [(count,)] = cluster.control_rows(
+        "SELECT COUNT(*) FROM silo_router_control_payload WHERE loading_check_at IS NOT NULL"
+    )
+    return int(count)
+
+
+def wait_drained(cluster: Cluster, timeout: float, *, loading_checks: bool = False) -> float | None:
+    """Seconds until control has nothing pending or in flight (and, with ``loading_checks``, no Loading
+    modal left to check); ``None`` after ``timeout``."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:
-        if active_payloads(cluster) == 0:
+        if active_payloads(cluster) == 0 and not (loading_checks and loading_checks_due(cluster)):
             return time.monotonic() - began
         time.sleep(0.25)
     return None
@@ -454,7 +463,7 @@ def _met(ok: bool) -> str:
 def snippet(result: dict[str, Any]) -> str:
     """bench/results/flow_latency.md: the table, the bar, and how it was measured."""
     saturation = result.get("saturation") or {}
-    down = next((row for row in result["scenarios"] if row["scenario"] == "down"), {})
+    down: dict[str, Any] = next((row for row in result["scenarios"] if row["scenario"] == "down"), {})
     sat_text = (
         f"{saturation['answered_per_s']:g} clicks/s answered when offered {saturation['offered_per_s']:g}/s over "
         f"{saturation['connections']} connections"
@@ -492,7 +501,10 @@ they came back, the backlog drained in {down.get("backlog_drained_s_after_restar
 
 {table(result)}
 
-Latencies in ms. Bar of the issue: {"; ".join(verdicts(result))}.
+Latencies in ms. "send lag p99" is how late the generator itself sent its requests: a
+high figure there means the machine was starved, not only control. The issue's bar:
+
+{chr(10).join("- " + line for line in verdicts(result))}
 
 Measured {result["date"]} at commit `{result["commit"][:10]}`{" (--quick)" if result["settings"]["quick"] else ""};
 load average before/after {result["machine"]["loadavg_before"]} / {result["machine"]["loadavg_after"]} on
@@ -519,9 +531,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     }
     for column, row in enumerate(rows):
         share, timeline = axes[0][column], axes[1][column]
-        total = max(row["clicks"], 1)
         for leg, (label, color) in legs.items():
             values = [v for v in row["delays_ms"].get(leg, []) if not math.isinf(v)]
+            transport = leg.removeprefix("handler_")
+            total = max(
+                row["handler_start"][transport]["clicks"] if transport in row["handler_start"] else row["clicks"], 1
+            )
             if values:
                 share.step(
                     values, [(i + 1) / total for i in range(len(values))], where="post", label=label, color=color
@@ -637,8 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"  control answered {saturation['answered_per_s']:g} clicks/s: the scenarios run at {rate:g}/s")
                 if saturation["capped_by_offer"]:
                     say("  (that is near the offer: saturation may be higher; raise --saturation-offer)")
-                if wait_drained(cluster, timeout=60.0) is None:
-                    say("  the saturation backlog did not drain in 60 s; going on")
+                # Its deliveries, and the sweeper's check of each Loading modal (done after
+                # LOADING_VIEW_TIMEOUT), finish before the scenarios start.
+                if wait_drained(cluster, timeout=90.0, loading_checks=True) is None:
+                    say("  the saturation backlog did not drain in 90 s; going on")
             else:
                 rate = args.rate
             result["rate"] = rate

@@ -52,6 +52,7 @@ import math
 import os
 import platform
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -696,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.write_text(json.dumps(jsonable(result), indent=1) + "\n")
     plot(result, args.output.with_suffix(".png"))
     args.output.with_suffix(".md").write_text(snippet(result))
+    if args.var_dir is None:  # the logs stay only when the run broke, or when asked for with --var-dir
+        shutil.rmtree(var_dir, ignore_errors=True)
     say(f"wrote {args.output}, {args.output.with_suffix('.png').name}, {args.output.with_suffix('.md').name}")
     return 0
 

@@ -54,6 +54,7 @@ import platform
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -379,8 +380,61 @@ def _delay_ms(moment: float | None, scheduled: float) -> float | None:
     return None if moment is None else (moment - scheduled) * 1000
 
 
+@contextlib.contextmanager
+def profiling(cluster: Cluster, scenario: str, seconds: float, services: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """``py-spy record --idle`` of each service (its gunicorn workers too) for ``seconds``; summaries on exit.
+
+    Writes collapsed stacks to ``bench/results/flow_latency.<scenario>.<service>.txt`` (load them
+    in speedscope or flamegraph.pl); the summary is each service's leaf functions by share of samples.
+    """
+    found: dict[str, Any] = {}
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    running: dict[str, tuple[Any, Path]] = {}
+    for service in services:
+        process = cluster.services[service].process
+        if process is None:
+            continue
+        out = RESULTS_DIR / f"flow_latency.{scenario}.{service}.txt"
+        argv = [spy, "record", "--idle", "--nonblocking", "--subprocesses", "--format", "raw"]
+        argv += ["--rate", "100", "--duration", f"{max(1, round(seconds))}", "--pid", str(process.pid), "-o", str(out)]
+        running[service] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out)
+    try:
+        yield found
+    finally:
+        for service, (spy_process, out) in running.items():
+            try:
+                _, err = spy_process.communicate(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                spy_process.kill()
+                _, err = spy_process.communicate()
+            found[service] = leaf_shares(out) if out.exists() else {"error": err.decode(errors="replace")[-300:]}
+
+
+def leaf_shares(path: Path, top: int = 12) -> dict[str, Any]:
+    """The ``top`` leaf frames of a py-spy raw profile, as shares of all samples (idle waits included)."""
+    leaves: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            leaves[stack.rsplit(";", 1)[-1]] += int(count)
+    total = sum(leaves.values())
+    return {
+        "samples": total,
+        "file": path.name,
+        "leaves": [[frame, round(count / total, 3)] for frame, count in leaves.most_common(top)] if total else [],
+    }
+
+
 def run_scenario(
-    cluster: Cluster, name: str, *, port: int, rate: float, warmup: float, duration: float, say: Any
+    cluster: Cluster,
+    name: str,
+    *,
+    port: int,
+    rate: float,
+    warmup: float,
+    duration: float,
+    say: Any,
+    profile: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Prepare, break what the scenario breaks, send the clicks open loop, collect, repair."""
     count = max(2, int(rate * (warmup + duration)))
@@ -391,8 +445,11 @@ def run_scenario(
             for service in services:
                 cluster.stop_service(service)
     say(f"  {name}: {count} clicks at {rate:g}/s ({warmup:g} s warm-up, {duration:g} s measured)")
-    outcomes, pools = run(requests, port=port, rate=rate)
+    with profiling(cluster, name, warmup + duration, profile) as profiles:
+        outcomes, pools = run(requests, port=port, rate=rate)
     extra: dict[str, Any] = {"pools": [dataclasses.asdict(pool) for pool in pools]}
+    if profile:
+        extra["profiles"] = profiles
     if name == "up":
         wait_for_handlers(cluster, clicks, timeout=20.0)
     elif name == "slow":
@@ -461,6 +518,21 @@ def _met(ok: bool) -> str:
     return "met" if ok else "SHORT"
 
 
+def profile_lines(result: dict[str, Any]) -> str:
+    """Each profiled service's busiest leaf frames per scenario (py-spy, idle waits included), as Markdown."""
+    lines = []
+    for row in result["scenarios"]:
+        for service, found in (row.get("profiles") or {}).items():
+            leaves = ", ".join(f"`{frame}` {share:.0%}" for frame, share in found.get("leaves", [])[:6])
+            lines.append(f"- {row['scenario']}, {service} ({found.get('samples', 0)} samples): {leaves or found}")
+    if not lines:
+        return ""
+    return (
+        "\nWhere the time went (py-spy record --idle, leaf frames by share of samples; the stacks are "
+        "`bench/results/flow_latency.<scenario>.<service>.txt`):\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def snippet(result: dict[str, Any]) -> str:
     """bench/results/flow_latency.md: the table, the bar, and how it was measured."""
     saturation = result.get("saturation") or {}
@@ -506,7 +578,7 @@ Latencies in ms. "send lag p99" is how late the generator itself sent its reques
 high figure there means the machine was starved, not only control. The issue's bar:
 
 {chr(10).join("- " + line for line in verdicts(result))}
-
+{profile_lines(result)}
 Measured {result["date"]} at commit `{result["commit"][:10]}`{" (--quick)" if result["settings"]["quick"] else ""};
 load average before/after {result["machine"]["loadavg_before"]} / {result["machine"]["loadavg_after"]} on
 {result["machine"]["cpus"]} CPUs (the other processes on the machine share them).
@@ -588,6 +660,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--via-proxy", action="store_true", help="send through the buffering proxy (no keep-alive)")
     parser.add_argument("--saturation-offer", type=float, default=600.0, help="clicks/s offered to find saturation")
     parser.add_argument("--saturation-connections", type=int, default=16, help="connections when finding saturation")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="py-spy these services during every scenario, comma-separated (control,worker,us,eu-worker...)",
+    )
     parser.add_argument("--var-dir", type=Path, default=None, help="the cluster's directory (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "flow_latency.json", help="where the JSON goes")
     args = parser.parse_args(argv)
@@ -630,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "via_proxy": args.via_proxy,
             "transports": TRANSPORTS,
             "slow_seconds": SLOW_SECONDS,
+            "profile": args.profile,
         },
         "scenarios": [],
     }
@@ -662,7 +740,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["rate"] = rate
             for name in args.scenario_list:
                 row = run_scenario(
-                    cluster, name, port=port, rate=rate, warmup=args.warmup, duration=args.duration, say=say
+                    cluster,
+                    name,
+                    port=port,
+                    rate=rate,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    say=say,
+                    profile=[service for service in args.profile.split(",") if service],
                 )
                 result["scenarios"].append(row)
                 ack, opened = row["ack"], row["views_open"]

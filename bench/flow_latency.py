@@ -381,10 +381,12 @@ def _delay_ms(moment: float | None, scheduled: float) -> float | None:
 
 
 @contextlib.contextmanager
-def profiling(cluster: Cluster, scenario: str, seconds: float, services: Sequence[str]) -> Iterator[dict[str, Any]]:
+def profiling(
+    cluster: Cluster, scenario: str, seconds: float, services: Sequence[str], directory: Path
+) -> Iterator[dict[str, Any]]:
     """``py-spy record --idle`` of each service (its gunicorn workers too) for ``seconds``; summaries on exit.
 
-    Writes collapsed stacks to ``bench/results/flow_latency.<scenario>.<service>.txt`` (load them
+    Writes collapsed stacks to ``<directory>/flow_latency.<scenario>.<service>.txt`` (load them
     in speedscope or flamegraph.pl); the summary is each service's leaf functions by share of samples.
     """
     found: dict[str, Any] = {}
@@ -394,7 +396,7 @@ def profiling(cluster: Cluster, scenario: str, seconds: float, services: Sequenc
         process = cluster.services[service].process
         if process is None:
             continue
-        out = RESULTS_DIR / f"flow_latency.{scenario}.{service}.txt"
+        out = directory / f"flow_latency.{scenario}.{service}.txt"
         argv = [spy, "record", "--idle", "--nonblocking", "--subprocesses", "--format", "raw"]
         argv += ["--rate", "100", "--duration", f"{max(1, round(seconds))}", "--pid", str(process.pid), "-o", str(out)]
         running[service] = (subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out)
@@ -410,18 +412,36 @@ def profiling(cluster: Cluster, scenario: str, seconds: float, services: Sequenc
             found[service] = leaf_shares(out) if out.exists() else {"error": err.decode(errors="replace")[-300:]}
 
 
+#: Frames of the code under test: a sample is attributed to the deepest of them.
+PROJECT_FRAMES = ("silo_router/", "example_project/")
+
+
 def leaf_shares(path: Path, top: int = 12) -> dict[str, Any]:
-    """The ``top`` leaf frames of a py-spy raw profile, as shares of all samples (idle waits included)."""
-    leaves: Counter[str] = Counter()
+    """Where a py-spy raw profile's samples in the project's code were: ``deepest project frame -> leaf``.
+
+    Samples with no project frame on the stack (idle pools, gunicorn's arbiter, Celery's
+    loop) are counted apart, so the shares say where a request or a delivery spent its
+    time, waits on locks and sockets included (``--idle``).
+    """
+    places: Counter[str] = Counter()
+    outside = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            leaves[stack.rsplit(";", 1)[-1]] += int(count)
-    total = sum(leaves.values())
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        ours = [frame for frame in frames if any(marker in frame for marker in PROJECT_FRAMES)]
+        if not ours:
+            outside += int(count)
+            continue
+        leaf = frames[-1]
+        places[ours[-1] if leaf == ours[-1] else f"{ours[-1]} -> {leaf}"] += int(count)
+    total = sum(places.values())
     return {
-        "samples": total,
+        "samples_in_project": total,
+        "samples_outside": outside,
         "file": path.name,
-        "leaves": [[frame, round(count / total, 3)] for frame, count in leaves.most_common(top)] if total else [],
+        "places": [[place, round(count / total, 3)] for place, count in places.most_common(top)] if total else [],
     }
 
 
@@ -435,6 +455,7 @@ def run_scenario(
     duration: float,
     say: Any,
     profile: Sequence[str] = (),
+    profile_dir: Path = RESULTS_DIR,
 ) -> dict[str, Any]:
     """Prepare, break what the scenario breaks, send the clicks open loop, collect, repair."""
     count = max(2, int(rate * (warmup + duration)))
@@ -445,7 +466,7 @@ def run_scenario(
             for service in services:
                 cluster.stop_service(service)
     say(f"  {name}: {count} clicks at {rate:g}/s ({warmup:g} s warm-up, {duration:g} s measured)")
-    with profiling(cluster, name, warmup + duration, profile) as profiles:
+    with profiling(cluster, name, warmup + duration, profile, profile_dir) as profiles:
         outcomes, pools = run(requests, port=port, rate=rate)
     extra: dict[str, Any] = {"pools": [dataclasses.asdict(pool) for pool in pools]}
     if profile:
@@ -523,12 +544,16 @@ def profile_lines(result: dict[str, Any]) -> str:
     lines = []
     for row in result["scenarios"]:
         for service, found in (row.get("profiles") or {}).items():
-            leaves = ", ".join(f"`{frame}` {share:.0%}" for frame, share in found.get("leaves", [])[:6])
-            lines.append(f"- {row['scenario']}, {service} ({found.get('samples', 0)} samples): {leaves or found}")
+            places = ", ".join(f"`{place}` {share:.0%}" for place, share in found.get("places", [])[:6])
+            lines.append(
+                f"- {row['scenario']}, {service} ({found.get('samples_in_project', 0)} samples in the project's "
+                f"code): {places or found}"
+            )
     if not lines:
         return ""
     return (
-        "\nWhere the time went (py-spy record --idle, leaf frames by share of samples; the stacks are "
+        "\nWhere the time went (py-spy record --idle; each sample in the project's code by its deepest "
+        "project frame and, when that is not the leaf, the leaf; the stacks are "
         "`bench/results/flow_latency.<scenario>.<service>.txt`):\n\n" + "\n".join(lines) + "\n"
     )
 
@@ -686,6 +711,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure saturation, run the scenarios at a fixed rate, report; 1 if a run broke."""
     args = parse_args(argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     began = time.monotonic()
 
@@ -737,6 +763,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     say("  the saturation backlog did not drain in 90 s; going on")
             else:
                 rate = args.rate
+                # Every process imports and connects on its first requests: not part of any scenario.
+                say(f"warming the cluster up: {rate:g} clicks/s for 2 s")
+                _, warm = prepare(cluster, scenario="warm", count=max(2, int(rate * 2)), port=port, fresh_for=40)
+                run(warm, port=port, rate=rate)
+                wait_drained(cluster, timeout=60.0)
             result["rate"] = rate
             for name in args.scenario_list:
                 row = run_scenario(
@@ -748,6 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration=args.duration,
                     say=say,
                     profile=[service for service in args.profile.split(",") if service],
+                    profile_dir=args.output.parent,
                 )
                 result["scenarios"].append(row)
                 ack, opened = row["ack"], row["views_open"]

@@ -73,7 +73,7 @@ sys.path.insert(0, str(BENCH_DIR))
 from delivery_faults import commit, db_time, query, versions  # noqa: E402
 from openloop import ClickBodies, Outcome, percentile, run, signed_requests, summary  # noqa: E402
 
-from example_project.cluster import SLACK_PATH, Cluster, ClusterError, FakeSlackAPI  # noqa: E402
+from example_project.cluster import QUEUE_PREFIX, SLACK_PATH, Cluster, ClusterError, FakeSlackAPI  # noqa: E402
 from example_project.issues.buttons import LEDGER_CLICK_ACTION  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
@@ -157,7 +157,7 @@ def jsonable(value: Any) -> Any:
 
 
 @contextlib.contextmanager
-def running(var_dir: Path, *, control_processes: int) -> Iterator[tuple[Cluster, RedisServer]]:
+def running(var_dir: Path, *, control_processes: int, control_workers: int) -> Iterator[tuple[Cluster, RedisServer]]:
     """A throwaway Redis and the example cluster on it (eu over Celery); both stopped on the way out."""
     redis = RedisServer()
     cluster: Cluster | None = None
@@ -170,6 +170,7 @@ def running(var_dir: Path, *, control_processes: int) -> Iterator[tuple[Cluster,
             region_transports=TRANSPORTS,
             trigger_ttl=TRIGGER_TTL,
             control_processes=control_processes,
+            control_workers=control_workers,
         )
         cluster.start()
         yield cluster, redis
@@ -273,12 +274,25 @@ def loading_checks_due(cluster: Cluster) -> int:
     return int(count)
 
 
+def broker_messages(cluster: Cluster) -> int:
+    """Messages waiting on the Redis broker (control's queue and every region's) or taken and not acknowledged."""
+    import redis
+
+    with contextlib.closing(redis.Redis.from_url(cluster.broker_url)) as client:
+        queues = ["celery", *(f"{QUEUE_PREFIX}{region}" for region in REGIONS)]
+        return sum(int(client.llen(queue)) for queue in queues) + int(client.hlen("unacked"))
+
+
 def wait_drained(cluster: Cluster, timeout: float, *, loading_checks: bool = False) -> float | None:
-    """Seconds until control has nothing pending or in flight (and, with ``loading_checks``, no Loading
-    modal left to check); ``None`` after ``timeout``."""
+    """Seconds until control has nothing pending or in flight and the broker holds no message (and,
+    with ``loading_checks``, no Loading modal is left to check); ``None`` after ``timeout``."""
     began = time.monotonic()
     while time.monotonic() - began < timeout:
-        if active_payloads(cluster) == 0 and not (loading_checks and loading_checks_due(cluster)):
+        if (
+            active_payloads(cluster) == 0
+            and not (loading_checks and loading_checks_due(cluster))
+            and broker_messages(cluster) == 0
+        ):
             return time.monotonic() - began
         time.sleep(0.25)
     return None
@@ -465,10 +479,11 @@ def run_scenario(
         for services in DOWN_SERVICES.values():
             for service in services:
                 cluster.stop_service(service)
-    say(f"  {name}: {count} clicks at {rate:g}/s ({warmup:g} s warm-up, {duration:g} s measured)")
+    at_start = {"active_payloads": active_payloads(cluster), "broker_messages": broker_messages(cluster)}
+    say(f"  {name}: {count} clicks at {rate:g}/s ({warmup:g} s warm-up, {duration:g} s measured); at start {at_start}")
     with profiling(cluster, name, warmup + duration, profile, profile_dir) as profiles:
         outcomes, pools = run(requests, port=port, rate=rate)
-    extra: dict[str, Any] = {"pools": [dataclasses.asdict(pool) for pool in pools]}
+    extra: dict[str, Any] = {"pools": [dataclasses.asdict(pool) for pool in pools], "at_start": at_start}
     if profile:
         extra["profiles"] = profiles
     if name == "up":
@@ -572,8 +587,9 @@ def snippet(result: dict[str, Any]) -> str:
 
 `bench/flow_latency.py` drives the example project as real processes
 (`example_project.cluster.Cluster`: fake Slack, control under gunicorn with
-{result["settings"]["control_processes"]} processes, regions us and eu, control's Celery
-worker and beat, a throwaway Redis as the broker). Region us is reached over HTTP, region
+{result["settings"]["control_processes"]} processes, regions us and eu,
+{result["settings"].get("control_workers", 1)} Celery worker process(es) of control with 4
+threads each and its beat, a throwaway Redis as the broker). Region us is reached over HTTP, region
 eu through its Celery queue on Redis. Control responses are on for the clicked button, so
 control opens a Loading modal (`views.open` to the fake Slack) before it stores the click
 and answers.
@@ -682,6 +698,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {SCENARIOS}")
     parser.add_argument("--arrival", choices=("uniform", "poisson"), default="poisson", help="spacing of the clicks")
     parser.add_argument("--control-processes", type=int, default=2, help="control's gunicorn processes (default 2)")
+    parser.add_argument("--control-workers", type=int, default=1, help="control's Celery workers (default 1)")
     parser.add_argument("--via-proxy", action="store_true", help="send through the buffering proxy (no keep-alive)")
     parser.add_argument("--saturation-offer", type=float, default=600.0, help="clicks/s offered to find saturation")
     parser.add_argument("--saturation-connections", type=int, default=16, help="connections when finding saturation")
@@ -730,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup": args.warmup,
             "arrival": args.arrival,
             "control_processes": args.control_processes,
+            "control_workers": args.control_workers,
             "via_proxy": args.via_proxy,
             "transports": TRANSPORTS,
             "slow_seconds": SLOW_SECONDS,
@@ -739,7 +757,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         say(f"starting Redis and the example cluster in {var_dir}")
-        with running(var_dir, control_processes=args.control_processes) as (cluster, _redis):
+        with running(var_dir, control_processes=args.control_processes, control_workers=args.control_workers) as (
+            cluster,
+            _redis,
+        ):
             port = cluster.ports["control" if args.via_proxy else "control-app"]
             enable_loading_modal(cluster)
             if args.rate is None:
@@ -759,8 +780,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     say("  (that is near the offer: saturation may be higher; raise --saturation-offer)")
                 # Its deliveries, and the sweeper's check of each Loading modal (done after
                 # LOADING_VIEW_TIMEOUT), finish before the scenarios start.
-                if wait_drained(cluster, timeout=90.0, loading_checks=True) is None:
-                    say("  the saturation backlog did not drain in 90 s; going on")
+                drained = wait_drained(cluster, timeout=90.0, loading_checks=True)
+                result["saturation"]["drained_s"] = drained
+                say(f"  its backlog drained in {drained:.1f} s" if drained is not None else "  not drained in 90 s")
             else:
                 rate = args.rate
                 # Every process imports and connects on its first requests: not part of any scenario.

@@ -47,6 +47,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import gzip
 import json
 import math
 import os
@@ -400,8 +401,8 @@ def profiling(
 ) -> Iterator[dict[str, Any]]:
     """``py-spy record --idle`` of each service (its gunicorn workers too) for ``seconds``; summaries on exit.
 
-    Writes collapsed stacks to ``<directory>/flow_latency.<scenario>.<service>.txt`` (load them
-    in speedscope or flamegraph.pl); the summary is each service's leaf functions by share of samples.
+    Writes collapsed stacks to ``<directory>/flow_latency.<scenario>.<service>.txt.gz`` (gunzip,
+    then load them in speedscope or flamegraph.pl); the summary is each service's leaf functions by share of samples.
     """
     found: dict[str, Any] = {}
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -423,7 +424,13 @@ def profiling(
             except subprocess.TimeoutExpired:
                 spy_process.kill()
                 _, err = spy_process.communicate()
-            found[service] = leaf_shares(out) if out.exists() else {"error": err.decode(errors="replace")[-300:]}
+            if not out.exists():
+                found[service] = {"error": err.decode(errors="replace")[-300:]}
+                continue
+            packed = out.with_name(out.name + ".gz")
+            packed.write_bytes(gzip.compress(out.read_bytes()))
+            out.unlink()
+            found[service] = leaf_shares(packed)
 
 
 #: Frames of the code under test: a sample is attributed to the deepest of them.
@@ -439,7 +446,7 @@ def leaf_shares(path: Path, top: int = 12) -> dict[str, Any]:
     """
     places: Counter[str] = Counter()
     outside = 0
-    for line in path.read_text(errors="replace").splitlines():
+    for line in gzip.decompress(path.read_bytes()).decode(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
@@ -569,7 +576,7 @@ def profile_lines(result: dict[str, Any]) -> str:
     return (
         "\nWhere the time went (py-spy record --idle; each sample in the project's code by its deepest "
         "project frame and, when that is not the leaf, the leaf; the stacks are "
-        "`bench/results/flow_latency.<scenario>.<service>.txt`):\n\n" + "\n".join(lines) + "\n"
+        "`bench/results/flow_latency.<scenario>.<service>.txt.gz`):\n\n" + "\n".join(lines) + "\n"
     )
 
 

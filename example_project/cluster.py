@@ -352,6 +352,7 @@ class Cluster:
         install_workspaces: bool = True,
         token_ttl: float | None = None,
         token_rotation_margin: int | None = None,
+        trigger_ttl: float | None = None,
         control_workers: int = 1,
         control_processes: int = 1,
     ) -> None:
@@ -369,6 +370,8 @@ class Cluster:
         for their organizations. ``token_ttl`` starts the fake with token rotation
         (tokens live that many seconds, refresh tokens are single-use) and
         ``token_rotation_margin`` sets control's ``SLACK["TOKEN_ROTATION_MARGIN"]``.
+        ``trigger_ttl`` sets how long the fake's trigger_ids live (Slack's 3 s by default),
+        for benchmarks that issue a run's triggers before it starts.
         ``control_workers`` Celery workers and ``control_processes`` gunicorn processes
         serve control (``worker``, ``worker-2``, ...).
         """
@@ -386,6 +389,7 @@ class Cluster:
         self.install_workspaces = install_workspaces
         self.token_ttl = token_ttl
         self.token_rotation_margin = token_rotation_margin
+        self.trigger_ttl = trigger_ttl
         self.control_workers = control_workers
         self.control_processes = control_processes
         self.signing_secret = secrets.token_urlsafe(24)
@@ -587,6 +591,8 @@ class Cluster:
         ]  # fmt: skip
         if self.token_ttl is not None:
             slack_argv += ["--token-rotation", f"--token-ttl={self.token_ttl:g}"]
+        if self.trigger_ttl is not None:
+            slack_argv.append(f"--trigger-ttl={self.trigger_ttl:g}")
         slack = Service(
             name="slack",
             argv=slack_argv,

@@ -35,7 +35,7 @@ from slack_sdk.errors import SlackApiError
 from silo_router.providers.slack.request import SlackHandlerRequest
 from silo_router.region.handlers import slack
 
-from .buttons import ACKNOWLEDGE_ACTION, ASSIGNMENT_NOTIFICATION, ESCALATE_ACTION
+from .buttons import ACKNOWLEDGE_ACTION, ASSIGNMENT_NOTIFICATION, ESCALATE_ACTION, LEDGER_CLICK_ACTION
 from .models import Antidote, Effect, Issue
 from .upstream import fetch_issue_details
 
@@ -253,6 +253,23 @@ def mentioned(request: SlackHandlerRequest) -> None:
         logger.warning("app_mention without a channel; nothing to answer")
         return
     request.say(f"Hello from region {settings.SILO_ROUTER['REGION']} (organization {request.organization_id}).")
+
+
+@slack.action(LEDGER_CLICK_ACTION, atomic=False)
+def ledger_click(request: SlackHandlerRequest) -> None:
+    """A button whose value is ``effect <key>`` or ``slow <seconds> <key>``: one ledger row, then the sleep.
+
+    Used by the flow benchmark (bench/flow_latency.py): the row is written first, in its
+    own autocommit statement (``atomic=False``), so its ``created_at`` is when the
+    handler started, and a ``slow`` click (a region slow to answer) sleeps afterwards
+    without holding the region's database. A redelivered click writes another row.
+    """
+    words = str(_first_action_value(request) or "").split()
+    if len(words) < 2 or words[0] not in ("effect", "slow"):
+        return
+    Effect.objects.create(key=words[-1][:100], organization_id=request.organization_id or "")
+    if words[0] == "slow" and len(words) > 2:
+        time.sleep(min(float(words[1]), 30.0))  # stands for a slow region, not real work
 
 
 @slack.options("pick_issue")

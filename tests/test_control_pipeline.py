@@ -542,3 +542,17 @@ def test_kinds_answered_in_control_or_ignored_never_ask_the_authorizer(
     response = post_slack(client, forwarded, content_type="application/json")
     assert (response.status_code, reason(response)) == (503, "storage_unavailable")
     assert not Payload.objects.exists()
+
+
+def test_headers_read_from_the_environ_match_djangos_own() -> None:
+    from django.test import RequestFactory
+
+    from silo_router.control.pipeline import lowercase_headers
+
+    request = RequestFactory().post(
+        "/slack/events",
+        data=b"payload=%7B%7D",
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Slack-Signature": "v0=abc", "X-Slack-Request-Timestamp": "1", "X-Slack-Retry-Num": "1"},
+    )
+    assert lowercase_headers(request.META) == {key.lower(): value for key, value in request.headers.items()}

@@ -126,7 +126,7 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
     with tracing.flow(
         "control", "request", f"{provider_name} request", span_kind="server", provider=provider_name
     ) as flow:
-        headers = {key.lower(): value for key, value in request.headers.items()}
+        headers = lowercase_headers(request.META)
         deadline = Deadline.start(sent_at=provider.sent_at(headers))
         kind: str | None = None
         try:
@@ -155,6 +155,19 @@ def handle(request: HttpRequest, provider_name: str) -> HttpResponse:
             )
         acknowledged(flow, deadline, provider=provider_name, kind=kind, status=response.status_code)
         return response
+
+
+def lowercase_headers(meta: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers with lowercase names, read straight from the WSGI environ.
+
+    The same names as ``request.headers`` gives (``HTTP_X_SLACK_SIGNATURE`` is
+    ``x-slack-signature``), without building its case-insensitive mapping first.
+    """
+    return {
+        (key[5:] if key.startswith("HTTP_") else key).replace("_", "-").lower(): value
+        for key, value in meta.items()
+        if key.startswith("HTTP_") or key in ("CONTENT_TYPE", "CONTENT_LENGTH")
+    }
 
 
 def acknowledged(span: tracing.Span, deadline: Deadline, *, provider: str, kind: str | None, status: int) -> None:

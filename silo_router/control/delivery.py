@@ -37,9 +37,11 @@ Batches (:func:`deliver_batch`, the ``deliver_batch`` and ``drain`` tasks): one
 statement claims the due rows of a message (:func:`claim_batch`), one transport call
 sends them (``Transport.deliver_many``: one POST for the http transport), and each
 payload is accounted as :func:`attempt` accounts one (the same failure, retry and
-circuit rules, its own attempt span and timeline row). The spans are recorded after
-the batch's call, and the region's runs of a batch are children of the ``send_batch``
-span that made it. Rows of a strict-order key, and a region whose circuit is not
+circuit rules, its own attempt span and timeline row). Each attempt span is open
+across the batch's one call, in the trace the rule above gives it, and its context
+crosses with its own envelope: every region run is the child of its own attempt. A
+batch of several envelopes is a ``send_batch`` span, the parent of attempts that stay
+in the worker's trace. Rows of a strict-order key, and a region whose circuit is not
 closed, go one at a time through :func:`attempt`. A region's backlog (a recovery, or a
 sweep finding more than a sweep's worth) is drained by :func:`drain` in chunks, with
 at most ``DRAIN_OUTSTANDING`` chunks of a region outstanding, each chunk publishing the
@@ -415,31 +417,49 @@ def _deliver_group(region: str, payload_ids: Sequence[str]) -> list[AttemptOutco
             continue
         subject = dataclasses.replace(subject, trace=envelope.trace, provider=envelope.provider, kind=envelope.kind)
         sendable.append((payload, envelope, subject))
-    results = _send_batch(region, sendable)
-    outcomes.extend(_account_batch(region, sendable, results, decision, started_at, started, timeline))
+    if sendable:
+        # One envelope needs no batch span: its attempt is the child of whatever delivers it.
+        batching = (
+            tracing.stage("control", "send_batch", f"deliver {len(sendable)} to {region}", region=region)
+            if len(sendable) > 1
+            else contextlib.nullcontext(tracing.NO_SPAN)
+        )
+        with batching as batch, contextlib.ExitStack() as attempts:
+            # Each payload's attempt span is open across the one call, in its own trace (the
+            # module docstring's rule), and its context crosses with its own envelope: each
+            # region run is the child of its own attempt, as with one envelope per call.
+            spans, traces = [], []
+            for _, _, subject in sendable:
+                spans.append(attempts.enter_context(_attempt_span(subject, decision)))
+                traces.append(tracing.propagation_headers())
+            results = _send_batch(batch, region, sendable, traces)
+            outcomes.extend(_account_batch(region, sendable, results, spans, started_at, started, timeline))
     _save_attempts([row for row in timeline if row is not None])
     return outcomes
 
 
-def _send_batch(region: str, sendable: Sequence[tuple[Payload, Envelope, _Subject]]) -> list[BatchResult | Exception]:
+def _send_batch(
+    span: tracing.Span,
+    region: str,
+    sendable: Sequence[tuple[Payload, Envelope, _Subject]],
+    traces: Sequence[Mapping[str, str]],
+) -> list[BatchResult | Exception]:
     """One transport call for a batch: a result per envelope (an exception for a failure inside control)."""
-    if not sendable:
-        return []
-    with tracing.stage("control", "send_batch", f"deliver {len(sendable)} to {region}", region=region) as span:
-        span.set(batch_size=len(sendable))
-        try:
-            transport = transport_for(region)
-            sealed = [seal(envelope) for _, envelope, _ in sendable]
-            with delivering_batch([(payload.attempts, payload.replays) for payload, _, _ in sendable]):
-                results: list[BatchResult | Exception] = list(
-                    transport.deliver_many(sealed, timeout=WORKER.remaining(), wait=False)
-                )
-            if len(results) != len(sealed):
-                raise RuntimeError(f"the transport answered {len(results)} results for {len(sealed)} envelopes")
-        except Exception as exc:  # settings, signing, a transport bug: every envelope failed in control
-            span.fail("error")
-            return [exc] * len(sendable)
-        span.set(delivered=sum(1 for r in results if isinstance(r, Receipt) and r.outcome in HANDLED_OUTCOMES))
+    span.set(batch_size=len(sendable))
+    try:
+        transport = transport_for(region)
+        sealed = [seal(envelope) for _, envelope, _ in sendable]
+        numbers = [(payload.attempts, payload.replays) for payload, _, _ in sendable]
+        with delivering_batch(numbers, traces=traces if tracing.active() else ()):
+            results: list[BatchResult | Exception] = list(
+                transport.deliver_many(sealed, timeout=WORKER.remaining(), wait=False)
+            )
+        if len(results) != len(sealed):
+            raise RuntimeError(f"the transport answered {len(results)} results for {len(sealed)} envelopes")
+    except Exception as exc:  # settings, signing, a transport bug: every envelope failed in control
+        span.fail("error")
+        return [exc] * len(sendable)
+    span.set(delivered=sum(1 for r in results if isinstance(r, Receipt) and r.outcome in HANDLED_OUTCOMES))
     return results
 
 
@@ -447,7 +467,7 @@ def _account_batch(
     region: str,
     sendable: Sequence[tuple[Payload, Envelope, _Subject]],
     results: Sequence[BatchResult | Exception],
-    decision: circuits.Decision,
+    spans: Sequence[tracing.Span],
     started_at: datetime.datetime,
     started: float,
     timeline: list[PayloadAttempt | None],
@@ -461,8 +481,9 @@ def _account_batch(
     not_sent = [p for (p, _, _), r in zip(sendable, results, strict=True) if isinstance(r, NotSent)]
     _put_back(not_sent)
     outcomes: list[AttemptOutcome] = []
-    for (payload, envelope, subject), outcome in zip(sendable, results, strict=True):
-        if isinstance(outcome, NotSent):  # no attempt reached the region: no span, no timeline row
+    for (payload, envelope, subject), outcome, span in zip(sendable, results, spans, strict=True):
+        if isinstance(outcome, NotSent):  # no attempt reached the region: no timeline row
+            span.set(outcome=str(AttemptOutcome.NOT_SENT))
             outcomes.append(AttemptOutcome.NOT_SENT)
             continue
         if isinstance(outcome, Receipt):
@@ -474,10 +495,9 @@ def _account_batch(
             result = _region_failure(payload, outcome, probe=False, caller=WORKER)
         else:
             result = _control_failure(payload, outcome, probe=False, caller=WORKER)
-        with _attempt_span(subject, decision) as span:
-            _finish(span, result, region=region)
-            span.set(batch_size=len(sendable))
-            ids = (span.trace_id or "", span.span_id or "")
+        _finish(span, result, region=region)
+        span.set(batch_size=len(sendable))
+        ids = (span.trace_id or "", span.span_id or "")
         timeline.append(_attempt_row(subject, result, started_at=started_at, started=started, span_ids=ids))
         outcomes.append(result.outcome)
     return outcomes

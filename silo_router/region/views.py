@@ -166,6 +166,9 @@ def _verified_item(item: Mapping[str, Any], trace: Mapping[str, str]) -> Accepte
     numbering = {
         name: str(item[key]) for name, key in ((ATTEMPT_HEADER, "attempt"), (REPLAY_HEADER, "replays")) if key in item
     }
+    own = item.get("trace")  # the envelope's own attempt context, else the request's
+    if isinstance(own, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in own.items()):
+        trace = own
     hop = Hop.from_headers({**trace, **numbering})
     body = item["body"].encode("utf-8", "surrogatepass")
     limit = max_envelope_size(conf.MAX_BODY_SIZE)

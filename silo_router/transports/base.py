@@ -54,30 +54,46 @@ _numbering: contextvars.ContextVar[tuple[int | None, int | None]] = contextvars.
 _batch_numbering: contextvars.ContextVar[tuple[tuple[int | None, int | None], ...]] = contextvars.ContextVar(
     "silo_router_batch_attempts", default=()
 )
+_trace: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "silo_router_attempt_trace", default=None
+)
+_batch_traces: contextvars.ContextVar[tuple[Mapping[str, str], ...]] = contextvars.ContextVar(
+    "silo_router_batch_traces", default=()
+)
 
 
 @contextlib.contextmanager
-def delivering(*, attempt: int | None, replays: int | None = None) -> Iterator[None]:
+def delivering(
+    *, attempt: int | None, replays: int | None = None, trace: Mapping[str, str] | None = None
+) -> Iterator[None]:
     """Number the attempt made inside this block, for the transport to carry to the region.
 
     Control wraps ``transport.deliver(...)`` in it; the region's spans then say which
-    attempt (and which replay) they are.
+    attempt (and which replay) they are. ``trace``: the attempt's trace headers, when
+    its span is not the current one (an envelope of a batch).
     """
     token = _numbering.set((attempt, replays))
+    trace_token = _trace.set(trace)
     try:
         yield
     finally:
+        _trace.reset(trace_token)
         _numbering.reset(token)
 
 
 @contextlib.contextmanager
-def delivering_batch(numbers: Sequence[tuple[int | None, int | None]]) -> Iterator[None]:
+def delivering_batch(
+    numbers: Sequence[tuple[int | None, int | None]], *, traces: Sequence[Mapping[str, str]] = ()
+) -> Iterator[None]:
     """Number each attempt of the ``deliver_many`` call made inside this block: ``(attempt, replays)``
-    per envelope, in the order the envelopes are given."""
+    per envelope, in the order the envelopes are given; ``traces``: each attempt's own trace
+    headers (its span's), so that each region run is a child of its own attempt."""
     token = _batch_numbering.set(tuple(numbers))
+    traces_token = _batch_traces.set(tuple(traces))
     try:
         yield
     finally:
+        _batch_traces.reset(traces_token)
         _batch_numbering.reset(token)
 
 
@@ -93,17 +109,21 @@ class Hop:
     def current(cls) -> Hop:
         """The hop of the attempt being made here: the current span's headers, the number from :func:`delivering`."""
         attempt, replays = _numbering.get()
-        return cls(trace=tracing.propagation_headers(), attempt=attempt, replays=replays)
+        trace = _trace.get()
+        return cls(trace=tracing.propagation_headers() if trace is None else trace, attempt=attempt, replays=replays)
 
     @classmethod
     def for_batch(cls, count: int) -> list[Hop]:
         """The hop of each of ``count`` envelopes of a batch sent here (numbers from :func:`delivering_batch`)."""
-        trace = tracing.propagation_headers()
+        current = tracing.propagation_headers()
         numbers = _batch_numbering.get()
-        return [
-            cls(trace=trace, attempt=numbers[i][0], replays=numbers[i][1]) if i < len(numbers) else cls(trace=trace)
-            for i in range(count)
-        ]
+        traces = _batch_traces.get()
+        hops = []
+        for i in range(count):
+            trace = traces[i] if i < len(traces) else current
+            attempt, replays = numbers[i] if i < len(numbers) else (None, None)
+            hops.append(cls(trace=trace, attempt=attempt, replays=replays))
+        return hops
 
     def headers(self) -> dict[str, str]:
         """As HTTP request or Celery message headers (lower-case names)."""
@@ -248,7 +268,7 @@ class Transport(abc.ABC):
                     )
                 )
                 continue
-            with delivering(attempt=hop.attempt, replays=hop.replays):
+            with delivering(attempt=hop.attempt, replays=hop.replays, trace=hop.trace):
                 try:
                     results.append(self.deliver(sealed, timeout=remaining, wait=wait))
                 except DeliveryError as exc:

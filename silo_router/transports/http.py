@@ -379,7 +379,7 @@ class HttpTransport(Transport):
     def _one_by_one(
         self, sealed: Sequence[SealedEnvelope], hops: Sequence[Hop], *, deadline: float, wait: bool
     ) -> list[BatchResult]:
-        with delivering_batch([(hop.attempt, hop.replays) for hop in hops]):
+        with delivering_batch([(hop.attempt, hop.replays) for hop in hops], traces=[hop.trace for hop in hops]):
             return super().deliver_many(sealed, timeout=max(deadline - time.monotonic(), 0.0), wait=wait)
 
     def _post_batch(
@@ -393,6 +393,9 @@ class HttpTransport(Transport):
                 item["attempt"] = hop.attempt
             if hop.replays:
                 item["replays"] = hop.replays
+            trace = {name: value for name, value in hop.headers().items() if name in TRACE_HEADERS}
+            if trace:
+                item["trace"] = trace  # its own attempt's context: the region's run is its child
             items.append(item)
         body = json.dumps({"envelopes": items}, ensure_ascii=False, separators=(",", ":")).encode()
         headers = {**Hop(trace=hops[0].trace).headers(), "Content-Type": "application/json"}

@@ -40,3 +40,37 @@ def test_a_workers_attempt_is_the_parent_of_the_regions_run(crossing: Crossing, 
     (receive,) = of_trace(spans, str(request.trace_id), RECEIVE)
     assert_child_of(spans, receive, ATTEMPT)
     assert of_trace(spans, str(request.trace_id), HANDLER)[0].parent_span_id == receive.span_id
+
+
+@pytest.mark.parametrize("crossing", ["local", "http"], indirect=True)
+@pytest.mark.parametrize("sides", [SIDES[0]], indirect=True, ids=lambda sides: sides.id)
+def test_in_a_batch_each_region_run_is_the_child_of_its_own_attempt(crossing: Crossing, captured: Captured) -> None:
+    """Three payloads of three requests, delivered by one batch message: three traces, each whole."""
+
+    @slack.action("resolve_dialog")
+    def resolve(request: Any) -> None:
+        pass
+
+    requests, ids = [], []
+    for n in range(3):
+        with tracing.flow("control", "request", "slack request", new_trace=True) as request:
+            envelope = click_envelope(key=f"slack:click:batch-{n}").replace(trace=tracing.propagation_headers())
+            (payload,) = delivery.store([envelope])
+        requests.append(str(request.trace_id))
+        ids.append(str(payload.pk))
+    delivery.deliver_batch(ids)
+
+    deadline = time.monotonic() + SPAN_WAIT
+    while Payload.objects.filter(pk__in=ids, state=Payload.State.DELIVERED).count() < 3:
+        assert time.monotonic() < deadline, list(Payload.objects.filter(pk__in=ids).values_list("state", flat=True))
+        time.sleep(0.05)
+    spans = captured.spans()
+    for trace_id in requests:
+        while not of_trace(captured.spans(), trace_id, HANDLER):
+            assert time.monotonic() < deadline, f"no handler span in trace {trace_id}"
+            time.sleep(0.05)
+        spans = captured.spans()
+        (receive,) = of_trace(spans, trace_id, RECEIVE)
+        (attempt,) = of_trace(spans, trace_id, ATTEMPT)
+        assert receive.parent_span_id == attempt.span_id
+        assert of_trace(spans, trace_id, HANDLER)[0].parent_span_id == receive.span_id

@@ -20,9 +20,10 @@ trace id of the current span with the one the envelope carries (the request's):
 - the same trace (the deliver task the request published, continued by Celery's
   integration or run in-process; its retries; a synchronous forward): the attempt is a
   child of the current span;
-- another trace or none, for a timely first attempt (never held or replayed, stored
-  less than ``SWEEP_GRACE`` ago: a worker that did not continue the trace, the next
-  payload of a strict-order key): the attempt continues the request's trace;
+- another trace or none, for a timely first attempt (never held, replayed or
+  republished: the request's own wake-up carried it, however long the worker's queue
+  was; a worker that did not continue the trace, the next payload of a strict-order
+  key): the attempt continues the request's trace;
 - otherwise (a sweep redelivering, a payload held by a circuit and released, a replay,
   a retry outside the request's trace): the attempt starts a trace of its own, linked
   to the request's span (``silo_router.caused_by``), so a delivery long after its
@@ -104,6 +105,8 @@ LEASE_OWNER_MAX = Payload._meta.get_field("lease_owner").max_length or 64
 #: A message may arrive a little before ``next_attempt_at`` (clock skew between hosts).
 EARLY_CLAIM_ALLOWANCE = datetime.timedelta(seconds=1)
 HOSTNAME_IN_WORKER_ID = 20
+#: A payload whose wake-up was published this soon after it was stored was woken by its request.
+REQUEST_WAKE_WINDOW = datetime.timedelta(seconds=1)
 
 #: How much of an error reason an attempt's span and timeline row keep.
 ATTEMPT_ERROR_MAX = PayloadAttempt._meta.get_field("error").max_length or 500
@@ -319,11 +322,18 @@ def enqueue(
 ) -> int:
     """Wake workers for ``(payload_id, region)`` pairs; return how many messages were published.
 
-    A broker failure is logged and leaves the rows pending: the sweeper republishes them.
-    ``mark`` records the publish time (``store`` already set it for new rows); ``retry``
+    A broker failure is logged and leaves the rows pending: the sweeper republishes them
+    (after ``SWEEP_GRACE``, since they are marked as published). ``mark`` records the publish time (``store`` already set it for new rows); ``retry``
     is Celery's publish retry (off on the request path, which must not wait).
     """
-    sent: list[str] = []
+    targets = list(targets)
+    if mark and targets:
+        # Marked before the message goes out, so a worker that takes it at once sees a row
+        # woken again (not by its request). A delayed message counts from when it becomes
+        # visible, so the sweeper does not mistake a scheduled retry for a lost one.
+        visible_at = timezone.now() + datetime.timedelta(seconds=max(countdown, 0.0))
+        Payload.objects.filter(pk__in=[pk for pk, _ in targets]).update(enqueued_at=visible_at)
+    sent = 0
     try:
         for payload_id, region in targets:
             queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
@@ -331,15 +341,10 @@ def enqueue(
             if queue:
                 options["queue"] = str(queue)
             send_task(DELIVER_TASK, (payload_id,), retry=retry, **options)
-            sent.append(payload_id)
+            sent += 1
     except Exception:  # the broker's errors vary by transport; the row is the truth
         logger.exception("could not publish a delivery message; the sweeper will retry")
-    if sent and mark:
-        # A delayed message counts from when it becomes visible, so the sweeper does not
-        # mistake a scheduled retry for a lost one.
-        visible_at = timezone.now() + datetime.timedelta(seconds=max(countdown, 0.0))
-        Payload.objects.filter(pk__in=sent).update(enqueued_at=visible_at)
-    return len(sent)
+    return sent
 
 
 def publish_new(payloads: Sequence[Payload]) -> None:
@@ -642,6 +647,8 @@ class _Subject:
     created_at: datetime.datetime | None = None
     #: Whether the payload waited behind its region's circuit before this attempt.
     was_held: bool = False
+    #: When its latest wake-up was published (the sweeper's, a drain's or the request's own).
+    enqueued_at: datetime.datetime | None = None
     trace: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Whether the row exists (an attempt on a missing payload records nothing).
     exists: bool = True
@@ -657,14 +664,16 @@ class _Subject:
             replays=payload.replays,
             created_at=payload.created_at,
             was_held=payload.last_error.startswith(HELD_PREFIX),
+            enqueued_at=payload.enqueued_at,
         )
 
     @property
     def timely(self) -> bool:
-        """A first attempt soon after the request, never held (see the module docstring)."""
-        if self.number > 1 or self.replays or self.was_held or self.created_at is None:
+        """A first attempt the request's own wake-up carried, never held (see the module docstring)."""
+        if self.number > 1 or self.replays or self.was_held or self.created_at is None or self.enqueued_at is None:
             return False
-        return timezone.now() - self.created_at < datetime.timedelta(seconds=conf.SWEEP_GRACE)
+        # ``store`` sets both; a sweep, a drain or a release publishes again later.
+        return self.enqueued_at - self.created_at < REQUEST_WAKE_WINDOW
 
 
 def _subject_of(payload_id: str, *, region: str, next_attempt: bool = False) -> _Subject:
@@ -672,7 +681,7 @@ def _subject_of(payload_id: str, *, region: str, next_attempt: bool = False) -> 
 
     ``next_attempt``: number it as the attempt it would have been (a held one).
     """
-    fields = ["region", "provider", "kind", "attempts", "replays", "created_at"]
+    fields = ["region", "provider", "kind", "attempts", "replays", "created_at", "enqueued_at"]
     if tracing.active():
         fields.append("envelope")
     row = Payload.objects.filter(pk=payload_id).values(*fields).first()
@@ -686,6 +695,7 @@ def _subject_of(payload_id: str, *, region: str, next_attempt: bool = False) -> 
         number=row["attempts"] + (1 if next_attempt else 0),
         replays=row["replays"],
         created_at=row["created_at"],
+        enqueued_at=row["enqueued_at"],
         trace=_trace_of(row.get("envelope")),
     )
 

@@ -61,7 +61,7 @@ from silo_router.conf import conf
 from silo_router.envelope import Envelope, Outcome, seal
 from silo_router.transports import DeliveryError, DeliveryTimeout, Receipt, delivering, transport_for
 
-from . import circuits, followups
+from . import circuits, followups, retention
 from .beat import DELIVER_TASK
 from .models import Payload, PayloadAttempt
 from .publishing import publish_within, send_task
@@ -955,6 +955,7 @@ def replay(payload_ids: Iterable[str]) -> int:
     reset = (
         Payload.objects.filter(pk__in=ids, state__in=(State.FAILED, State.DELIVERED))
         .exclude(region="")
+        .exclude(envelope__startswith=retention.BODY_DROPPED_PREFIX)
         .update(
             state=State.PENDING,
             attempts=0,

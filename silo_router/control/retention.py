@@ -183,7 +183,7 @@ def drop_bodies_batch(cutoff: datetime.datetime, *, limit: int, now: datetime.da
 def _take_write_lock(cursor: Any) -> None:
     """SQLite: make this transaction a writer before it reads (an update that changes nothing)."""
     table = connection.ops.quote_name(Payload._meta.db_table)
-    cursor.execute(f'UPDATE {table} SET "id" = "id" WHERE 0 = 1')
+    cursor.execute(f'UPDATE {table} SET "id" = "id" WHERE "id" = %s', [""])
 
 
 def count(category: str, cutoff: datetime.datetime | None) -> int:

@@ -14,8 +14,9 @@ the control response) and says when the body was dropped. Such a row cannot be
 replayed: :func:`body_dropped` names them, and replay refuses them.
 
 Every batch is its own short transaction of at most ``PRUNE_BATCH`` rows, found through
-an index (``silo_router_payload_state``, ``silo_router_payload_body``); no row is loaded
-into Python to be deleted (ids only), so no signal runs and no long lock is held. On
+an index (``silo_router_payload_state``, ``silo_router_payload_body``), then a pause as
+long as the batch (at most ``MAX_PAUSE``) so that writers waiting for SQLite's lock get
+it. No row is loaded into Python to be deleted (ids only), so no signal runs. On
 PostgreSQL the batch's rows are locked with ``FOR UPDATE SKIP LOCKED``; on SQLite the
 batch starts with a write, so it waits for the write lock instead of failing on it.
 """
@@ -57,6 +58,8 @@ DELIVERED = "delivered"
 FAILED = "failed"
 UNROUTABLE = "unroutable"
 BODIES = "bodies"
+#: The longest pause between two batches of a run (each pause is as long as the batch before it).
+MAX_PAUSE = 0.1
 #: The categories, in the order a run prunes them (rows to delete before bodies to drop).
 CATEGORIES = (DELIVERED, FAILED, UNROUTABLE, BODIES)
 
@@ -248,6 +251,7 @@ def _prune(
             if deadline is not None and time.monotonic() >= deadline:
                 result.finished = False
                 return
+            began = time.monotonic()
             if category == BODIES:
                 done, attempts = drop_bodies_batch(cutoff, limit=limit, now=now), 0
             else:
@@ -257,6 +261,9 @@ def _prune(
             result.attempts[category] += attempts
             if done < limit:
                 break
+            # As long as the batch held the write lock, give it to others (SQLite's waiting
+            # writers poll for it), so a long run never starves the request path.
+            time.sleep(min(time.monotonic() - began, MAX_PAUSE))
 
 
 def is_body_dropped(envelope: str) -> bool:

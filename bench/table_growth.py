@@ -600,7 +600,12 @@ def explain(sql: str, params: Any) -> list[str]:
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
             return [str(row[-1]) for row in cursor.fetchall()]
         cursor.execute("EXPLAIN " + sql, params)
-        return [str(row[0]) for row in cursor.fetchall()]
+        return [_short(str(row[0])) for row in cursor.fetchall()]
+
+
+def _short(line: str, limit: int = 240) -> str:
+    """A plan line, without the thousand ids a batch names."""
+    return line if len(line) <= limit else line[:limit] + " ..."
 
 
 def explain_all() -> dict[str, dict[str, Any]]:

@@ -200,7 +200,7 @@ def count(category: str, cutoff: datetime.datetime | None) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT COUNT(*) FROM {table} WHERE \"state\" = 'delivered' "
-            f"AND \"envelope\" LIKE '{ENVELOPE_PREFIX}%%'{escape} AND \"delivered_at\" < %s",
+            f'AND "envelope" LIKE \'{ENVELOPE_PREFIX}%%\'{escape} AND "delivered_at" < %s',
             [connection.ops.adapt_datetimefield_value(cutoff)],
         )
         (found,) = cursor.fetchone()

@@ -6,8 +6,9 @@ with tests/servers.py) and each table size, a fresh database is migrated and bul
 (executemany on SQLite, COPY on PostgreSQL): payloads spread over 30 days (99% delivered,
 the rest failed and unroutable; a small active set of pending and in-flight rows, since a
 healthy control's backlog does not grow with its history; one attempt row per ten
-payloads) and installations (Integration + SlackInstallation + OrganizationMapping over
-three regions). Then, in this process:
+payloads of the last 14 days, as the sweeper keeps them) and installations (Integration +
+SlackInstallation + OrganizationMapping over three regions; the same number at both
+sizes, so a ratio is the payload table's alone). Then, in this process:
 
 - ack: signed block_actions requests through the WSGI application (the control path of
   bench/control_stages.py: verify, classify, resolve a random installation, commit the
@@ -62,6 +63,8 @@ IN_FLIGHT = 10
 FAILED_SHARE = 0.006
 UNROUTABLE_SHARE = 0.004
 ATTEMPT_EVERY = 10
+#: Attempts older than ATTEMPT_RETENTION (14 days) the sweeper has already pruned (it deletes 1000 a run).
+ATTEMPT_DAYS = 14
 
 
 # --------------------------------------------------------------------------- the parent
@@ -82,7 +85,7 @@ def main() -> int:
 
     large = args.rows or (100_000 if args.quick else 1_000_000)
     requests = args.requests or (300 if args.quick else 1000)
-    sizes = [(SMALL, min(SMALL, args.installations)), (large, args.installations)]
+    sizes = [(SMALL, args.installations), (large, args.installations)]
     results: list[dict[str, Any]] = []
     for storage in [s.strip() for s in args.storage.split(",") if s.strip()]:
         with database_server(storage) as database:
@@ -339,7 +342,7 @@ def payload_rows(count: int) -> Iterator[tuple[Any, ...]]:
         draw = rng.random()
         if n >= history + PENDING_NOT_DUE:
             state, lease_owner = "in_flight", "bench:worker"
-            last_attempt, lease_until = created, now + datetime.timedelta(seconds=40)
+            last_attempt, lease_until = created, now + datetime.timedelta(days=1)  # live through the run
         elif n >= history:
             state, attempts, enqueued = "pending", 0, now  # just published: nothing is due
         elif draw < UNROUTABLE_SHARE:
@@ -378,8 +381,15 @@ def load_payloads(count: int) -> None:
     attempt_chunk: list[tuple[Any, ...]] = []
     began = time.monotonic()
 
+    from django.utils import timezone
+
+    attempts_since = timezone.now() - datetime.timedelta(days=ATTEMPT_DAYS)
+
     def attempt_of(row: tuple[Any, ...]) -> tuple[Any, ...]:
         return (uuid.uuid4(), row[0], 1, 0, row[12], 20.0, "delivered", "", "handled", None, "", "")
+
+    def has_attempt(n: int, row: tuple[Any, ...]) -> bool:
+        return n % ATTEMPT_EVERY == 0 and row[7] != "unroutable" and row[12] >= attempts_since
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -387,7 +397,7 @@ def load_payloads(count: int) -> None:
             with raw.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
                 for n, row in enumerate(payload_rows(count)):
                     copy.write_row(row)
-                    if n % ATTEMPT_EVERY == 0 and row[7] != "unroutable":
+                    if has_attempt(n, row):
                         attempt_chunk.append(attempt_of(row))
             with raw.copy(f"COPY {attempts_table} ({', '.join(ATTEMPT_COLUMNS)}) FROM STDIN") as copy:
                 for attempt in attempt_chunk:
@@ -422,7 +432,7 @@ def load_payloads(count: int) -> None:
 
     for n, row in enumerate(payload_rows(count)):
         chunk.append(row)
-        if n % ATTEMPT_EVERY == 0 and row[7] != "unroutable":
+        if has_attempt(n, row):
             attempt_chunk.append(attempt_of(row))
         if len(chunk) >= 20_000:
             flush()

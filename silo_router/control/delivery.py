@@ -323,8 +323,9 @@ def enqueue(
     """Wake workers for ``(payload_id, region)`` pairs; return how many messages were published.
 
     A broker failure is logged and leaves the rows pending: the sweeper republishes them
-    (after ``SWEEP_GRACE``, since they are marked as published). ``mark`` records the publish time (``store`` already set it for new rows); ``retry``
-    is Celery's publish retry (off on the request path, which must not wait).
+    (after ``SWEEP_GRACE``, since they are marked as published). ``mark`` records the
+    publish time (``store`` already set it for new rows); ``retry`` is Celery's publish
+    retry (off on the request path, which must not wait).
     """
     targets = list(targets)
     if mark and targets:

@@ -178,3 +178,49 @@ def test_inside_a_callers_transaction_its_transaction_decides(groups: list[int])
         transaction.set_rollback(True)
     assert not Payload.objects.exists()
     assert groups == []  # not through the group: on the caller's own connection
+
+
+def test_on_a_sqlite_file_leaders_of_two_processes_take_turns_through_a_file_lock(groups: list[int]) -> None:
+    """A leader waits on the lock another process holds (woken when it is released), then commits."""
+    import subprocess
+    import sys
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the file lock is SQLite's: PostgreSQL has row-level concurrency")
+    lock_path = f"{connection.settings_dict['NAME']}-silo-router-lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
+            lock_path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        done = threading.Event()
+
+        def store() -> None:
+            try:
+                delivery.store([envelope("behind-the-lock")])
+            finally:
+                connection.close()
+                done.set()
+
+        thread = threading.Thread(target=store)
+        thread.start()
+        assert not done.wait(0.3)  # the other process holds the writer lock
+        assert not Payload.objects.filter(idempotency_key="behind-the-lock").exists()
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()  # it exits, and its lock goes with it
+        assert done.wait(10)
+        thread.join()
+    finally:
+        holder.kill()
+        holder.communicate()  # reaps it and closes its pipes
+    assert Payload.objects.filter(idempotency_key="behind-the-lock").exists()

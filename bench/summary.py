@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import operator
 import os
 import platform
@@ -52,6 +53,8 @@ SCRIPTS = (
     "flow_latency",
 )
 
+#: A latency figure whose percentile fell on a request that never got there (JSON has no infinity).
+NEVER = "never"
 DOCS_BEGIN = "<!-- bench/summary.py: the latest summary table begins -->"
 DOCS_END = "<!-- bench/summary.py: the latest summary table ends -->"
 
@@ -160,7 +163,8 @@ def declared_figures(record: dict[str, Any]) -> dict[str, tuple[float | None, st
     for entry in record.get("bar_figures") or ():
         if isinstance(entry, dict) and "id" in entry:
             value = entry.get("value")
-            found[str(entry["id"])] = (None if value is None else float(value), str(entry.get("note", "")))
+            number = None if value is None else math.inf if value == NEVER else float(value)
+            found[str(entry["id"])] = (number, str(entry.get("note", "")))
     return found
 
 
@@ -201,6 +205,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], profiles: list[st
     def shown(value: float | None, unit: str) -> str:
         if value is None:
             return "not measured"
+        if math.isinf(value):
+            return "never (a percentile fell on a request that never got there)"
         return f"{value:.2f}x" if unit == "x" else f"{value:.3g} {unit}"
 
     lines = [
@@ -247,7 +253,8 @@ def plot(rows: list[dict[str, Any]], path: Path, subtitle: str) -> None:
     factors = []
     for row in measured:
         value, target = max(row["value"], 1e-9), row["target"]
-        factors.append(value / target if row["op"] == ">=" else target / value)
+        factor = value / target if row["op"] == ">=" else target / value
+        factors.append(min(max(factor, 1e-3), 1e3))  # "never" is far off the bar, not off the plot
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(measured) + 1.6))
     colors = ["#2e7d32" if r["met"] else "#c62828" for r in measured]
     ax.barh(range(len(measured)), factors, color=colors)
@@ -306,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     today = datetime.date.today().isoformat()
     meta = {"date": today, "machine": machine(), "source": source()}
     rows = bar_rows(records, absent)
-    merged = {**meta, "bar": rows, "not_included": absent, "results": records}
+    written = [{**row, "value": NEVER if row["value"] == math.inf else row["value"]} for row in rows]
+    merged = {**meta, "bar": written, "not_included": absent, "results": records}
     (args.results / f"{today}.json").write_text(json.dumps(merged, indent=1) + "\n")
     profiles = [str(r["profile"]) for r in records.values() if isinstance(r, dict) and r.get("profile")]
     table = markdown(rows, meta, profiles)

@@ -7,6 +7,7 @@ and prints the time per call (the best of five batches). There is no concurrency
 cost of SQLite's single writer lock under load shows only in ``control_ack.py``.
 
     .venv/bin/python bench/control_stages.py [--iterations 2000]
+    .venv/bin/python bench/control_stages.py --quick      # 300 iterations: a check that it runs
 
 Writes bench/results/control_stages.json.
 """
@@ -97,9 +98,12 @@ def timed(fn: Callable[[], Any], iterations: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, help="calls per stage, in 5 batches (default 2000, quick 300)")
+    parser.add_argument("--quick", action="store_true", help="300 iterations: a check that it runs")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args()
+    if args.iterations is None:
+        args.iterations = 300 if args.quick else 2000
 
     with tempfile.TemporaryDirectory(prefix="silo-router-stages-") as var_dir:
         os.environ["BENCH_VAR_DIR"] = var_dir
@@ -117,7 +121,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "control_stages.json").write_text(
         json.dumps(
-            {"iterations": args.iterations, "microseconds": {k: round(v, 1) for k, v in stages.items()}}, indent=2
+            {
+                "iterations": args.iterations,
+                "quick": args.quick,
+                "microseconds": {k: round(v, 1) for k, v in stages.items()},
+            },
+            indent=2,
         )
         + "\n"
     )

@@ -212,7 +212,12 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], profiles: list[st
     lines = [
         f"Suite run of {meta['date']} at commit `{meta['source'].get('commit', '?')[:12]}`"
         f"{' (uncommitted changes)' if meta['source'].get('dirty') else ''}, {meta['machine']['cpus']} CPUs "
-        f"({meta['machine']['cpu_model']}), load average {meta['machine']['loadavg']} at the end.",
+        f"({meta['machine']['cpu_model']}), load average {meta['machine']['loadavg']} at the end."
+        + (
+            " **Every script ran with `--quick`: a check that the suite runs, not the bar's figures.**"
+            if meta.get("quick")
+            else ""
+        ),
         "",
         "| figure | measured | target | |",
         "|---|---|---|---|",
@@ -306,12 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", type=float, help="Unix time the suite started: older records are stale")
     parser.add_argument("--docs", type=Path, help="a Markdown file whose summary-table markers get the table")
     parser.add_argument("--skipped", default="", help="comma-separated scripts the suite skipped, with no record")
+    parser.add_argument("--quick", action="store_true", help="the scripts ran with --quick: say the table is no bar")
     args = parser.parse_args(argv)
     records, absent = load(args.results, args.since)
     for script in filter(None, args.skipped.split(",")):
         absent.setdefault(script, f"bench/{script}.py was skipped")
     today = datetime.date.today().isoformat()
-    meta = {"date": today, "machine": machine(), "source": source()}
+    meta = {"date": today, "machine": machine(), "source": source(), "quick": args.quick}
     rows = bar_rows(records, absent)
     written = [{**row, "value": NEVER if row["value"] == math.inf else row["value"]} for row in rows]
     merged = {**meta, "bar": written, "not_included": absent, "results": records}

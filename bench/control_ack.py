@@ -331,11 +331,10 @@ class Run:
         return self.requests + self.warmup_requests + self.errors
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
+def milliseconds(latencies: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile of ``latencies`` (seconds) in ms, rounded; NaN without any."""
+    value = openloop.percentile(latencies, q)
+    return math.nan if value is None else round(value * 1000, 2)
 
 
 def merge(target: str, mode: str, repeat: int, results: Sequence[SegmentResult], body_bytes: int) -> Run:
@@ -357,9 +356,9 @@ def merge(target: str, mode: str, repeat: int, results: Sequence[SegmentResult],
         requests=len(latencies),
         seconds=round(seconds, 3),
         rps=round(len(latencies) / seconds, 1),
-        p50_ms=round(percentile(latencies, 50) * 1000, 2),
-        p95_ms=round(percentile(latencies, 95) * 1000, 2),
-        p99_ms=round(percentile(latencies, 99) * 1000, 2),
+        p50_ms=milliseconds(latencies, 50),
+        p95_ms=milliseconds(latencies, 95),
+        p99_ms=milliseconds(latencies, 99),
         statuses=statuses,
         warmup_requests=sum(r.warmup_sent for r in results),
         warmup_statuses=warm,
@@ -555,7 +554,7 @@ def measure_open_loop(args: argparse.Namespace, target: Target, server: Server, 
     start = outcomes[0].scheduled + args.rewarmup
     warm = [o for o in outcomes if o.scheduled < start]
     measured = [o for o in outcomes if o.scheduled >= start]
-    figures = openloop.summary(measured)
+    ok = [o.latency for o in measured if o.latency is not None and 200 <= o.status < 300]
     lags = [o.send_lag for o in measured if o.send_lag is not None]
     answered = [o.answered for o in measured if o.answered is not None]
     seconds = max(max(answered, default=start) - measured[0].scheduled, 1e-9) if measured else 1e-9
@@ -566,9 +565,9 @@ def measure_open_loop(args: argparse.Namespace, target: Target, server: Server, 
         requests=len(answered),
         seconds=round(seconds, 3),
         rps=round(len(answered) / seconds, 1),
-        p50_ms=round(figures["p50_ms"] or math.nan, 2),
-        p95_ms=round(figures["p95_ms"] or math.nan, 2),
-        p99_ms=round(figures["p99_ms"] or math.nan, 2),
+        p50_ms=milliseconds(ok, 50),
+        p95_ms=milliseconds(ok, 95),
+        p99_ms=milliseconds(ok, 99),
         statuses={str(code): n for code, n in Counter(o.status for o in measured).items()},
         warmup_requests=len(warm),
         warmup_statuses={str(code): n for code, n in Counter(o.status for o in warm).items()},
@@ -579,8 +578,8 @@ def measure_open_loop(args: argparse.Namespace, target: Target, server: Server, 
         # Every scheduled request was sent (one that got no answer counts with status 0).
         bodies_sent=len(outcomes),
         rate=round(rate, 1),
-        send_lag_p50_ms=round((openloop.percentile(lags, 50) or 0.0) * 1000, 2),
-        send_lag_p99_ms=round((openloop.percentile(lags, 99) or 0.0) * 1000, 2),
+        send_lag_p50_ms=milliseconds(lags, 50),
+        send_lag_p99_ms=milliseconds(lags, 99),
     )
     report(args, run)
     return run
@@ -908,8 +907,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="open-loop requests/s for every silo_router target (default half its saturated median; 0: skip)",
     )
     parser.add_argument("--open-duration", type=float, help="seconds of each open-loop run (default 10, quick 3)")
-    parser.add_argument("--open-connections", type=int, default=32,
-                        help="open-loop connections opened ahead per client process (default 32; more on demand)")
+    parser.add_argument(
+        "--open-connections",
+        type=int,
+        default=32,
+        help="open-loop connections opened ahead per client process (default 32; more on demand)",
+    )
     parser.add_argument("--arrival", choices=openloop.ARRIVALS, default="uniform",
                         help="open-loop instants: evenly spaced (default) or Poisson")  # fmt: skip
     parser.add_argument("--settle", type=float, default=5.0,

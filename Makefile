@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint servers venv bench clean
 
 # Tests that also run on PostgreSQL (a throwaway cluster the suite starts itself).
-POSTGRES_TESTS := tests/delivery tests/transports tests/test_control_pipeline.py tests/test_region_receiver.py tests/test_control_responses.py tests/test_rerouting.py tests/test_payload_admin.py tests/test_slack_replies.py
+POSTGRES_TESTS := tests/delivery tests/transports tests/retention tests/test_control_pipeline.py tests/test_region_receiver.py tests/test_control_responses.py tests/test_rerouting.py tests/test_payload_admin.py tests/test_slack_replies.py
 
 $(STAMP): setup.cfg pyproject.toml requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

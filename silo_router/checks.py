@@ -88,6 +88,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if conf.is_region:
         errors += _check_region()
     errors += _check_control_url()
+    errors += _check_retention()
     return errors
 
 
@@ -591,6 +592,69 @@ def _check_installations() -> list[CheckMessage]:
                 hint="Keep BOT_TOKEN for one workspace (every request uses it), or remove it and install "
                 "workspaces through OAuth with CLIENT_ID and CLIENT_SECRET.",
                 id="silo_router.E027",
+            )
+        )
+    return errors
+
+
+#: The largest ``PRUNE_BATCH``: a batch's ids are bound as one statement's parameters.
+PRUNE_BATCH_MAX = 10_000
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_retention() -> list[CheckMessage]:
+    """Retention periods (E031), ``PRUNE_BATCH`` (E032), ``BODY_RETENTION`` (E033), failures kept
+    less long than successes (W007)."""
+    errors: list[CheckMessage] = []
+    periods_ok = True
+    for name in ("DELIVERED_RETENTION", "FAILED_RETENTION"):
+        value = conf.get(name)
+        if not (_is_number(value) and value > 0):
+            periods_ok = False
+            errors.append(
+                Error(
+                    f"SILO_ROUTER[{name!r}] must be a positive number of seconds, not {value!r}.",
+                    hint=f"The default is {DEFAULTS[name]!r} ({DEFAULTS[name] // 86400} days).",
+                    id="silo_router.E031",
+                )
+            )
+    batch = conf.get("PRUNE_BATCH")
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and 0 < batch <= PRUNE_BATCH_MAX):
+        errors.append(
+            Error(
+                f"SILO_ROUTER['PRUNE_BATCH'] must be a whole number from 1 to {PRUNE_BATCH_MAX}, not {batch!r}.",
+                hint=f"Rows deleted per short transaction; the default is {DEFAULTS['PRUNE_BATCH']!r}.",
+                id="silo_router.E032",
+            )
+        )
+    body = conf.get("BODY_RETENTION")
+    if body is not None and not (_is_number(body) and body > 0):
+        errors.append(
+            Error(
+                f"SILO_ROUTER['BODY_RETENTION'] must be None or a positive number of seconds, not {body!r}.",
+                hint="None (the default) keeps a delivered payload's body as long as the row.",
+                id="silo_router.E033",
+            )
+        )
+    elif body is not None and periods_ok and body >= conf.DELIVERED_RETENTION:
+        errors.append(
+            Error(
+                f"SILO_ROUTER['BODY_RETENTION'] ({body!r} s) is not below DELIVERED_RETENTION "
+                f"({conf.get('DELIVERED_RETENTION')!r} s): the row would be deleted before its body is dropped.",
+                hint="Set it below DELIVERED_RETENTION, or to None to keep bodies as long as the rows.",
+                id="silo_router.E033",
+            )
+        )
+    if periods_ok and conf.FAILED_RETENTION < conf.DELIVERED_RETENTION:
+        errors.append(
+            Warning(
+                "SILO_ROUTER['FAILED_RETENTION'] is shorter than DELIVERED_RETENTION: failed and unroutable "
+                "payloads, the ones an operator may still replay, are deleted before delivered ones.",
+                hint="Keep failures at least as long as deliveries (defaults: 30 days and 7 days).",
+                id="silo_router.W007",
             )
         )
     return errors

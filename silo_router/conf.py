@@ -89,6 +89,15 @@ DEFAULTS: dict[str, Any] = {
     "TRACE_URL": None,
     #: Seconds a payload's attempts are kept for its timeline in the admin.
     "ATTEMPT_RETENTION": 14 * 24 * 3600,
+    #: Seconds a delivered payload is kept after its delivery (the retention task deletes it then).
+    "DELIVERED_RETENTION": 7 * 24 * 3600,
+    #: Seconds a failed or unroutable payload is kept (from its creation and its last attempt) unless replayed.
+    "FAILED_RETENTION": 30 * 24 * 3600,
+    #: Seconds after delivery when a payload's body and headers are dropped (a stub keeps the rest);
+    #: None: the body stays as long as the row. Below DELIVERED_RETENTION.
+    "BODY_RETENTION": None,
+    #: Rows the retention task deletes (or bodies it drops) per transaction.
+    "PRUNE_BATCH": 1000,
     #: Spans through the OpenTelemetry API too; None: when opentelemetry-api is installed.
     "OPENTELEMETRY": None,
     "QUEUED_SIGNATURE_MAX_AGE": 86400,
@@ -346,6 +355,23 @@ class SiloRouterSettings:
     @property
     def ATTEMPT_RETENTION(self) -> float:
         return float(self.get("ATTEMPT_RETENTION"))
+
+    @property
+    def DELIVERED_RETENTION(self) -> float:
+        return float(self.get("DELIVERED_RETENTION"))
+
+    @property
+    def FAILED_RETENTION(self) -> float:
+        return float(self.get("FAILED_RETENTION"))
+
+    @property
+    def BODY_RETENTION(self) -> float | None:
+        value = self.get("BODY_RETENTION")
+        return None if value is None else float(value)
+
+    @property
+    def PRUNE_BATCH(self) -> int:
+        return int(self.get("PRUNE_BATCH"))
 
     @property
     def OPENTELEMETRY(self) -> bool | None:

@@ -12,6 +12,7 @@ DELIVER_BATCH_TASK = "silo_router.control.deliver_batch"
 DRAIN_TASK = "silo_router.control.drain"
 CHECK_LOADING_VIEW_TASK = "silo_router.control.check_loading_view"
 ROTATE_TOKENS_TASK = "silo_router.control.rotate_tokens"
+PRUNE_TASK = "silo_router.control.prune"
 
 
 def beat_schedule(every: float = 5.0) -> dict[str, dict[str, Any]]:
@@ -26,3 +27,19 @@ def token_rotation_schedule(every: float = 600.0) -> dict[str, dict[str, Any]]:
     ``every`` well under ``SLACK["TOKEN_ROTATION_MARGIN"]`` (2 hours by default).
     """
     return {"silo-router-rotate-tokens": {"task": ROTATE_TOKENS_TASK, "schedule": every, "options": {"expires": every}}}
+
+
+def retention_schedule(every: float = 3600.0) -> dict[str, dict[str, Any]]:
+    """The entry that deletes expired payloads and drops old bodies (``DELIVERED_RETENTION`` and on).
+
+    ``CELERY_BEAT_SCHEDULE = {**beat_schedule(), **retention_schedule()}``. Each run stops
+    after ``every`` seconds at most and the next one goes on, so runs never overlap.
+    """
+    return {
+        "silo-router-prune": {
+            "task": PRUNE_TASK,
+            "schedule": every,
+            "kwargs": {"max_seconds": every * 0.9},
+            "options": {"expires": every},
+        }
+    }

@@ -84,7 +84,7 @@ from silo_router.transports import (
     transport_for,
 )
 
-from . import circuits, followups, ingest, wakeup
+from . import circuits, followups, ingest, retention, wakeup
 from .beat import DELIVER_TASK, DRAIN_TASK
 from .models import Payload, PayloadAttempt
 from .publishing import publish_within, send_task
@@ -1283,6 +1283,7 @@ def replay(payload_ids: Iterable[str]) -> int:
     reset = (
         Payload.objects.filter(pk__in=ids, state__in=(State.FAILED, State.DELIVERED))
         .exclude(region="")
+        .exclude(envelope__startswith=retention.BODY_DROPPED_PREFIX)
         .update(
             state=State.PENDING,
             attempts=0,

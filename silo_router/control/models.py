@@ -267,11 +267,39 @@ class Payload(models.Model):
     )
 
     class Meta:
+        # Each index matches queries (docs/retention.md lists them with their plans). Partial
+        # indexes hold only the rows their queries look for, so they stay small however many
+        # delivered rows pile up.
         indexes = [
-            models.Index(fields=["loading_check_at"], name="silo_router_payload_loading"),
-            models.Index(fields=["state", "next_attempt_at"], name="silo_router_payload_due"),
-            models.Index(fields=["region", "state"], name="silo_router_payload_region"),
+            # Due pending rows of a region, oldest first: the sweeper, batch claims, a region's release.
+            models.Index(
+                fields=["region", "created_at", "next_attempt_at", "enqueued_at"],
+                condition=models.Q(state="pending"),
+                name="silo_router_payload_pending",
+            ),
+            # Leases that ran out (expire_leases).
+            models.Index(
+                fields=["lease_until"], condition=models.Q(state="in_flight"), name="silo_router_payload_lease"
+            ),
+            # Loading modals whose check is due (followups.run_due_checks).
+            models.Index(
+                fields=["loading_check_at"],
+                condition=models.Q(loading_check_at__isnull=False),
+                name="silo_router_payload_loading",
+            ),
+            # Counts per region and state, and the oldest active row (the admin's region status).
+            models.Index(fields=["region", "state", "created_at"], name="silo_router_payload_region"),
+            # Strict-order keys: predecessors and the next one.
             models.Index(fields=["ordering_key", "created_at"], name="silo_router_payload_order"),
+            # Retention (oldest rows of a state) and the admin's state filter.
+            models.Index(fields=["state", "created_at"], name="silo_router_payload_state"),
+            # Delivered rows that still hold their body (BODY_RETENTION): a stored envelope is
+            # canonical JSON with sorted keys, so it begins with its body; a stub does not.
+            models.Index(
+                fields=["delivered_at"],
+                condition=models.Q(state="delivered", envelope__startswith='{"body":'),
+                name="silo_router_payload_body",
+            ),
         ]
         ordering = ["-created_at"]
 

@@ -25,7 +25,7 @@ from silo_router import tracing
 from silo_router.envelope import Envelope
 from silo_router.providers.registry import get_provider
 
-from . import delivery
+from . import delivery, retention
 from .models import Payload
 from .pipeline import resolver
 
@@ -41,12 +41,16 @@ class ReplayResult:
     replayed: int = 0
     rerouted: int = 0
     still_unroutable: int = 0
+    #: Refused: their body was dropped after ``BODY_RETENTION`` (:mod:`.retention`).
+    body_dropped: int = 0
 
     def summary(self) -> str:
         text = f"{self.replayed} payloads queued for delivery again"
         if self.rerouted or self.still_unroutable:
             text += f"; {self.rerouted} unroutable payloads routed to a region"
             text += f", {self.still_unroutable} still unroutable (add the installation's mapping, then replay)"
+        if self.body_dropped:
+            text += f"; {self.body_dropped} not replayed: {retention.BODY_DROPPED_REASON}"
         return text + "."
 
 
@@ -63,8 +67,11 @@ def replay(payload_ids: Iterable[str]) -> ReplayResult:
                 rerouted += 1
             else:
                 still += 1
-        others = [pk for pk in ids if pk not in set(unroutable)]
-        result = ReplayResult(replayed=delivery.replay(others), rerouted=rerouted, still_unroutable=still)
+        dropped = set(retention.body_dropped(ids))
+        others = [pk for pk in ids if pk not in set(unroutable) and pk not in dropped]
+        result = ReplayResult(
+            replayed=delivery.replay(others), rerouted=rerouted, still_unroutable=still, body_dropped=len(dropped)
+        )
         span.set(replayed=result.replayed, rerouted=rerouted, still_unroutable=still)
     return result
 

@@ -16,8 +16,16 @@ from silo_router.conf import conf
 from silo_router.exceptions import EnvelopeRejected
 from silo_router.transports.celery import CONFIRM_TASK, hop_of
 
-from . import delivery
-from .beat import CHECK_LOADING_VIEW_TASK, DELIVER_BATCH_TASK, DELIVER_TASK, DRAIN_TASK, ROTATE_TOKENS_TASK, SWEEP_TASK
+from . import delivery, retention
+from .beat import (
+    CHECK_LOADING_VIEW_TASK,
+    DELIVER_BATCH_TASK,
+    DELIVER_TASK,
+    DRAIN_TASK,
+    PRUNE_TASK,
+    ROTATE_TOKENS_TASK,
+    SWEEP_TASK,
+)
 from .models import Payload
 from .slack.rotation import rotate_expiring_tokens
 
@@ -103,3 +111,10 @@ def confirm_delivery(self: Task[Any, Any], payload_id: str, outcome: str, reason
         result = str(delivery.confirm(payload_id, outcome=outcome, reason=reason))
         span.set(outcome=result)
         return result
+
+
+@shared_task(name=PRUNE_TASK, ignore_result=True)
+def prune(max_seconds: float | None = None) -> dict[str, Any]:
+    """Delete expired payloads with their attempts and drop old bodies, in short batches
+    (scheduled by :func:`silo_router.control.beat.retention_schedule`)."""
+    return retention.prune(max_seconds=max_seconds).as_dict()

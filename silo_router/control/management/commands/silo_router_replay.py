@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from silo_router.control import rerouting
+from silo_router.control import rerouting, retention
 from silo_router.control.models import Payload
 
 
@@ -56,4 +56,5 @@ class Command(BaseCommand):
                 + (" (add the installation's mapping, then replay again)" if result.still_unroutable else "")
             )
             return
-        self.stdout.write(f"replayed {result.replayed} payloads")
+        refused = f"; {result.body_dropped} refused: {retention.BODY_DROPPED_REASON}" if result.body_dropped else ""
+        self.stdout.write(f"replayed {result.replayed} payloads{refused}")

@@ -150,9 +150,39 @@ def print_case(result: dict[str, Any]) -> None:
     print(f"  (loaded in {result['load_seconds']:.0f} s; retention batch removed {result['retention_rows']} rows)")
 
 
+#: The bar's table size (bench/summary.py's ``growth.*``: large over small within 1.2x), and its figures.
+BAR_ROWS = 1_000_000
+BAR_FIGURES = (("ack_p50", "ack_p50_ms"), ("claim", "claim_p50_ms"))
+
+
+def bar_figures(results: list[dict[str, Any]], *, quick: bool) -> list[dict[str, Any]]:
+    """``growth.<figure>.<storage>``: the figure with the large table over the figure with SMALL rows."""
+    figures = []
+    for storage in dict.fromkeys(r["storage"] for r in results):
+        pair = sorted((r for r in results if r["storage"] == storage), key=lambda r: r["rows"])
+        small, large = pair[0], pair[-1]
+        for name, key in BAR_FIGURES:
+            note = f"{large['figures'][key]:.3f} ms with {large['rows']:,} rows"
+            note += f", {small['figures'][key]:.3f} with {small['rows']:,}"
+            if large["rows"] != BAR_ROWS:
+                note += f"; {'--quick' if quick else '--rows'}: not the bar's {BAR_ROWS:,}"
+            value = (
+                round(large["figures"][key] / small["figures"][key], 3)
+                if len(pair) > 1 and small["figures"][key]
+                else None
+            )
+            figures.append({"id": f"growth.{name}.{storage}", "value": value, "unit": "x", "note": note})
+    return figures
+
+
 def write_results(results: list[dict[str, Any]], out: Path, *, quick: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    document = {"date": datetime.date.today().isoformat(), "quick": quick, "cases": results}
+    document = {
+        "date": datetime.date.today().isoformat(),
+        "quick": quick,
+        "cases": results,
+        "bar_figures": bar_figures(results, quick=quick),
+    }
     (out / "table_growth.json").write_text(json.dumps(document, indent=2) + "\n")
     lines = ["| storage | payload rows | installations | " + " | ".join(label for _, label in FIGURES) + " |"]
     lines.append("|" + " --- |" * (3 + len(FIGURES)))

@@ -15,7 +15,6 @@ Writes bench/results/control_stages.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import itertools
 import json
@@ -31,6 +30,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+import in_process  # noqa: E402
 from loadgen import BodyFactory  # noqa: E402
 
 SLACK_SIGNING_SECRET = "bench-only-slack-signing-secret-0123456789"
@@ -152,45 +152,16 @@ def measure(iterations: int) -> dict[str, float]:
     bodies = BodyFactory("stages")
     counter = itertools.count()
 
-    def signed(body: bytes) -> dict[str, str]:
-        timestamp = str(int(time.time()) + 30)  # fresh for the whole run (see loadgen.client_main)
-        return {
-            "content-type": "application/x-www-form-urlencoded",
-            "x-slack-request-timestamp": timestamp,
-            "x-slack-signature": verifier.generate_signature(timestamp=timestamp, body=body.decode()),
-        }
-
     # Pre-sign every request of the WSGI run (signing is the client's cost, not ours).
     total = min(200, iterations) + max(1, iterations // BATCHES) * BATCHES
     prepared = []
     for _ in range(total):
         body = bodies.body(next(counter))
-        prepared.append((body, signed(body)))
+        prepared.append(in_process.signed_environ(body, verifier))  # fresh for the whole run
     queue = iter(prepared)
 
     def through_wsgi() -> None:
-        body, headers = next(queue)
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/extensions/slack/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": headers["content-type"],
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_HOST": "127.0.0.1:8000",
-            "HTTP_X_SLACK_REQUEST_TIMESTAMP": headers["x-slack-request-timestamp"],
-            "HTTP_X_SLACK_SIGNATURE": headers["x-slack-signature"],
-        }
-        status: list[str] = []
-        result = application(environ, lambda s, h, exc_info=None: status.append(s))
-        b"".join(result)
-        with contextlib.suppress(AttributeError):
-            result.close()
-        if not status or not status[0].startswith("200"):
-            raise RuntimeError(f"the control path answered {status}")
+        in_process.answer_ok(application, next(queue))
 
     def healthz() -> None:
         environ = {
@@ -203,10 +174,7 @@ def measure(iterations: int) -> dict[str, float]:
             "wsgi.input": io.BytesIO(b""),
             "HTTP_HOST": "127.0.0.1:8000",
         }
-        result = application(environ, lambda s, h, exc_info=None: None)
-        b"".join(result)
-        with contextlib.suppress(AttributeError):
-            result.close()
+        in_process.answer(application, environ)
 
     stages: dict[str, float] = {}
     stages["Django request cycle alone (GET /healthz, same project)"] = timed(healthz, iterations)
@@ -217,7 +185,7 @@ def measure(iterations: int) -> dict[str, float]:
 
     provider = get_provider("slack")
     body = bodies.body(next(counter))
-    headers = signed(body)
+    headers = in_process.signed_headers(body, verifier)
     inbound = provider.parse(body=body, headers=headers)
     stages["verify signature"] = timed(lambda: provider.verify(body=body, headers=headers), iterations)
     stages["parse + classify"] = timed(lambda: provider.parse(body=body, headers=headers), iterations)

@@ -566,6 +566,7 @@ def batch_claim_select(region: str) -> Any:
 
 def ack_timings(count: int, teams: list[str]) -> list[float]:
     """Milliseconds per signed block_actions request through the WSGI application, each for a random team."""
+    import in_process
     from loadgen import TEAM_ID, BodyFactory
     from projects.wsgi import application
     from slack_sdk.signature import SignatureVerifier
@@ -577,39 +578,14 @@ def ack_timings(count: int, teams: list[str]) -> list[float]:
     warmup = 50
     for n in range(count + warmup):
         body = bodies.body(n).replace(TEAM_ID.encode(), rng.choice(teams).encode())
-        timestamp = str(int(time.time()) + 30)
-        signature = verifier.generate_signature(timestamp=timestamp, body=body.decode())
-        prepared.append((body, timestamp, signature))
+        prepared.append(in_process.signed_environ(body, verifier))
 
-    def one(body: bytes, timestamp: str, signature: str) -> None:
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/extensions/slack/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": "application/x-www-form-urlencoded",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_HOST": "127.0.0.1:8000",
-            "HTTP_X_SLACK_REQUEST_TIMESTAMP": timestamp,
-            "HTTP_X_SLACK_SIGNATURE": signature,
-        }
-        status: list[str] = []
-        result = application(environ, lambda s, h, exc_info=None: status.append(s))
-        b"".join(result)
-        with contextlib.suppress(AttributeError):
-            result.close()
-        if not status or not status[0].startswith("200"):
-            raise RuntimeError(f"the control path answered {status}")
-
-    for args in prepared[:warmup]:
-        one(*args)
+    for request in prepared[:warmup]:
+        in_process.answer_ok(application, request)
     out = []
-    for args in prepared[warmup:]:
+    for request in prepared[warmup:]:
         began = time.perf_counter()
-        one(*args)
+        in_process.answer_ok(application, request)
         out.append((time.perf_counter() - began) * 1000)
     return out
 

@@ -36,6 +36,7 @@ import contextlib
 import datetime
 import io
 import json
+import math
 import os
 import random
 import statistics
@@ -52,6 +53,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT))
+
+from openloop import percentile  # noqa: E402
 
 SLACK_SIGNING_SECRET = "bench-only-slack-signing-secret-0123456789"
 REGIONS = ("us", "eu", "ap")
@@ -483,11 +486,6 @@ def analyze() -> None:
             cursor.execute("VACUUM")  # index-only scans need the visibility map, as autovacuum keeps it
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def each_ms(fn: Callable[[], Any], n: int, *, warmup: int = 20) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -508,8 +506,8 @@ def measure(case: dict[str, Any], teams: list[str]) -> tuple[dict[str, float], i
     figures: dict[str, float] = {}
     acks = ack_timings(case["requests"], teams)
     figures["ack_p50_ms"] = statistics.median(acks)
-    figures["ack_p90_ms"] = percentile(acks, 0.90)
-    figures["ack_p99_ms"] = percentile(acks, 0.99)
+    figures["ack_p90_ms"] = percentile(acks, 90) or math.nan
+    figures["ack_p99_ms"] = percentile(acks, 99) or math.nan
     log(f"ack p50 {figures['ack_p50_ms']:.3f} ms")
 
     fresh = [str(pk) for pk in Payload.objects.filter(state="pending", enqueued_at__isnull=False)

@@ -637,6 +637,7 @@ def explain_all() -> dict[str, dict[str, Any]]:
     Payload.objects.filter(pk=pending).update(enqueued_at=None)
     steps: dict[str, Callable[[], Any]] = {
         "claim (delivery.claim)": lambda: delivery.claim(pending),
+        "claim a batch (delivery.claim_batch, region us)": lambda: delivery.claim_batch(region="us", limit=100),
         "expire leases (sweep)": lambda: delivery.expire_leases(now=now),
         "sweep: due rows and regions": lambda: sweep_without_publishing(delivery),
         "loading checks due (sweep)": lambda: followups.run_due_checks(now=now),

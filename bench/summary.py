@@ -207,7 +207,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], profiles: list[st
             return "not measured"
         if math.isinf(value):
             return "never (a percentile fell on a request that never got there)"
-        return f"{value:.2f}x" if unit == "x" else f"{value:.3g} {unit}"
+        if unit == "x":
+            return f"{value:.2f}x"
+        return f"{value:,.0f} {unit}" if value >= 1000 else f"{value:.3g} {unit}"
 
     lines = [
         f"Suite run of {meta['date']} at commit `{meta['source'].get('commit', '?')[:12]}`"

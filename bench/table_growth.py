@@ -598,7 +598,7 @@ def captured() -> Iterator[list[tuple[str, Any]]]:
     seen: list[tuple[str, Any]] = []
 
     def record(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        if not many and sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+        if not many and sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
             seen.append((sql, params))
         return execute(sql, params, many, context)
 

@@ -25,8 +25,9 @@ starts. Three measurements:
                   generator itself limits a measurement.
   one_connection  closed loop, one connection: one request at a time
   open_loop       silo_router targets only: requests scheduled at a fixed rate (half of
-                  the target's saturated rate unless ``--rate``), evenly spaced, latency
-                  from each request's scheduled send time (no coordinated omission)
+                  the target's saturated rate unless ``--rate``) by bench/openloop.py,
+                  evenly spaced unless ``--arrival poisson``, latency from each request's
+                  scheduled instant (no coordinated omission)
 
 Afterwards every silo_router server's database must hold one Payload row per request it
 was sent, and its broker must name every stored payload in exactly one wake-up message
@@ -51,6 +52,7 @@ import functools
 import http.client
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import shutil
@@ -62,6 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,16 +74,8 @@ REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 sys.path.insert(0, str(BENCH_DIR))
 
-from loadgen import (  # noqa: E402
-    ClientPool,
-    OpenLoopResult,
-    OpenLoopSegment,
-    Segment,
-    SegmentResult,
-    WrkResult,
-    run_wrk,
-    wrk_binary,
-)
+import openloop  # noqa: E402
+from loadgen import ClientPool, Segment, SegmentResult, WrkResult, run_wrk, wrk_binary  # noqa: E402
 from projects import storage as bench_storage  # noqa: E402
 
 SLACK_SIGNING_SECRET = "bench-only-slack-signing-secret-0123456789"
@@ -336,11 +331,10 @@ class Run:
         return self.requests + self.warmup_requests + self.errors
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
+def milliseconds(latencies: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile of ``latencies`` (seconds) in ms, rounded; NaN without any."""
+    value = openloop.percentile(latencies, q)
+    return math.nan if value is None else round(value * 1000, 2)
 
 
 def merge(target: str, mode: str, repeat: int, results: Sequence[SegmentResult], body_bytes: int) -> Run:
@@ -362,9 +356,9 @@ def merge(target: str, mode: str, repeat: int, results: Sequence[SegmentResult],
         requests=len(latencies),
         seconds=round(seconds, 3),
         rps=round(len(latencies) / seconds, 1),
-        p50_ms=round(percentile(latencies, 50) * 1000, 2),
-        p95_ms=round(percentile(latencies, 95) * 1000, 2),
-        p99_ms=round(percentile(latencies, 99) * 1000, 2),
+        p50_ms=milliseconds(latencies, 50),
+        p95_ms=milliseconds(latencies, 95),
+        p99_ms=milliseconds(latencies, 99),
         statuses=statuses,
         warmup_requests=sum(r.warmup_sent for r in results),
         warmup_statuses=warm,
@@ -544,54 +538,48 @@ def measure(
     return runs
 
 
-def measure_open_loop(args: argparse.Namespace, pool: ClientPool, target: Target, server: Server, rate: float) -> Run:
-    """``rate`` requests a second, evenly spaced, from every client process in turn, for ``--open-duration``."""
-    processes = args.clients
-
-    def segment_for(index: int) -> OpenLoopSegment:
-        return OpenLoopSegment(
-            label=target.name, port=server.port, path=target.path, secret=SLACK_SIGNING_SECRET,
-            rate=rate / processes, offset=index / rate, connections=args.open_connections,
-            warmup=args.rewarmup, duration=args.open_duration, tag=f"{int(time.time()):x}{target.name}o",
-        )  # fmt: skip
-
-    results: list[OpenLoopResult]
-    results, body_bytes = pool.run(segment_for, timeout=120 + args.rewarmup + args.open_duration)
-    latencies = sorted(a - s for r in results for s, a in zip(r.scheduled, r.answered, strict=True))
-    lags = sorted(x - s for r in results for s, x in zip(r.scheduled, r.sent, strict=True))
-    statuses: dict[str, int] = {}
-    warm: dict[str, int] = {}
-    for r in results:
-        for code in r.statuses:
-            statuses[str(code)] = statuses.get(str(code), 0) + 1
-        for code, n in r.warmup_statuses.items():
-            warm[str(code)] = warm.get(str(code), 0) + n
-    first = min((r.scheduled[0] for r in results if r.scheduled), default=0.0)
-    last = max((r.answered[-1] for r in results if r.answered), default=0.0)
-    seconds = max(last - first, 1e-9)
-    errors = sum(r.errors for r in results)
+def measure_open_loop(args: argparse.Namespace, target: Target, server: Server, rate: float) -> Run:
+    """``rate`` requests a second by bench/openloop.py, ``--rewarmup`` seconds of warm-up then ``--open-duration``
+    measured; latency from each request's scheduled instant."""
+    count = max(2, math.ceil(rate * (args.rewarmup + args.open_duration)))
+    bodies = openloop.ClickBodies(f"{int(time.time()):x}{target.name}o").bodies(count)
+    requests = openloop.signed_requests(
+        bodies, port=server.port, path=target.path, secret=SLACK_SIGNING_SECRET,
+        fresh_for=args.rewarmup + args.open_duration + 5,
+    )  # fmt: skip
+    outcomes, _ = openloop.run(
+        requests, port=server.port, rate=rate, arrival=args.arrival, processes=args.clients,
+        connections=args.open_connections,
+    )  # fmt: skip
+    start = outcomes[0].scheduled + args.rewarmup
+    warm = [o for o in outcomes if o.scheduled < start]
+    measured = [o for o in outcomes if o.scheduled >= start]
+    ok = [o.latency for o in measured if o.latency is not None and 200 <= o.status < 300]
+    lags = [o.send_lag for o in measured if o.send_lag is not None]
+    answered = [o.answered for o in measured if o.answered is not None]
+    seconds = max(max(answered, default=start) - measured[0].scheduled, 1e-9) if measured else 1e-9
     run = Run(
         target=target.name,
         mode="open_loop",
         repeat=0,
-        requests=len(latencies),
+        requests=len(answered),
         seconds=round(seconds, 3),
-        rps=round(len(latencies) / seconds, 1),
-        p50_ms=round(percentile(latencies, 50) * 1000, 2),
-        p95_ms=round(percentile(latencies, 95) * 1000, 2),
-        p99_ms=round(percentile(latencies, 99) * 1000, 2),
-        statuses=statuses,
-        warmup_requests=sum(r.warmup_sent for r in results),
-        warmup_statuses=warm,
-        errors=errors,
-        samples=[x for r in results for x in r.samples][:5],
-        body_bytes=body_bytes,
-        generator="python",
-        # Every scheduled request was sent (a failed one counts with status 0).
-        bodies_sent=len(latencies) + sum(r.warmup_sent for r in results),
+        rps=round(len(answered) / seconds, 1),
+        p50_ms=milliseconds(ok, 50),
+        p95_ms=milliseconds(ok, 95),
+        p99_ms=milliseconds(ok, 99),
+        statuses={str(code): n for code, n in Counter(o.status for o in measured).items()},
+        warmup_requests=len(warm),
+        warmup_statuses={str(code): n for code, n in Counter(o.status for o in warm).items()},
+        errors=sum(1 for o in outcomes if o.error),
+        samples=[f"{o.status} {o.error}" for o in outcomes if o.error][:5],
+        body_bytes=len(bodies[0]),
+        generator="openloop",
+        # Every scheduled request was sent (one that got no answer counts with status 0).
+        bodies_sent=len(outcomes),
         rate=round(rate, 1),
-        send_lag_p50_ms=round(percentile(lags, 50) * 1000, 2),
-        send_lag_p99_ms=round(percentile(lags, 99) * 1000, 2),
+        send_lag_p50_ms=milliseconds(lags, 50),
+        send_lag_p99_ms=milliseconds(lags, 99),
     )
     report(args, run)
     return run
@@ -919,8 +907,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="open-loop requests/s for every silo_router target (default half its saturated median; 0: skip)",
     )
     parser.add_argument("--open-duration", type=float, help="seconds of each open-loop run (default 10, quick 3)")
-    parser.add_argument("--open-connections", type=int, default=32,
-                        help="open-loop connections per client process (default 32)")  # fmt: skip
+    parser.add_argument(
+        "--open-connections",
+        type=int,
+        default=32,
+        help="open-loop connections opened ahead per client process (default 32; more on demand)",
+    )
+    parser.add_argument("--arrival", choices=openloop.ARRIVALS, default="uniform",
+                        help="open-loop instants: evenly spaced (default) or Poisson")  # fmt: skip
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds the store check waits at most for late wake-ups (default 5)")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
@@ -1036,7 +1030,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.rate != 0:
                     for target in filter(is_silo, targets):
                         rate = args.rate or saturated[target.name]["rps_median"] / 2
-                        runs.append(measure_open_loop(args, pool, target, servers[target.name], rate))
+                        runs.append(measure_open_loop(args, target, servers[target.name], rate))
                 if args.profile:
                     target = next((t for t in targets if t.name == args.profile_target), None)
                     if target is None:
@@ -1128,9 +1122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "storages": sorted(storages),
             "open_loop": {
                 "rate": args.rate if args.rate is not None else "half of each silo_router target's saturated median",
-                "schedule": "uniform (evenly spaced), latency from the scheduled send time",
+                "generator": "bench/openloop.py",
+                "arrival": args.arrival,
+                "latency": "from each request's scheduled instant",
                 "duration_s": args.open_duration,
-                "connections": args.open_connections * args.clients,
+                "connections_opened_ahead": args.open_connections * args.clients,
             },
             "request_body_bytes": max((r.body_bytes for r in runs), default=0),
             "quick": args.quick,

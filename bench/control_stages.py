@@ -7,6 +7,7 @@ and prints the time per call (the best of five batches). There is no concurrency
 cost of SQLite's single writer lock under load shows only in ``control_ack.py``.
 
     .venv/bin/python bench/control_stages.py [--iterations 2000]
+    .venv/bin/python bench/control_stages.py --quick      # 300 iterations: a check that it runs
 
 Writes bench/results/control_stages.json.
 """
@@ -14,7 +15,6 @@ Writes bench/results/control_stages.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import itertools
 import json
@@ -30,6 +30,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
+import in_process  # noqa: E402
 from loadgen import BodyFactory  # noqa: E402
 
 SLACK_SIGNING_SECRET = "bench-only-slack-signing-secret-0123456789"
@@ -97,9 +98,12 @@ def timed(fn: Callable[[], Any], iterations: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, help="calls per stage, in 5 batches (default 2000, quick 300)")
+    parser.add_argument("--quick", action="store_true", help="300 iterations: a check that it runs")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     args = parser.parse_args()
+    if args.iterations is None:
+        args.iterations = 300 if args.quick else 2000
 
     with tempfile.TemporaryDirectory(prefix="silo-router-stages-") as var_dir:
         os.environ["BENCH_VAR_DIR"] = var_dir
@@ -117,7 +121,12 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "control_stages.json").write_text(
         json.dumps(
-            {"iterations": args.iterations, "microseconds": {k: round(v, 1) for k, v in stages.items()}}, indent=2
+            {
+                "iterations": args.iterations,
+                "quick": args.quick,
+                "microseconds": {k: round(v, 1) for k, v in stages.items()},
+            },
+            indent=2,
         )
         + "\n"
     )
@@ -143,45 +152,16 @@ def measure(iterations: int) -> dict[str, float]:
     bodies = BodyFactory("stages")
     counter = itertools.count()
 
-    def signed(body: bytes) -> dict[str, str]:
-        timestamp = str(int(time.time()) + 30)  # fresh for the whole run (see loadgen.client_main)
-        return {
-            "content-type": "application/x-www-form-urlencoded",
-            "x-slack-request-timestamp": timestamp,
-            "x-slack-signature": verifier.generate_signature(timestamp=timestamp, body=body.decode()),
-        }
-
     # Pre-sign every request of the WSGI run (signing is the client's cost, not ours).
     total = min(200, iterations) + max(1, iterations // BATCHES) * BATCHES
     prepared = []
     for _ in range(total):
         body = bodies.body(next(counter))
-        prepared.append((body, signed(body)))
+        prepared.append(in_process.signed_environ(body, verifier))  # fresh for the whole run
     queue = iter(prepared)
 
     def through_wsgi() -> None:
-        body, headers = next(queue)
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/extensions/slack/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": headers["content-type"],
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_HOST": "127.0.0.1:8000",
-            "HTTP_X_SLACK_REQUEST_TIMESTAMP": headers["x-slack-request-timestamp"],
-            "HTTP_X_SLACK_SIGNATURE": headers["x-slack-signature"],
-        }
-        status: list[str] = []
-        result = application(environ, lambda s, h, exc_info=None: status.append(s))
-        b"".join(result)
-        with contextlib.suppress(AttributeError):
-            result.close()
-        if not status or not status[0].startswith("200"):
-            raise RuntimeError(f"the control path answered {status}")
+        in_process.answer_ok(application, next(queue))
 
     def healthz() -> None:
         environ = {
@@ -194,10 +174,7 @@ def measure(iterations: int) -> dict[str, float]:
             "wsgi.input": io.BytesIO(b""),
             "HTTP_HOST": "127.0.0.1:8000",
         }
-        result = application(environ, lambda s, h, exc_info=None: None)
-        b"".join(result)
-        with contextlib.suppress(AttributeError):
-            result.close()
+        in_process.answer(application, environ)
 
     stages: dict[str, float] = {}
     stages["Django request cycle alone (GET /healthz, same project)"] = timed(healthz, iterations)
@@ -208,7 +185,7 @@ def measure(iterations: int) -> dict[str, float]:
 
     provider = get_provider("slack")
     body = bodies.body(next(counter))
-    headers = signed(body)
+    headers = in_process.signed_headers(body, verifier)
     inbound = provider.parse(body=body, headers=headers)
     stages["verify signature"] = timed(lambda: provider.verify(body=body, headers=headers), iterations)
     stages["parse + classify"] = timed(lambda: provider.parse(body=body, headers=headers), iterations)

@@ -43,7 +43,6 @@ import dataclasses
 import datetime
 import hashlib
 import hmac
-import importlib.metadata
 import json
 import os
 import platform
@@ -57,24 +56,34 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis as redis_client
 import requests
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
-sys.path.insert(0, str(REPO_DIR))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cluster_runs import (  # noqa: E402
+    CIRCUIT_TABLE,
+    COMPRESSED_SETTINGS,
+    PAYLOAD_TABLE,
+    REGIONS,
+    RESULTS_DIR,
+    TEAMS,
+    commit,
+    db_time,
+    query,
+    running,
+    versions,
+    wait_for,
+)
+from openloop import percentile  # noqa: E402
 
 from example_project.cluster import Cluster, ClusterError  # noqa: E402
 from tests.servers import RedisServer  # noqa: E402
 
-#: Workspace -> the region its organization lives in (example_project/seed.py).
-TEAMS = {"us": "T0US00001", "eu": "T0EU00001"}
-REGIONS = tuple(TEAMS)
 #: Slack's answer window.
 SLACK_WINDOW_S = 3.0
 #: The faults, in order: the phase while each lasts, the phase while its backlog drains
@@ -89,19 +98,6 @@ STEADY = "steady"
 #: How the report names each fault's recovery.
 DRAIN_LABELS = {"eu outage": "eu back", "worker kill": "worker back", "broker flush": "broker flushed"}
 PHASES = (STEADY, *(phase for down, drain, _ in FAULT_PHASES.values() for phase in (down, drain)))
-#: The retry schedule, compressed so that a fault of seconds plays like one of minutes
-#: (read by example_project/settings/control.py; defaults in docs/operations.md).
-COMPRESSED_SETTINGS = {
-    "SILO_ROUTER_DELIVERY_BACKOFF": "0.5",  # default 2 s
-    "SILO_ROUTER_DELIVERY_MAX_BACKOFF": "2",  # default 900 s
-    "SILO_ROUTER_DELIVERY_MAX_ATTEMPTS": "60",  # default 12 (about 47 min of trying); here about 2 min
-    "SILO_ROUTER_DELIVERY_TIMEOUT": "3",  # default 10 s
-    "SILO_ROUTER_LEASE_MARGIN": "2",  # default 30 s: a dead worker's lease expires after 5 s
-    "SILO_ROUTER_CIRCUIT_OPEN_SECONDS": "1",  # default 15 s
-    "SILO_ROUTER_CIRCUIT_MAX_OPEN_SECONDS": "2",  # default 600 s
-    "SILO_ROUTER_SWEEP_GRACE": "3",  # default 30 s
-    "SILO_ROUTER_SWEEP_EVERY": "1",  # default 5 s
-}
 #: Legend of the shaded fault windows in the plot.
 FAULT_LABELS = {
     "eu outage": "region eu stopped",
@@ -111,32 +107,9 @@ FAULT_LABELS = {
 #: A pending row not due for longer than this (the longest retry delay, 2 s + 25 % jitter,
 #: or open circuit, 2 s, above) is held for a probe's lease, 5 s here.
 PARKED_AFTER_S = 3.0
-PAYLOAD_TABLE = "silo_router_control_payload"
-CIRCUIT_TABLE = "silo_router_control_regioncircuit"
 
 
 # -- small helpers -------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q``-th percentile (nearest rank) of ``values``; ``None`` when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
-def query(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` on a silo's SQLite database (a fresh connection: the latest commit; WAL lets us read)."""
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as connection:
-        return connection.execute(sql, tuple(params)).fetchall()
-
-
-def db_time(value: str | None) -> float | None:
-    """A Django UTC ``DateTimeField`` as stored by SQLite, as a Unix timestamp."""
-    if not value:
-        return None
-    return datetime.datetime.fromisoformat(value).replace(tzinfo=datetime.UTC).timestamp()
 
 
 def kill_service(cluster: Cluster, name: str) -> None:
@@ -409,16 +382,6 @@ def broker_depth(url: str) -> tuple[int, int]:
         return int(client.llen("celery")), int(client.hlen("unacked"))
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float, interval: float) -> bool:
-    """Poll ``predicate`` until it holds (``True``) or ``timeout`` passes (``False``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
 def active(cluster: Cluster) -> int:
     """Payloads control holds as pending or in flight."""
     [(count,)] = query(
@@ -652,33 +615,6 @@ def rate_in(samples: Sequence[dict[str, Any]], region: str, start: float, end: f
     return delivered / max(float(last["t"]) - float(first["t"]), 1e-9)
 
 
-def versions() -> dict[str, str]:
-    """Versions of what was measured."""
-    found = {}
-    for dist in ("Django", "gunicorn", "celery", "kombu", "redis", "django-silo-router"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[dist] = importlib.metadata.version(dist)
-    found["python"] = platform.python_version()
-    found["sqlite"] = sqlite3.sqlite_version
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        import subprocess
-
-        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout
-        found["redis-server"] = out.split("v=", 1)[1].split()[0]
-    return found
-
-
-def commit() -> str:
-    """The repository's HEAD (uncommitted changes are not recorded)."""
-    with contextlib.suppress(OSError, ValueError):
-        import subprocess
-
-        return subprocess.run(
-            ["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    return ""
-
-
 def plot(result: dict[str, Any], faults: Sequence[Fault], samples: Sequence[dict[str, Any]], path: Path) -> None:
     """Delivered and pending payloads per region over time, fault windows shaded, drains hatched."""
     import matplotlib
@@ -777,22 +713,6 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def running(var_dir: Path) -> Iterator[tuple[Cluster, RedisServer]]:
-    """A throwaway Redis and the example cluster on it; both stopped on the way out, whatever happens."""
-    redis = RedisServer()
-    cluster: Cluster | None = None
-    try:
-        redis.start()
-        cluster = Cluster(var_dir, upstream_latency=0.1, broker_url=redis.url, extra_env=COMPRESSED_SETTINGS)
-        cluster.start()
-        yield cluster, redis
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        redis.cleanup()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the load and the faults, count, report; 0 only if nothing was lost or duplicated."""
     args = parse_args(argv)
@@ -811,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sampler: Sampler | None = None
     try:
         say(f"starting Redis and the example cluster in {var_dir}")
-        with running(var_dir) as (cluster, redis):
+        with running(var_dir, upstream_latency=0.1, extra_env=COMPRESSED_SETTINGS) as (cluster, redis):
             say(
                 f"cluster up; {args.payloads} events at {args.rate:g}/s from {args.threads} threads, "
                 f"about {args.payloads / args.rate:.0f} s"

@@ -71,17 +71,14 @@ RESULTS_DIR = BENCH_DIR / "results"
 sys.path.insert(0, str(REPO_DIR))
 sys.path.insert(0, str(BENCH_DIR))
 
-from delivery_faults import commit, db_time, query, versions  # noqa: E402
+from cluster_runs import REGIONS, TEAMS, commit, db_time, query, running, versions  # noqa: E402
 from openloop import ClickBodies, Outcome, percentile, run, signed_requests, summary  # noqa: E402
 
 from example_project.cluster import QUEUE_PREFIX, SLACK_PATH, Cluster, ClusterError, FakeSlackAPI  # noqa: E402
 from example_project.issues.buttons import LEDGER_CLICK_ACTION  # noqa: E402
-from tests.servers import RedisServer  # noqa: E402
 
-#: Workspace of each region (example_project/seed.py), and how control reaches it.
-TEAMS = {"us": "T0US00001", "eu": "T0EU00001"}
+#: How control reaches each region.
 TRANSPORTS = {"us": "http", "eu": "celery"}
-REGIONS = tuple(TEAMS)
 #: The order they run in: ``slow`` last, its backlog outlives the run.
 SCENARIOS = ("up", "down", "slow")
 SCENARIO_LABELS = {
@@ -155,30 +152,6 @@ def jsonable(value: Any) -> Any:
 
 
 # -- the cluster ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def running(var_dir: Path, *, control_processes: int, control_workers: int) -> Iterator[tuple[Cluster, RedisServer]]:
-    """A throwaway Redis and the example cluster on it (eu over Celery); both stopped on the way out."""
-    redis = RedisServer()
-    cluster: Cluster | None = None
-    try:
-        redis.start()
-        cluster = Cluster(
-            var_dir,
-            upstream_latency=0.0,
-            broker_url=redis.url,
-            region_transports=TRANSPORTS,
-            trigger_ttl=TRIGGER_TTL,
-            control_processes=control_processes,
-            control_workers=control_workers,
-        )
-        cluster.start()
-        yield cluster, redis
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        redis.cleanup()
 
 
 def enable_loading_modal(cluster: Cluster) -> None:
@@ -358,6 +331,11 @@ def scenario_result(
         "label": SCENARIO_LABELS[name],
         "clicks": len(measured),
         "ack": acks,
+        # A click without a 2xx answer counts as never acknowledged, as a missing modal or handler does.
+        "ack_late": late_percentiles(
+            [o.latency for _, o in measured if o.latency is not None and 200 <= o.status < 300],
+            len(measured) - acks["ok"],
+        ),
         "views_open": {
             "opened": len(opens),
             "errors": timing.views_open_errors,
@@ -531,6 +509,45 @@ def table(result: dict[str, Any]) -> str:
             f"{ms(hops['celery']['p50'])} | {ms(hops['celery']['p99'])} | {ms(ack['send_lag_p99_ms'])} |"
         )
     return "\n".join(lines)
+
+
+#: The bar figures of bench/summary.py this script measures: ack p99 per scenario.
+ACK_FIGURES = {"up": "flow.ack_p99.regions_up", "slow": "flow.ack_p99.region_slow", "down": "flow.ack_p99.region_down"}
+
+
+def bar_figures(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bar's ``flow.*`` figures (bench/summary.py), in ms; a percentile that fell on a click that never
+    arrived is infinite (written "never")."""
+    rows = {row["scenario"]: row for row in result["scenarios"]}
+    at = f"{result['rate']:g} clicks/s" + (" (--quick)" if result["settings"]["quick"] else "")
+    figures: list[dict[str, Any]] = []
+    for scenario, figure in ACK_FIGURES.items():
+        row = rows.get(scenario)
+        if row is None:
+            figures.append({"id": figure, "value": None, "unit": "ms", "note": f"scenario {scenario} not run"})
+            continue
+        ack, failed = row["ack"], row["clicks"] - row["ack"]["ok"]
+        note = f"{at}, p50 {ms(ack['p50_ms'])} ms, {failed} of {row['clicks']} not 2xx"
+        figures.append({"id": figure, "value": row["ack_late"]["p99"], "unit": "ms", "note": note})
+    opens = {name: row["views_open"]["p99"] for name, row in rows.items()}
+    worst = max(opens.values(), default=None, key=lambda value: -1.0 if value is None else value)
+    figures.append({
+        "id": "flow.views_open_p99",
+        "value": worst,
+        "unit": "ms",
+        "note": f"{at}, the worst scenario's: " + ", ".join(f"{name} {ms(value)}" for name, value in opens.items()),
+    })  # fmt: skip
+    up = rows.get("up")
+    for transport in ("celery", "http"):
+        hop = up["handler_start"].get(transport) if up else None
+        for q in ("p50", "p99"):
+            figure = f"flow.handler_start_{q}.{transport}"
+            if hop is None:
+                figures.append({"id": figure, "value": None, "unit": "ms", "note": "scenario up not run"})
+                continue
+            note = f"{at}, regions up, {hop['started']} of {hop['clicks']} handlers started (region {hop['region']})"
+            figures.append({"id": figure, "value": hop[q], "unit": "ms", "note": note})
+    return figures
 
 
 def verdicts(result: dict[str, Any]) -> list[str]:
@@ -764,10 +781,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         say(f"starting Redis and the example cluster in {var_dir}")
-        with running(var_dir, control_processes=args.control_processes, control_workers=args.control_workers) as (
-            cluster,
-            _redis,
-        ):
+        with running(
+            var_dir,
+            upstream_latency=0.0,
+            region_transports=TRANSPORTS,
+            trigger_ttl=TRIGGER_TTL,
+            control_processes=args.control_processes,
+            control_workers=args.control_workers,
+        ) as (cluster, _redis):
             port = cluster.ports["control" if args.via_proxy else "control-app"]
             enable_loading_modal(cluster)
             if args.rate is None:
@@ -833,6 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
     result["verdicts"] = verdicts(result)
+    result["bar_figures"] = bar_figures(result)
     result["seconds"] = round(time.monotonic() - began, 1)
     print()
     print(table(result))

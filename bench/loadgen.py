@@ -1,12 +1,11 @@
-"""HTTP/1.1 keep-alive load generators for signed Slack requests: closed loop, open loop, wrk.
+"""HTTP/1.1 keep-alive load generators for signed Slack requests: closed loop, and wrk.
 
 Closed loop (``Segment``): each connection sends its next request when the previous
-answer arrives; that measures throughput at saturation. Open loop (``OpenLoopSegment``):
-requests are scheduled at a fixed rate, evenly spaced (uniform, not Poisson), whatever the
-answers do, and each latency is measured from the request's scheduled time, so a slow
-answer delays the figures of the requests queued behind it (no coordinated omission).
-``run_wrk`` drives Debian's ``wrk`` with the same pre-signed bodies, fed by
-``bench/wrk/signed_bodies.lua``: a C load generator that costs far less CPU than this one.
+answer arrives; that measures throughput at saturation. ``run_wrk`` drives Debian's
+``wrk`` with the same pre-signed bodies, fed by ``bench/wrk/signed_bodies.lua``: a C load
+generator that costs far less CPU than this one. Requests at a fixed rate, whatever the
+answers do (open loop), are bench/openloop.py's, built on this module's bodies and
+connections.
 
 A ``Client`` is a separate process (``multiprocessing``, spawn) that runs one segment
 at a time on command: it builds and signs every request of the segment first (signing
@@ -24,7 +23,6 @@ on raw sockets, which costs the client far less CPU than ``http.client`` or
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import multiprocessing
@@ -83,40 +81,6 @@ class SegmentResult:
     def sent(self) -> int:
         """Requests that reached the server (warm-up included): what a store must hold."""
         return self.measured + self.warmup_sent + self.errors
-
-
-@dataclasses.dataclass(frozen=True)
-class OpenLoopSegment:
-    """A fixed-rate run against one server, as each client process receives it."""
-
-    label: str
-    port: int
-    path: str
-    secret: str
-    #: This process's requests per second, and when its first one is due after the start.
-    rate: float
-    offset: float
-    #: Enough that a slow answer never holds back the next scheduled send.
-    connections: int
-    warmup: float
-    duration: float
-    tag: str
-
-
-@dataclasses.dataclass
-class OpenLoopResult:
-    """Every request of the measured part, in seconds from the shared start instant."""
-
-    label: str
-    scheduled: list[float]
-    sent: list[float]
-    answered: list[float]
-    #: HTTP status, or 0 when the connection failed.
-    statuses: list[int]
-    warmup_sent: int
-    warmup_statuses: dict[int, int]
-    errors: int
-    samples: list[str]
 
 
 def block_actions_payload(*, trigger_id: str, value: str, action_ts: str, response_url: str) -> dict[str, Any]:
@@ -421,88 +385,6 @@ def run_segment(
     )
 
 
-def run_open_loop(
-    segment: OpenLoopSegment, start_at: float, requests: list[bytes], conns: list[Connection]
-) -> OpenLoopResult:
-    """Send request i at ``start_at + offset + i / rate`` on whichever connection is free."""
-    interval = 1.0 / segment.rate
-    first = start_at + segment.offset
-    warm_end = start_at + segment.warmup
-    end = warm_end + segment.duration
-    indexes = itertools.count()  # next() on a count is atomic under the GIL
-    lock = threading.Lock()
-    done: list[tuple[float, float, float, int]] = []
-    warm_statuses: Counter[int] = Counter()
-    samples: list[str] = []
-    errors = [0]
-
-    def worker(conn: Connection) -> None:
-        mine: list[tuple[float, float, float, int]] = []
-        warm: Counter[int] = Counter()
-        failed = 0
-        while True:
-            index = next(indexes)
-            scheduled = first + index * interval
-            if index >= len(requests) or scheduled >= end:
-                break
-            delay = scheduled - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            sent = time.monotonic()
-            try:
-                status, body = conn.exchange(requests[index])
-            except (OSError, ResponseError) as exc:
-                status, body = 0, repr(exc).encode()
-                failed += 1
-                conn.close()
-            answered = time.monotonic()
-            if status != 200:
-                with lock:
-                    if len(samples) < 5:
-                        samples.append(f"{status} {body[:200]!r}")
-            if scheduled < warm_end:
-                warm[status] += 1
-            else:
-                mine.append((scheduled - start_at, sent - start_at, answered - start_at, status))
-        with lock:
-            done.extend(mine)
-            warm_statuses.update(warm)
-            errors[0] += failed
-
-    threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in conns]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for conn in conns:
-        conn.close()
-    done.sort()
-    return OpenLoopResult(
-        label=segment.label,
-        scheduled=[d[0] for d in done],
-        sent=[d[1] for d in done],
-        answered=[d[2] for d in done],
-        statuses=[d[3] for d in done],
-        warmup_sent=sum(warm_statuses.values()),
-        warmup_statuses=dict(warm_statuses),
-        errors=errors[0],
-        samples=samples,
-    )
-
-
-def open_loop_requests(segment: OpenLoopSegment, index: int, verifier: SignatureVerifier) -> list[bytes]:
-    """Every request this process may send in the segment, signed for the second it ends."""
-    bodies = BodyFactory(f"{segment.tag}p{index}o")
-    fresh_until = int(time.time() + segment.warmup + segment.duration) + 5
-    count = math.ceil(segment.rate * (segment.warmup + segment.duration)) + 1
-    return [
-        signed_request(
-            port=segment.port, path=segment.path, body=bodies.body(i), verifier=verifier, timestamp=fresh_until
-        )
-        for i in range(count)
-    ]
-
-
 def client_main(pipe: multiprocessing.connection.Connection, index: int) -> None:
     """The client process: prepare a segment, report ready, run it when told, report the result."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops us
@@ -512,22 +394,6 @@ def client_main(pipe: multiprocessing.connection.Connection, index: int) -> None
         if message is None:
             return
         verifier = verifier_cache.setdefault(message.secret, SignatureVerifier(message.secret))
-        if isinstance(message, OpenLoopSegment):
-            scheduled = open_loop_requests(message, index, verifier)
-            open_conns = [Connection(message.port) for _ in range(message.connections)]
-            try:
-                for conn in open_conns:
-                    conn.open()
-            except OSError as exc:
-                pipe.send(("error", f"cannot connect to 127.0.0.1:{message.port}: {exc}"))
-                continue
-            pipe.send(("ready", len(scheduled[0].partition(b"\r\n\r\n")[2])))
-            start_at = pipe.recv()
-            try:
-                pipe.send(("done", run_open_loop(message, start_at, scheduled, open_conns)))
-            except Exception as exc:  # report, do not hang the driver
-                pipe.send(("error", repr(exc)))
-            continue
         segment: Segment = message
         warm_bodies = BodyFactory(f"{segment.tag}p{index}w")
         bodies = BodyFactory(f"{segment.tag}p{index}m")

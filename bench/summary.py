@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import operator
 import os
 import platform
@@ -52,6 +53,8 @@ SCRIPTS = (
     "flow_latency",
 )
 
+#: A latency figure whose percentile fell on a request that never got there (JSON has no infinity).
+NEVER = "never"
 DOCS_BEGIN = "<!-- bench/summary.py: the latest summary table begins -->"
 DOCS_END = "<!-- bench/summary.py: the latest summary table ends -->"
 
@@ -160,7 +163,8 @@ def declared_figures(record: dict[str, Any]) -> dict[str, tuple[float | None, st
     for entry in record.get("bar_figures") or ():
         if isinstance(entry, dict) and "id" in entry:
             value = entry.get("value")
-            found[str(entry["id"])] = (None if value is None else float(value), str(entry.get("note", "")))
+            number = None if value is None else math.inf if value == NEVER else float(value)
+            found[str(entry["id"])] = (number, str(entry.get("note", "")))
     return found
 
 
@@ -201,12 +205,21 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], profiles: list[st
     def shown(value: float | None, unit: str) -> str:
         if value is None:
             return "not measured"
-        return f"{value:.2f}x" if unit == "x" else f"{value:.3g} {unit}"
+        if math.isinf(value):
+            return "never (a percentile fell on a request that never got there)"
+        if unit == "x":
+            return f"{value:.2f}x"
+        return f"{value:,.0f} {unit}" if value >= 1000 else f"{value:.3g} {unit}"
 
     lines = [
         f"Suite run of {meta['date']} at commit `{meta['source'].get('commit', '?')[:12]}`"
         f"{' (uncommitted changes)' if meta['source'].get('dirty') else ''}, {meta['machine']['cpus']} CPUs "
-        f"({meta['machine']['cpu_model']}), load average {meta['machine']['loadavg']} at the end.",
+        f"({meta['machine']['cpu_model']}), load average {meta['machine']['loadavg']} at the end."
+        + (
+            " **Every script ran with `--quick`: a check that the suite runs, not the bar's figures.**"
+            if meta.get("quick")
+            else ""
+        ),
         "",
         "| figure | measured | target | |",
         "|---|---|---|---|",
@@ -247,7 +260,8 @@ def plot(rows: list[dict[str, Any]], path: Path, subtitle: str) -> None:
     factors = []
     for row in measured:
         value, target = max(row["value"], 1e-9), row["target"]
-        factors.append(value / target if row["op"] == ">=" else target / value)
+        factor = value / target if row["op"] == ">=" else target / value
+        factors.append(min(max(factor, 1e-3), 1e3))  # "never" is far off the bar, not off the plot
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(measured) + 1.6))
     colors = ["#2e7d32" if r["met"] else "#c62828" for r in measured]
     ax.barh(range(len(measured)), factors, color=colors)
@@ -299,14 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", type=float, help="Unix time the suite started: older records are stale")
     parser.add_argument("--docs", type=Path, help="a Markdown file whose summary-table markers get the table")
     parser.add_argument("--skipped", default="", help="comma-separated scripts the suite skipped, with no record")
+    parser.add_argument("--quick", action="store_true", help="the scripts ran with --quick: say the table is no bar")
     args = parser.parse_args(argv)
     records, absent = load(args.results, args.since)
     for script in filter(None, args.skipped.split(",")):
         absent.setdefault(script, f"bench/{script}.py was skipped")
     today = datetime.date.today().isoformat()
-    meta = {"date": today, "machine": machine(), "source": source()}
+    meta = {"date": today, "machine": machine(), "source": source(), "quick": args.quick}
     rows = bar_rows(records, absent)
-    merged = {**meta, "bar": rows, "not_included": absent, "results": records}
+    written = [{**row, "value": NEVER if row["value"] == math.inf else row["value"]} for row in rows]
+    merged = {**meta, "bar": written, "not_included": absent, "results": records}
     (args.results / f"{today}.json").write_text(json.dumps(merged, indent=1) + "\n")
     profiles = [str(r["profile"]) for r in records.values() if isinstance(r, dict) and r.get("profile")]
     table = markdown(rows, meta, profiles)

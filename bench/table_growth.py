@@ -36,6 +36,7 @@ import contextlib
 import datetime
 import io
 import json
+import math
 import os
 import random
 import statistics
@@ -52,6 +53,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(ROOT))
+
+from openloop import percentile  # noqa: E402
 
 SLACK_SIGNING_SECRET = "bench-only-slack-signing-secret-0123456789"
 REGIONS = ("us", "eu", "ap")
@@ -150,9 +153,39 @@ def print_case(result: dict[str, Any]) -> None:
     print(f"  (loaded in {result['load_seconds']:.0f} s; retention batch removed {result['retention_rows']} rows)")
 
 
+#: The bar's table size (bench/summary.py's ``growth.*``: large over small within 1.2x), and its figures.
+BAR_ROWS = 1_000_000
+BAR_FIGURES = (("ack_p50", "ack_p50_ms"), ("claim", "claim_p50_ms"))
+
+
+def bar_figures(results: list[dict[str, Any]], *, quick: bool) -> list[dict[str, Any]]:
+    """``growth.<figure>.<storage>``: the figure with the large table over the figure with SMALL rows."""
+    figures = []
+    for storage in dict.fromkeys(r["storage"] for r in results):
+        pair = sorted((r for r in results if r["storage"] == storage), key=lambda r: r["rows"])
+        small, large = pair[0], pair[-1]
+        for name, key in BAR_FIGURES:
+            note = f"{large['figures'][key]:.3f} ms with {large['rows']:,} rows"
+            note += f", {small['figures'][key]:.3f} with {small['rows']:,}"
+            if large["rows"] != BAR_ROWS:
+                note += f"; {'--quick' if quick else '--rows'}: not the bar's {BAR_ROWS:,}"
+            value = (
+                round(large["figures"][key] / small["figures"][key], 3)
+                if len(pair) > 1 and small["figures"][key]
+                else None
+            )
+            figures.append({"id": f"growth.{name}.{storage}", "value": value, "unit": "x", "note": note})
+    return figures
+
+
 def write_results(results: list[dict[str, Any]], out: Path, *, quick: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    document = {"date": datetime.date.today().isoformat(), "quick": quick, "cases": results}
+    document = {
+        "date": datetime.date.today().isoformat(),
+        "quick": quick,
+        "cases": results,
+        "bar_figures": bar_figures(results, quick=quick),
+    }
     (out / "table_growth.json").write_text(json.dumps(document, indent=2) + "\n")
     lines = ["| storage | payload rows | installations | " + " | ".join(label for _, label in FIGURES) + " |"]
     lines.append("|" + " --- |" * (3 + len(FIGURES)))
@@ -453,11 +486,6 @@ def analyze() -> None:
             cursor.execute("VACUUM")  # index-only scans need the visibility map, as autovacuum keeps it
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def each_ms(fn: Callable[[], Any], n: int, *, warmup: int = 20) -> list[float]:
     for _ in range(warmup):
         fn()
@@ -478,8 +506,8 @@ def measure(case: dict[str, Any], teams: list[str]) -> tuple[dict[str, float], i
     figures: dict[str, float] = {}
     acks = ack_timings(case["requests"], teams)
     figures["ack_p50_ms"] = statistics.median(acks)
-    figures["ack_p90_ms"] = percentile(acks, 0.90)
-    figures["ack_p99_ms"] = percentile(acks, 0.99)
+    figures["ack_p90_ms"] = percentile(acks, 90) or math.nan
+    figures["ack_p99_ms"] = percentile(acks, 99) or math.nan
     log(f"ack p50 {figures['ack_p50_ms']:.3f} ms")
 
     fresh = [str(pk) for pk in Payload.objects.filter(state="pending", enqueued_at__isnull=False)
@@ -536,6 +564,7 @@ def batch_claim_select(region: str) -> Any:
 
 def ack_timings(count: int, teams: list[str]) -> list[float]:
     """Milliseconds per signed block_actions request through the WSGI application, each for a random team."""
+    import in_process
     from loadgen import TEAM_ID, BodyFactory
     from projects.wsgi import application
     from slack_sdk.signature import SignatureVerifier
@@ -547,39 +576,14 @@ def ack_timings(count: int, teams: list[str]) -> list[float]:
     warmup = 50
     for n in range(count + warmup):
         body = bodies.body(n).replace(TEAM_ID.encode(), rng.choice(teams).encode())
-        timestamp = str(int(time.time()) + 30)
-        signature = verifier.generate_signature(timestamp=timestamp, body=body.decode())
-        prepared.append((body, timestamp, signature))
+        prepared.append(in_process.signed_environ(body, verifier))
 
-    def one(body: bytes, timestamp: str, signature: str) -> None:
-        environ = {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/extensions/slack/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": "application/x-www-form-urlencoded",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_HOST": "127.0.0.1:8000",
-            "HTTP_X_SLACK_REQUEST_TIMESTAMP": timestamp,
-            "HTTP_X_SLACK_SIGNATURE": signature,
-        }
-        status: list[str] = []
-        result = application(environ, lambda s, h, exc_info=None: status.append(s))
-        b"".join(result)
-        with contextlib.suppress(AttributeError):
-            result.close()
-        if not status or not status[0].startswith("200"):
-            raise RuntimeError(f"the control path answered {status}")
-
-    for args in prepared[:warmup]:
-        one(*args)
+    for request in prepared[:warmup]:
+        in_process.answer_ok(application, request)
     out = []
-    for args in prepared[warmup:]:
+    for request in prepared[warmup:]:
         began = time.perf_counter()
-        one(*args)
+        in_process.answer_ok(application, request)
         out.append((time.perf_counter() - began) * 1000)
     return out
 
@@ -594,7 +598,7 @@ def captured() -> Iterator[list[tuple[str, Any]]]:
     seen: list[tuple[str, Any]] = []
 
     def record(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any) -> Any:
-        if not many and sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+        if not many and sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
             seen.append((sql, params))
         return execute(sql, params, many, context)
 
@@ -633,6 +637,7 @@ def explain_all() -> dict[str, dict[str, Any]]:
     Payload.objects.filter(pk=pending).update(enqueued_at=None)
     steps: dict[str, Callable[[], Any]] = {
         "claim (delivery.claim)": lambda: delivery.claim(pending),
+        "claim a batch (delivery.claim_batch, region us)": lambda: delivery.claim_batch(region="us", limit=100),
         "expire leases (sweep)": lambda: delivery.expire_leases(now=now),
         "sweep: due rows and regions": lambda: sweep_without_publishing(delivery),
         "loading checks due (sweep)": lambda: followups.run_due_checks(now=now),

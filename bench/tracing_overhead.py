@@ -110,12 +110,12 @@ def cpu_probe(mode: str, requests: int) -> None:
     The CPU time is the whole process's (its request thread and the back end's threads),
     taken after a flush, so sentry-sdk's transport worker and the span processor count.
     """
-    import io
     import itertools
 
     import django
 
     django.setup()
+    import in_process
     from loadgen import BodyFactory
     from projects.wsgi import application
     from slack_sdk.signature import SignatureVerifier
@@ -125,31 +125,11 @@ def cpu_probe(mode: str, requests: int) -> None:
     numbers = itertools.count()
 
     def prepared() -> dict[str, Any]:
-        body = bodies.body(next(numbers))
-        timestamp = str(int(time.time()) + 60)
-        return {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/extensions/slack/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": "application/x-www-form-urlencoded",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_HOST": "127.0.0.1:8000",
-            "HTTP_X_SLACK_REQUEST_TIMESTAMP": timestamp,
-            "HTTP_X_SLACK_SIGNATURE": verifier.generate_signature(timestamp=timestamp, body=body.decode()),
-        }
+        return in_process.signed_environ(bodies.body(next(numbers)), verifier, fresh_for=60)
 
     def run(environs: list[dict[str, Any]]) -> None:
-        statuses: list[str] = []
         for environ in environs:
-            result = application(environ, lambda s, h, exc_info=None: statuses.append(s))
-            b"".join(result)
-            result.close()
-        if len(statuses) != len(environs) or not all(status.startswith("200") for status in statuses):
-            raise RuntimeError(f"the control path answered {sorted(set(statuses))}")
+            in_process.answer_ok(application, environ)
 
     run([prepared() for _ in range(min(200, requests))])  # warm-up: imports, caches, connections
     flush_tracing()

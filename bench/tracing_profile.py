@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import itertools
 import json
 import os
@@ -70,6 +69,7 @@ def child(mode: str, requests: int, top: int) -> dict[str, Any]:
 
     django.setup()
     import control_ack
+    import in_process
     from loadgen import BodyFactory
     from projects.wsgi import application
     from slack_sdk.signature import SignatureVerifier
@@ -80,31 +80,11 @@ def child(mode: str, requests: int, top: int) -> dict[str, Any]:
     numbers = itertools.count()
 
     def environ() -> dict[str, Any]:
-        body = bodies.body(next(numbers))
-        timestamp = str(int(time.time()) + 60)
-        return {
-            "REQUEST_METHOD": "POST",
-            "PATH_INFO": "/extensions/slack/",
-            "SERVER_NAME": "127.0.0.1",
-            "SERVER_PORT": "8000",
-            "SERVER_PROTOCOL": "HTTP/1.1",
-            "wsgi.url_scheme": "http",
-            "wsgi.input": io.BytesIO(body),
-            "CONTENT_TYPE": "application/x-www-form-urlencoded",
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_HOST": "127.0.0.1:8000",
-            "HTTP_X_SLACK_REQUEST_TIMESTAMP": timestamp,
-            "HTTP_X_SLACK_SIGNATURE": verifier.generate_signature(timestamp=timestamp, body=body.decode()),
-        }
+        return in_process.signed_environ(bodies.body(next(numbers)), verifier, fresh_for=60)
 
     def run(environs: list[dict[str, Any]]) -> None:
         for each in environs:
-            statuses: list[str] = []
-            result = application(each, lambda s, h, exc_info=None, seen=statuses: seen.append(s))
-            b"".join(result)
-            result.close()
-            if not statuses or not statuses[0].startswith("200"):
-                raise RuntimeError(f"the control path answered {statuses}")
+            in_process.answer_ok(application, each)
 
     hooks = _timed_hooks()
     run([environ() for _ in range(200)])

@@ -90,7 +90,7 @@ from silo_router.transports import (
 from . import circuits, followups, ingest, retention, wakeup
 from .beat import DELIVER_TASK, DRAIN_TASK
 from .models import Payload, PayloadAttempt
-from .publishing import publish_within, send_task
+from .publishing import publish_within, region_queue, send_task
 
 logger = logging.getLogger("silo_router.delivery")
 
@@ -337,11 +337,8 @@ def enqueue(
     sent = 0
     try:
         for payload_id, region in targets:
-            queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
             options: dict[str, Any] = {"countdown": countdown} if countdown > 0 else {}
-            if queue:
-                options["queue"] = str(queue)
-            send_task(DELIVER_TASK, (payload_id,), retry=retry, **options)
+            send_task(DELIVER_TASK, (payload_id,), retry=retry, **options, **region_queue(region))
             sent += 1
     except Exception:  # the broker's errors vary by transport; the row is the truth
         logger.exception("could not publish a delivery message; the sweeper will retry")
@@ -553,8 +550,7 @@ def drain(region: str) -> int:
         .values_list("pk", flat=True)[: free * DRAIN_CHUNK]
     )
     ids = [str(pk) for pk in backlog]
-    queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
-    options: dict[str, Any] = {"queue": str(queue)} if queue else {}
+    options = region_queue(region)
     published = 0
     for start in range(0, len(ids), DRAIN_CHUNK):
         chunk = ids[start : start + DRAIN_CHUNK]

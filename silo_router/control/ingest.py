@@ -38,7 +38,7 @@ except ImportError:  # not on Windows: SQLite's own locking alone
     fcntl = None  # type: ignore[assignment]
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connections, router, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import CharField, Field, IntegerField, TextField
 
@@ -134,7 +134,7 @@ def _write(group: list[_Job], connection: BaseDatabaseWrapper) -> None:
         ):
             inserted = insert_rows(rows, connection)
     except BaseException as exc:
-        if len(group) == 1 or not isinstance(exc, (IntegrityError, DatabaseError)) or _is_outage(exc):
+        if len(group) == 1 or not isinstance(exc, DatabaseError) or _is_outage(exc):
             for job in group:
                 job.error, job.done = exc, True
             return

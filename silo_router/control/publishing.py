@@ -25,6 +25,7 @@ from typing import Any
 from celery import Celery, current_app
 
 from silo_router import tracing
+from silo_router.conf import conf
 
 logger = logging.getLogger("silo_router.delivery")
 
@@ -76,6 +77,13 @@ def _publish(publish: Callable[[], object], *, wait: float, what: str) -> str:
         logger.warning("the broker did not take %s within %.2f s; answering anyway", what, wait)
         return TIMED_OUT
     return PUBLISHED
+
+
+def region_queue(region: str) -> dict[str, Any]:
+    """The publish options that route a delivery message of ``region`` to its own queue, if it has one
+    (``REGIONS[region]["DELIVERY_QUEUE"]``)."""
+    queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
+    return {"queue": str(queue)} if queue else {}
 
 
 def send_task(name: str, args: Sequence[Any], *, app: Celery | None = None, **options: Any) -> None:

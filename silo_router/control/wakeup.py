@@ -19,15 +19,13 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from celery import Celery, current_app
 
 from silo_router import tracing
-from silo_router.conf import conf
 
 from .beat import DELIVER_BATCH_TASK
-from .publishing import send_task
+from .publishing import region_queue, send_task
 
 logger = logging.getLogger("silo_router.delivery")
 
@@ -78,9 +76,13 @@ class Waker:
 
     def flush(self) -> None:
         """Publish what waits now, on this thread (at exit: the sweeper would find it later)."""
+        _publish_all(*self._take())
+
+    def _take(self) -> tuple[dict[str, list[str]], Celery | None]:
+        """What waits, and the app to publish it with; nothing waits after."""
         with self._cond:
-            waiting, self._waiting, self._count, app = self._waiting, {}, 0, self._app
-        _publish_all(waiting, app)
+            waiting, self._waiting, self._count = self._waiting, {}, 0
+            return waiting, self._app
 
     def _start(self) -> None:
         """Start the thread in this process (again after a fork: threads do not survive it)."""
@@ -99,9 +101,7 @@ class Waker:
                     self._cond.wait()
             # Let the requests arriving together join this round.
             threading.Event().wait(GATHER_SECONDS)
-            with self._cond:
-                waiting, self._waiting, self._count, app = self._waiting, {}, 0, self._app
-            _publish_all(waiting, app)
+            _publish_all(*self._take())
 
 
 def _publish_all(waiting: dict[str, list[str]], app: Celery | None) -> None:
@@ -112,11 +112,9 @@ def _publish_all(waiting: dict[str, list[str]], app: Celery | None) -> None:
 
 def publish(region: str, payload_ids: list[str], *, app: Celery | None = None) -> bool:
     """One ``deliver_batch`` message for ``payload_ids`` of ``region``; False (logged) if the broker refused it."""
-    queue = (conf.REGIONS.get(region) or {}).get("DELIVERY_QUEUE")
-    options: dict[str, Any] = {"queue": str(queue)} if queue else {}
     with tracing.stage("control", "wake", region, region=region, payloads=len(payload_ids)) as span:
         try:
-            send_task(DELIVER_BATCH_TASK, (payload_ids,), app=app, retry=False, **options)
+            send_task(DELIVER_BATCH_TASK, (payload_ids,), app=app, retry=False, **region_queue(region))
         except Exception:  # the broker's errors vary by transport; the rows are the truth
             logger.exception("could not publish a delivery message for %d payloads; the sweeper will", len(payload_ids))
             span.fail("broker_error")

@@ -179,3 +179,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+#: Celery's Django fix-up closes every database connection before and after each task
+#: unless this is set; then a worker thread reopens its connection only every this many
+#: tasks (and CONN_MAX_AGE still applies). Opening a SQLite connection costs more than a
+#: delivery's statements.
+CELERY_DB_REUSE_MAX = 1000

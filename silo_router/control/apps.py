@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.core import checks
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -19,7 +20,9 @@ class ControlConfig(AppConfig):
 
         from . import tasks  # noqa: F401  (registers the control tasks, so eager mode and workers run them by name)
         from .options import create_option_rows
+        from .writer_turns import take_turns
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
         install_log_redaction()
         post_migrate.connect(create_option_rows, sender=self)
+        connection_created.connect(take_turns, dispatch_uid="silo_router.writer_turns")

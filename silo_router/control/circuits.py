@@ -66,6 +66,9 @@ def record_success(region: str) -> bool:
     half-open is a compare-and-set, so when many workers see the region answer again,
     exactly one of them is told to release and drain the held payloads.
     """
+    row = RegionCircuit.objects.filter(region=region).values("state", "failures").first()
+    if row is None or (row["state"] == State.CLOSED and not row["failures"]):
+        return False  # the usual case, on every delivery: nothing to write
     RegionCircuit.objects.filter(region=region, state=State.CLOSED).exclude(failures=0).update(failures=0)
     return bool(
         RegionCircuit.objects.filter(region=region, state__in=(State.OPEN, State.HALF_OPEN)).update(

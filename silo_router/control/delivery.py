@@ -122,6 +122,8 @@ NO_QUEUE_CONFIRMATION = "the region's queue did not confirm the envelope within 
 
 #: Most rows one claiming statement takes (a batch message carries at most this many ids per claim).
 CLAIM_BATCH_MAX = 500
+#: Rows a batch message claims at most, its own and those woken by messages still queued.
+TAKE_AHEAD = 100
 #: Payload ids per message when a region's backlog is drained.
 DRAIN_CHUNK = 100
 #: Chunks of one region's backlog queued or being delivered at once: on a queue shared with other
@@ -354,30 +356,46 @@ def deliver(payload_id: str) -> AttemptOutcome:
     """One delivery attempt by a worker for a due payload; returns what became of it."""
     row = Payload.objects.filter(pk=payload_id).values("region", "state").first()
     if row is None or row["state"] != State.PENDING:
-        if tracing.active():  # a duplicate or late message: say so, for whoever follows its trace
-            subject = _subject_of(payload_id, region=row["region"] if row else "")
-            with _attempt_span(subject, description=f"deliver {payload_id}: not pending") as span:
-                _finish(span, Attempt(AttemptOutcome.NOT_PENDING), region=subject.region)
-                span.set(state=row["state"] if row else "missing")
-        return AttemptOutcome.NOT_PENDING
+        return _not_pending(payload_id, row["region"] if row else "", row["state"] if row else "missing")
     return attempt(payload_id, region=row["region"], caller=WORKER, wait=False).outcome
+
+
+def _not_pending(payload_id: str, region: str, state: str) -> AttemptOutcome:
+    """A duplicate or late message (its row taken, delivered or gone): say so, for whoever follows its trace."""
+    if tracing.active():
+        subject = _subject_of(payload_id, region=region)
+        with _attempt_span(subject, description=f"deliver {payload_id}: not pending") as span:
+            _finish(span, Attempt(AttemptOutcome.NOT_PENDING), region=subject.region)
+            span.set(state=state)
+    return AttemptOutcome.NOT_PENDING
 
 
 def deliver_batch(payload_ids: Sequence[str]) -> dict[str, int]:
     """Deliver stored payloads of a batch message (one region, as a rule); count how each ended.
 
     The due pending rows of each region are claimed in one statement and sent in one
-    transport call; every other id (not pending, missing, of a strict-order key) goes
-    through :func:`deliver`, as its own message would.
+    transport call, with those of the region that queued messages woke (see
+    :func:`claim_batch`); an id another attempt has taken or delivered (an earlier
+    batch took it ahead of its message) ends at once; every other id (missing, ended
+    otherwise, of a strict-order key) goes through :func:`deliver`, as its own message
+    would.
     """
     ids = list(dict.fromkeys(str(pid) for pid in payload_ids))
     rows = Payload.objects.filter(pk__in=ids).values_list("pk", "region", "state", "ordering_key")
-    batchable = {str(pk): region for pk, region, state, key in rows if state == State.PENDING and region and not key}
+    batchable: dict[str, str] = {}
+    taken: dict[str, tuple[str, str]] = {}
+    for pk, region, state, key in rows:
+        if region and not key and state == State.PENDING:
+            batchable[str(pk)] = region
+        elif not key and state in (State.IN_FLIGHT, State.DELIVERED):
+            taken[str(pk)] = (region, state)
     outcomes: Counter[str] = Counter()
     by_region: dict[str, list[str]] = {}
     for payload_id in ids:
         if payload_id in batchable:
             by_region.setdefault(batchable[payload_id], []).append(payload_id)
+        elif payload_id in taken:
+            outcomes[str(_not_pending(payload_id, *taken[payload_id]))] += 1
         else:
             outcomes[str(deliver(payload_id))] += 1
     for region, group in by_region.items():
@@ -395,7 +413,7 @@ def _deliver_group(region: str, payload_ids: Sequence[str]) -> list[AttemptOutco
             circuits.release_probe(region)
         # One at a time: the probe goes alone, and each held payload is held as its own message would be.
         return [attempt(pid, region=region, caller=WORKER, wait=False).outcome for pid in payload_ids]
-    claimed = claim_batch(ids=payload_ids, limit=len(payload_ids))
+    claimed = claim_batch(ids=payload_ids, region=region, limit=max(len(payload_ids), TAKE_AHEAD), woken=True)
     taken = {str(p.pk) for p in claimed}
     outcomes: list[AttemptOutcome] = []
     for payload_id in payload_ids:
@@ -1053,8 +1071,16 @@ def _has_predecessor(payload_id: str, key: str, created_at: datetime.datetime) -
     return _predecessors(payload_id, key, created_at).exists()
 
 
-def claim_batch(*, ids: Sequence[str] | None = None, region: str | None = None, limit: int) -> list[Payload]:
+def claim_batch(
+    *, ids: Sequence[str] | None = None, region: str | None = None, limit: int, woken: bool = False
+) -> list[Payload]:
     """Take up to ``limit`` due pending rows (among ``ids``, of ``region``) with leases, in one statement.
+
+    With ``woken`` (and ``region``), rows of the region that a message already woke
+    (``enqueued_at`` set) are taken as well, after ``ids``: a busy worker takes, with
+    its own message's rows, the ones whose messages still wait in the queue, so
+    deliveries go in batches as soon as they fall behind (those messages then find
+    their rows taken and end at once).
 
     The guarantees of :func:`claim`: one ``UPDATE`` chooses the rows and takes them,
     so no row gets two owners; only due rows (``next_attempt_at``); each claim counts
@@ -1086,10 +1112,19 @@ def claim_batch(*, ids: Sequence[str] | None = None, region: str | None = None, 
     if region is not None:
         conditions.append(f"{column('region')} = %s")
         chosen.append(region)
+    order = f"{column('created_at')}, {pk}"
     if ids is not None:
-        conditions.append(f"{pk} IN ({', '.join(['%s'] * len(ids))})")
-        chosen.extend(value("id", payload_id) for payload_id in ids)
-    choose = f"SELECT {pk} FROM {table} WHERE {' AND '.join(conditions)} ORDER BY {column('created_at')}, {pk} LIMIT %s"
+        listed = f"{pk} IN ({', '.join(['%s'] * len(ids))})"
+        listed_ids = [value("id", payload_id) for payload_id in ids]
+        if woken and region is not None:
+            conditions.append(f"({listed} OR {column('enqueued_at')} IS NOT NULL)")
+            order = f"CASE WHEN {listed} THEN 0 ELSE 1 END, {order}"
+            chosen.extend(listed_ids)
+            chosen.extend(listed_ids)  # the order's CASE
+        else:
+            conditions.append(listed)
+            chosen.extend(listed_ids)
+    choose = f"SELECT {pk} FROM {table} WHERE {' AND '.join(conditions)} ORDER BY {order} LIMIT %s"
     take = (
         f"{state} = %s, {column('lease_owner')} = %s, {column('lease_until')} = %s, "
         f"{column('last_attempt_at')} = %s, {column('attempts')} = {column('attempts')} + 1"
@@ -1147,8 +1182,9 @@ def _mark_all_delivered(payloads: Sequence[Payload]) -> None:
         return
     ids = [p.pk for p in payloads]
     Payload.objects.filter(pk__in=ids).exclude(state=State.DELIVERED).update(**_delivered())
-    with_modal = Payload.objects.filter(pk__in=ids).exclude(loading_view=Payload.LoadingView.NONE)
-    for pk in with_modal.values_list("pk", flat=True):
+    # A delivery changes only a modal that already said "taking longer" (followups.payload_ended).
+    taking_longer = Payload.objects.filter(pk__in=ids, loading_view=Payload.LoadingView.TIMED_OUT)
+    for pk in taking_longer.values_list("pk", flat=True):
         followups.payload_ended(str(pk), followups.Report.DONE)
 
 

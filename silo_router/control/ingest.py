@@ -27,15 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
-
-try:
-    import fcntl
-except ImportError:  # not on Windows: SQLite's own locking alone
-    fcntl = None  # type: ignore[assignment]
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, router, transaction
@@ -43,6 +37,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import CharField, Field, IntegerField, TextField
 
 from .models import Payload
+from .writer_turns import writer_lock
 
 #: Rows in one statement at most (far under SQLite's 32,766 bound variables).
 MAX_GROUP_ROWS = 500
@@ -150,37 +145,6 @@ def _write(group: list[_Job], connection: BaseDatabaseWrapper) -> None:
         mine = frozenset(str(row.pk) for row in job.rows) & inserted
         inserted -= mine
         job.inserted, job.done = mine, True
-
-
-#: Lock files opened, by process and path: a descriptor inherited across a fork shares its
-#: lock with the parent, so each process opens its own.
-_lock_files: dict[tuple[int, str], int] = {}
-_lock_files_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def writer_lock(connection: BaseDatabaseWrapper) -> Iterator[None]:
-    """On a SQLite file, the processes' group leaders take turns through a file lock.
-
-    SQLite's single writer makes a process that finds the database locked sleep and poll
-    (1, 2, 5, 10 ms and longer); a leader waiting on ``flock`` instead is woken the moment
-    the other process's commit releases it, so concurrent web processes hand the write
-    lock over at once. Other databases, and SQLite in memory, need nothing.
-    """
-    path = str(connection.settings_dict.get("NAME") or "")
-    if connection.vendor != "sqlite" or fcntl is None or not path or path == ":memory:" or path.startswith("file:"):
-        yield
-        return
-    with _lock_files_guard:
-        key = (os.getpid(), path)
-        fd = _lock_files.get(key)
-        if fd is None:
-            fd = _lock_files[key] = os.open(f"{path}-silo-router-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _is_outage(exc: BaseException) -> bool:

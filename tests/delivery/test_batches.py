@@ -201,6 +201,46 @@ def test_a_handler_failure_in_a_batch_retries_that_payload_only(published: list[
     assert not RegionCircuit.objects.filter(region="us").exclude(state="closed").exists()
 
 
+def mark_woken(ids: Sequence[str], *, woken: bool = True) -> None:
+    """Mark rows as named by a message that still waits in the queue (a stored row is), or as not."""
+    Payload.objects.filter(pk__in=ids).update(enqueued_at=timezone.now() if woken else None)
+
+
+def test_a_batch_takes_with_its_own_rows_those_whose_messages_still_wait(counting: list[int]) -> None:
+    us = stored(4, tag="Ahead")
+    eu = stored(1, tag="AheadEu", region="eu")
+    not_woken = stored(1, tag="AheadQuiet")
+    not_due = stored(1, tag="AheadLater")
+    mark_woken([*us, *eu, *not_due])
+    mark_woken(not_woken, woken=False)  # e.g. put back by a batch that ran out of time: the sweeper's
+    Payload.objects.filter(pk__in=not_due).update(next_attempt_at=timezone.now() + datetime.timedelta(minutes=5))
+
+    assert tasks.deliver_payloads([us[2]]) == {"delivered": 4}
+    assert counting == [4]  # one call: its own row and the three woken ones of its region
+    assert all(state(pid).state == "delivered" for pid in us)
+    assert [state(pid).state for pid in (*eu, *not_woken, *not_due)] == ["pending"] * 3
+    # The messages of the rows taken ahead come later and find nothing to do.
+    assert tasks.deliver_payloads([us[0]]) == {"not_pending": 1}
+    assert tasks.deliver_payloads([us[3]]) == {"not_pending": 1}
+    assert counting == [4]
+    attempts = PayloadAttempt.objects.filter(payload_id__in=us)
+    assert sorted((str(a.payload_id), a.number, a.outcome) for a in attempts) == sorted(
+        (pid, 1, "delivered") for pid in us
+    )
+
+
+def test_a_batchs_own_rows_come_first_when_more_are_woken_than_it_takes(
+    counting: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "TAKE_AHEAD", 3)
+    ids = stored(5, tag="Crowd")
+    mark_woken(ids)
+    assert tasks.deliver_payloads([ids[4]]) == {"delivered": 3}
+    assert [state(pid).state for pid in ids] == ["delivered", "delivered", "pending", "pending", "delivered"]
+    assert tasks.deliver_payloads([ids[2]]) == {"delivered": 2}  # the rest, with the next message
+    assert counting == [3, 2]
+
+
 def test_an_open_circuit_holds_each_payload_of_a_batch_without_spending_attempts(counting: list[int]) -> None:
     ids = stored(3, tag="Held")
     retry_at = timezone.now() + datetime.timedelta(minutes=1)

@@ -17,10 +17,10 @@ class ControlConfig(AppConfig):
     def ready(self) -> None:
         from silo_router import checks as silo_checks
         from silo_router.redaction import install_log_redaction
+        from silo_router.writer_turns import take_turns
 
         from . import tasks  # noqa: F401  (registers the control tasks, so eager mode and workers run them by name)
         from .options import create_option_rows
-        from .writer_turns import take_turns
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
         install_log_redaction()

@@ -86,6 +86,7 @@ from silo_router.transports import (
     delivering_batch,
     transport_for,
 )
+from silo_router.writer_turns import writer_lock
 
 from . import circuits, followups, ingest, retention, wakeup
 from .beat import DELIVER_TASK, DRAIN_TASK
@@ -453,7 +454,7 @@ def _deliver_group(region: str, payload_ids: Sequence[str]) -> list[AttemptOutco
             for _, _, subject in sendable:
                 spans.append(attempts.enter_context(_attempt_span(subject, decision)))
                 traces.append(tracing.propagation_headers())
-            results = _send_batch(batch, region, sendable, traces)
+            results = _send_batch(batch, region, sendable, traces, spans)
             outcomes.extend(_account_batch(region, sendable, results, spans, started_at, started, timeline))
     _save_attempts([row for row in timeline if row is not None])
     return outcomes
@@ -464,6 +465,7 @@ def _send_batch(
     region: str,
     sendable: Sequence[tuple[Payload, Envelope, _Subject]],
     traces: Sequence[Mapping[str, str]],
+    spans: Sequence[tracing.Span],
 ) -> list[BatchResult | Exception]:
     """One transport call for a batch: a result per envelope (an exception for a failure inside control)."""
     span.set(batch_size=len(sendable))
@@ -471,7 +473,7 @@ def _send_batch(
         transport = transport_for(region)
         sealed = [seal(envelope) for _, envelope, _ in sendable]
         numbers = [(payload.attempts, payload.replays) for payload, _, _ in sendable]
-        with delivering_batch(numbers, traces=traces if tracing.active() else ()):
+        with delivering_batch(numbers, traces=traces if tracing.active() else (), spans=spans):
             results: list[BatchResult | Exception] = list(
                 transport.deliver_many(sealed, timeout=WORKER.remaining(), wait=False)
             )
@@ -854,7 +856,8 @@ def _save_attempts(rows: Sequence[PayloadAttempt]) -> None:
     if not rows:
         return
     try:
-        PayloadAttempt.objects.bulk_create(rows)
+        with writer_lock(connections[router.db_for_write(PayloadAttempt)]):  # bulk_create is a transaction
+            PayloadAttempt.objects.bulk_create(rows)
     except DatabaseError:
         logger.warning("could not record %d attempts of %s for the timeline", len(rows), rows[0].payload_id)
 
@@ -1117,10 +1120,12 @@ def claim_batch(
         listed = f"{pk} IN ({', '.join(['%s'] * len(ids))})"
         listed_ids = [value("id", payload_id) for payload_id in ids]
         if woken and region is not None:
-            conditions.append(f"({listed} OR {column('enqueued_at')} IS NOT NULL)")
+            # Rows taken ahead must be due now: the early allowance is for a message's own
+            # rows (clock skew), and a retry taken early would cut its backoff short.
+            ahead = f"{column('enqueued_at')} IS NOT NULL AND ({due_at} IS NULL OR {due_at} <= %s)"
+            conditions.append(f"({listed} OR ({ahead}))")
             order = f"CASE WHEN {listed} THEN 0 ELSE 1 END, {order}"
-            chosen.extend(listed_ids)
-            chosen.extend(listed_ids)  # the order's CASE
+            chosen.extend([*listed_ids, value("next_attempt_at", now), *listed_ids])  # the last: the order's CASE
         else:
             conditions.append(listed)
             chosen.extend(listed_ids)

@@ -36,8 +36,9 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import CharField, Field, IntegerField, TextField
 
+from silo_router.writer_turns import writer_lock
+
 from .models import Payload
-from .writer_turns import writer_lock
 
 #: Rows in one statement at most (far under SQLite's 32,766 bound variables).
 MAX_GROUP_ROWS = 500

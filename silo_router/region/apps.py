@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 from django.core import checks
+from django.db.backends.signals import connection_created
 
 
 class RegionConfig(AppConfig):
@@ -18,6 +19,7 @@ class RegionConfig(AppConfig):
         from silo_router.providers.slack import request as slack_request
         from silo_router.redaction import install_log_redaction
         from silo_router.transports import local
+        from silo_router.writer_turns import take_turns
 
         from . import funnel, notifications, receiver
         from .handlers import load_handler_modules
@@ -26,4 +28,5 @@ class RegionConfig(AppConfig):
         install_log_redaction()
         local.register_receiver(receiver.local_receiver)
         slack_request.register_region_services(on_replied=funnel.on_replied, prepare_notification=notifications.prepare)
+        connection_created.connect(take_turns, dispatch_uid="silo_router.writer_turns")
         load_handler_modules()

@@ -194,6 +194,9 @@ class OtelPart:
         context = self.span.get_span_context()
         return format(context.span_id, "016x") if context.is_valid else None
 
+    def as_current(self) -> contextlib.AbstractContextManager[Any]:
+        return trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+
 
 def _provider_may_be_set() -> bool:
     """``False`` when the API's own global says no tracer provider is set yet; else ask the API.

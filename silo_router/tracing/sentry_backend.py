@@ -49,6 +49,16 @@ class SentryPart:
     def span_id(self) -> str | None:
         return str(self.span.span_id)
 
+    @contextlib.contextmanager
+    def as_current(self) -> Iterator[None]:
+        scope = sentry_sdk.get_current_scope()
+        previous = scope.span
+        scope.span = self.span
+        try:
+            yield
+        finally:
+            scope.span = previous
+
 
 class SentryBackend:
     """Spans through sentry-sdk's API; active when a client is initialised."""

@@ -26,6 +26,7 @@ class Part(Protocol):
     def fail(self) -> None: ...
     def trace_id(self) -> str | None: ...
     def span_id(self) -> str | None: ...
+    def as_current(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 class Backend(Protocol):
@@ -117,6 +118,18 @@ class Span:
         for part in self._parts.values():
             return part.span_id()
         return None
+
+    @contextlib.contextmanager
+    def as_current(self) -> Iterator[None]:
+        """Make this (open) span the current one for the block, so that what starts or
+        propagates there is its child: an envelope of a batch sent under its own attempt."""
+        if not self._parts:
+            yield
+            return
+        with contextlib.ExitStack() as stack:
+            for part in self._parts.values():
+                stack.enter_context(part.as_current())
+            yield
 
     def __bool__(self) -> bool:
         return bool(self._parts)

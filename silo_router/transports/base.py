@@ -60,6 +60,9 @@ _trace: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVa
 _batch_traces: contextvars.ContextVar[tuple[Mapping[str, str], ...]] = contextvars.ContextVar(
     "silo_router_batch_traces", default=()
 )
+_batch_spans: contextvars.ContextVar[tuple[tracing.Span, ...]] = contextvars.ContextVar(
+    "silo_router_batch_spans", default=()
+)
 
 
 @contextlib.contextmanager
@@ -83,16 +86,24 @@ def delivering(
 
 @contextlib.contextmanager
 def delivering_batch(
-    numbers: Sequence[tuple[int | None, int | None]], *, traces: Sequence[Mapping[str, str]] = ()
+    numbers: Sequence[tuple[int | None, int | None]],
+    *,
+    traces: Sequence[Mapping[str, str]] = (),
+    spans: Sequence[tracing.Span] = (),
 ) -> Iterator[None]:
     """Number each attempt of the ``deliver_many`` call made inside this block: ``(attempt, replays)``
     per envelope, in the order the envelopes are given; ``traces``: each attempt's own trace
-    headers (its span's), so that each region run is a child of its own attempt."""
+    headers (its span's), so that each region run is a child of its own attempt; ``spans``:
+    the attempts' open spans, made current while an envelope is sent alone (a tracing
+    integration that injects its own headers, sentry-sdk's Celery one, then injects the
+    envelope's own attempt)."""
     token = _batch_numbering.set(tuple(numbers))
     traces_token = _batch_traces.set(tuple(traces))
+    spans_token = _batch_spans.set(tuple(spans))
     try:
         yield
     finally:
+        _batch_spans.reset(spans_token)
         _batch_traces.reset(traces_token)
         _batch_numbering.reset(token)
 
@@ -255,9 +266,10 @@ class Transport(abc.ABC):
         """
         deadline = time.monotonic() + timeout
         hops = Hop.for_batch(len(sealed_envelopes))
+        spans = _batch_spans.get()
         results: list[BatchResult] = []
         stopped = False
-        for sealed, hop in zip(sealed_envelopes, hops, strict=True):
+        for i, (sealed, hop) in enumerate(zip(sealed_envelopes, hops, strict=True)):
             remaining = deadline - time.monotonic()
             if stopped or remaining <= 0:
                 results.append(
@@ -268,7 +280,8 @@ class Transport(abc.ABC):
                     )
                 )
                 continue
-            with delivering(attempt=hop.attempt, replays=hop.replays, trace=hop.trace):
+            current = spans[i].as_current() if i < len(spans) else contextlib.nullcontext()
+            with delivering(attempt=hop.attempt, replays=hop.replays, trace=hop.trace), current:
                 try:
                     results.append(self.deliver(sealed, timeout=remaining, wait=wait))
                 except DeliveryError as exc:

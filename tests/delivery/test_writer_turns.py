@@ -12,7 +12,7 @@ from django.db import connection, transaction
 
 from silo_router.control import delivery
 from silo_router.control.models import Payload
-from silo_router.control.writer_turns import writer_lock
+from silo_router.writer_turns import writer_lock
 
 from .test_group_commit import envelope
 
@@ -106,7 +106,9 @@ def test_reads_and_writes_inside_a_transaction_do_not_wait_for_the_turn(
     assert Payload.objects.filter(pk=pid).count() == 1  # a read never waits
 
     def in_transaction() -> None:
-        with transaction.atomic():  # its BEGIN takes SQLite's own lock, which nobody holds
+        # Its BEGIN takes SQLite's own lock, which nobody holds; asking for the turn inside
+        # a transaction does not wait either (it could deadlock with the turn's holder).
+        with transaction.atomic(), writer_lock(connection):
             Payload.objects.filter(pk=pid).update(last_error="written in a transaction")
 
     thread, done = in_thread(in_transaction)

@@ -356,3 +356,22 @@ def test_a_secret_configured_later_is_redacted_from_then_on(otel: Exported, sett
         secret,
         REDACTED,
     ]
+
+
+def test_an_open_span_made_current_again_is_the_parent_of_what_starts_inside(otel: Exported) -> None:
+    """A batch opens every attempt's span first, then sends each envelope under its own."""
+    with tracing.flow("control", "attempt", "first", new_trace=True) as first:
+        with tracing.flow("control", "attempt", "second", new_trace=True):
+            with first.as_current():
+                headers = tracing.propagation_headers()
+                with tracing.stage("control", "send", "under the first"):
+                    pass
+            with tracing.stage("control", "send", "under the second"):
+                pass
+    by_description = {
+        span.attributes["silo_router.description"]: span for span in otel.named("silo_router.control.send")
+    }
+    attempts = {span.attributes["silo_router.description"]: span for span in otel.named("silo_router.control.attempt")}
+    assert otel.parent_of(by_description["under the first"]) is attempts["first"]
+    assert otel.parent_of(by_description["under the second"]) is attempts["second"]
+    assert hex_id(attempts["first"].context.span_id, 16) in headers["traceparent"]

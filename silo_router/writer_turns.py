@@ -8,12 +8,14 @@ for tens of milliseconds, and a click reaches its region late. Writers that queu
 an ``flock`` of a file beside the database (``<database>-silo-router-lock``) and a lock
 of their own process instead are woken the moment the holder's statement commits.
 
-:func:`writer_lock` is that turn. The control app installs it on every connection to a
-SQLite file (:func:`take_turns`, from ``connection_created``) for the statements that
-write in autocommit (``INSERT``, ``UPDATE``, ``DELETE``, ``REPLACE`` outside a
-transaction), which is how the library writes on the delivery path; a statement inside
-an ``atomic`` block is left to SQLite's own locking (its transaction already holds or
-waits for the lock). Other databases, and SQLite in memory, need nothing.
+:func:`writer_lock` is that turn. The control and region apps install it on every
+connection to a SQLite file (:func:`take_turns`, from ``connection_created``) for the
+statements that write in autocommit (``INSERT``, ``UPDATE``, ``DELETE``, ``REPLACE``
+outside a transaction), which is how the library writes on the delivery path. A
+statement inside an ``atomic`` block is left to SQLite's own locking (its transaction
+already holds or waits for the lock), unless the block is entered inside
+:func:`writer_lock` (the library does so for its own short transactions on hot paths).
+Other databases, and SQLite in memory, need nothing.
 """
 
 from __future__ import annotations
@@ -74,9 +76,14 @@ def _turn_of(connection: BaseDatabaseWrapper) -> _Turn | None:
 
 @contextlib.contextmanager
 def writer_lock(connection: BaseDatabaseWrapper) -> Iterator[None]:
-    """Hold the write turn of ``connection``'s SQLite file (re-entrant in a thread; a no-op elsewhere)."""
+    """Hold the write turn of ``connection``'s SQLite file (re-entrant in a thread; a no-op elsewhere).
+
+    Inside a transaction the turn is not taken: the transaction may hold SQLite's lock
+    already, and waiting for the turn then would deadlock with a writer that has the
+    turn and waits for that lock.
+    """
     turn = _turn_of(connection)
-    if turn is None:
+    if turn is None or connection.in_atomic_block:
         yield
         return
     depth: int = getattr(turn.held, "depth", 0)

@@ -229,6 +229,18 @@ def test_a_batch_takes_with_its_own_rows_those_whose_messages_still_wait(countin
     )
 
 
+def test_a_retry_is_not_taken_ahead_before_its_backoff_ends(counting: list[int]) -> None:
+    fresh, retrying = stored(1, tag="Fresh"), stored(1, tag="Retrying")
+    # Within the second a message may arrive early by (clock skew): still not taken ahead.
+    soon = timezone.now() + datetime.timedelta(milliseconds=500)
+    Payload.objects.filter(pk__in=retrying).update(attempts=1, next_attempt_at=soon)
+    mark_woken([*fresh, *retrying])
+    assert tasks.deliver_payloads(fresh) == {"delivered": 1}
+    assert (state(retrying[0]).state, state(retrying[0]).attempts) == ("pending", 1)
+    assert tasks.deliver_payloads(retrying) == {"delivered": 1}  # its own message may take it early
+    assert counting == [1, 1]
+
+
 def test_a_batchs_own_rows_come_first_when_more_are_woken_than_it_takes(
     counting: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:

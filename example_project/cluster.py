@@ -335,6 +335,16 @@ class FakeSlackAPI:
         return view if isinstance(view, dict) else {}
 
 
+def _only_empty_broker_folders(var: Path) -> bool:
+    """Whether ``var`` holds nothing but the empty folders ``example_project.celery`` makes for
+    the filesystem broker (any ``manage.py`` command with the example settings makes them)."""
+    for path in var.rglob("*"):
+        relative = path.relative_to(var).parts
+        if not path.is_dir() or relative[0] != "broker" or len(relative) > 2:
+            return False
+    return True
+
+
 class Cluster:
     """The example project's processes on loopback, started fresh in ``var_dir``."""
 
@@ -733,7 +743,7 @@ class Cluster:
 
     def _fresh_var_dir(self) -> None:
         var = self.var_dir
-        if var.exists() and any(var.iterdir()) and not (var / VAR_MARKER).exists():
+        if var.exists() and not (var / VAR_MARKER).exists() and not _only_empty_broker_folders(var):
             raise ClusterError(f"{var} is not empty and was not made by a Cluster; refusing to wipe it")
         shutil.rmtree(var, ignore_errors=True)
         (var / "broker").mkdir(parents=True)

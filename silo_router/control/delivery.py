@@ -1119,7 +1119,7 @@ def claim_batch(
     if ids is not None:
         listed = f"{pk} IN ({', '.join(['%s'] * len(ids))})"
         listed_ids = [value("id", payload_id) for payload_id in ids]
-        if woken and region is not None:
+        if woken and region is not None and len(ids) < limit:  # else no room for rows ahead
             # Rows taken ahead must be due now: the early allowance is for a message's own
             # rows (clock skew), and a retry taken early would cut its backoff short.
             ahead = f"{column('enqueued_at')} IS NOT NULL AND ({due_at} IS NULL OR {due_at} <= %s)"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from silo_router.control import delivery, tasks
@@ -227,6 +228,18 @@ def test_a_batch_takes_with_its_own_rows_those_whose_messages_still_wait(countin
     assert sorted((str(a.payload_id), a.number, a.outcome) for a in attempts) == sorted(
         (pid, 1, "delivered") for pid in us
     )
+
+
+def test_a_full_batch_takes_no_rows_ahead(counting: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain chunk names as many rows as a batch takes: it claims by id alone (no scan of the backlog)."""
+    monkeypatch.setattr(delivery, "TAKE_AHEAD", 2)
+    ids = stored(3, tag="Full")
+    mark_woken(ids)
+    with CaptureQueriesContext(connection) as queries:
+        assert tasks.deliver_payloads(ids[1:]) == {"delivered": 2}
+    claims = [q["sql"] for q in queries.captured_queries if q["sql"].startswith(("UPDATE", "WITH"))]
+    assert claims and not any("IS NOT NULL AND" in sql for sql in claims)  # the ahead condition
+    assert [state(pid).state for pid in ids] == ["pending", "delivered", "delivered"]
 
 
 def test_a_retry_is_not_taken_ahead_before_its_backoff_ends(counting: list[int]) -> None:

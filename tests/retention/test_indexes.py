@@ -144,3 +144,39 @@ def test_retention_uses_indexes(rows: dict[str, str], settings: Any) -> None:
 def test_a_full_read_is_caught() -> None:
     """The check itself: a query on a column no index covers is reported."""
     assert full_reads(f'SELECT "id" FROM "{TABLE}" WHERE "last_error" = %s', ["x"]) != []
+
+
+def region_history_reads(sql: str, params: Any) -> list[str]:
+    """Plan parts that read every row of a region (its delivered history too) through the region index."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            return [str(row[-1]) for row in cursor.fetchall() if str(row[-1]).endswith("_payload_region (region=?)")]
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            (plan,) = cursor.fetchone()
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    bad: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Index Name") == "silo_router_payload_region" and "state" not in node.get("Index Cond", ""):
+            bad.append(f"{node['Node Type']} on {node['Index Name']}: {node.get('Index Cond', '')}")
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    return bad
+
+
+def test_a_drain_reads_only_the_active_rows_of_its_region(
+    rows: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each chunk of a backlog calls ``drain`` again: it must not read the region's history each time."""
+    monkeypatch.setattr(delivery, "send_task", lambda *args, **kwargs: None)
+    with statements() as seen:
+        delivery.drain("us")
+    assert_indexed(seen)
+    assert {sql: bad for sql, params in seen if (bad := region_history_reads(sql, params))} == {}

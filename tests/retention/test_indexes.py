@@ -43,19 +43,13 @@ def statements() -> Iterator[list[tuple[str, Any]]]:
         yield seen
 
 
-def full_reads(sql: str, params: Any) -> list[str]:
-    """The parts of the plan of ``sql`` that read all of the payload table or of one of its full indexes."""
+def plan_of(sql: str, params: Any) -> list[str] | list[dict[str, Any]]:
+    """SQLite: the lines of ``EXPLAIN QUERY PLAN``; PostgreSQL: every node of ``EXPLAIN``, sequential
+    scans discouraged so that a usable index shows."""
     with connection.cursor() as cursor:
         if connection.vendor == "sqlite":
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-            lines = [str(row[-1]) for row in cursor.fetchall()]
-            bad = []
-            for line in lines:
-                if line.startswith(f"SCAN {TABLE}"):
-                    index = line.split(" INDEX ")[-1].split(" ")[0] if " INDEX " in line else None
-                    if index not in PARTIAL:
-                        bad.append(line)
-            return bad
+            return [str(row[-1]) for row in cursor.fetchall()]
         cursor.execute("SET enable_seqscan = off")
         try:
             cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
@@ -63,19 +57,33 @@ def full_reads(sql: str, params: Any) -> list[str]:
         finally:
             cursor.execute("RESET enable_seqscan")
     plan = json.loads(plan) if isinstance(plan, str) else plan
-    bad = []
+    nodes: list[dict[str, Any]] = []
 
     def walk(node: dict[str, Any]) -> None:
-        kind = node.get("Node Type", "")
-        if node.get("Relation Name") == TABLE or kind == "Bitmap Index Scan":
-            if kind == "Seq Scan":
-                bad.append(f"Seq Scan on {TABLE}")
-            elif "Index Name" in node and "Index Cond" not in node and node["Index Name"] not in PARTIAL:
-                bad.append(f"{kind} of the whole {node['Index Name']}")
+        nodes.append(node)
         for child in node.get("Plans", []):
             walk(child)
 
     walk(plan[0]["Plan"])
+    return nodes
+
+
+def full_reads(sql: str, params: Any) -> list[str]:
+    """The parts of the plan of ``sql`` that read all of the payload table or of one of its full indexes."""
+    bad = []
+    for part in plan_of(sql, params):
+        if isinstance(part, str):
+            if part.startswith(f"SCAN {TABLE}"):
+                index = part.split(" INDEX ")[-1].split(" ")[0] if " INDEX " in part else None
+                if index not in PARTIAL:
+                    bad.append(part)
+            continue
+        kind = part.get("Node Type", "")
+        if part.get("Relation Name") == TABLE or kind == "Bitmap Index Scan":
+            if kind == "Seq Scan":
+                bad.append(f"Seq Scan on {TABLE}")
+            elif "Index Name" in part and "Index Cond" not in part and part["Index Name"] not in PARTIAL:
+                bad.append(f"{kind} of the whole {part['Index Name']}")
     return bad
 
 
@@ -148,26 +156,13 @@ def test_a_full_read_is_caught() -> None:
 
 def region_history_reads(sql: str, params: Any) -> list[str]:
     """Plan parts that read every row of a region (its delivered history too) through the region index."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
-            return [str(row[-1]) for row in cursor.fetchall() if str(row[-1]).endswith("_payload_region (region=?)")]
-        cursor.execute("SET enable_seqscan = off")
-        try:
-            cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-            (plan,) = cursor.fetchone()
-        finally:
-            cursor.execute("RESET enable_seqscan")
-    plan = json.loads(plan) if isinstance(plan, str) else plan
-    bad: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        if node.get("Index Name") == "silo_router_payload_region" and "state" not in node.get("Index Cond", ""):
-            bad.append(f"{node['Node Type']} on {node['Index Name']}: {node.get('Index Cond', '')}")
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan[0]["Plan"])
+    bad = []
+    for part in plan_of(sql, params):
+        if isinstance(part, str):
+            if part.endswith("_payload_region (region=?)"):
+                bad.append(part)
+        elif part.get("Index Name") == "silo_router_payload_region" and "state" not in part.get("Index Cond", ""):
+            bad.append(f"{part['Node Type']} on {part['Index Name']}: {part.get('Index Cond', '')}")
     return bad
 
 

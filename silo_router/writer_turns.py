@@ -67,11 +67,11 @@ def _turn_of(connection: BaseDatabaseWrapper) -> _Turn | None:
     path = str(connection.settings_dict.get("NAME") or "")
     if not path or path == ":memory:" or path.startswith("file:"):
         return None
-    with _turns_guard:
-        turn = _turns.get(path)
-        if turn is None:
-            turn = _turns[path] = _Turn(path)
-        return turn
+    turn = _turns.get(path)  # every write statement asks: no lock once the turn exists
+    if turn is None:
+        with _turns_guard:
+            turn = _turns.setdefault(path, _Turn(path))
+    return turn
 
 
 @contextlib.contextmanager
@@ -106,10 +106,9 @@ def writer_lock(connection: BaseDatabaseWrapper) -> Iterator[None]:
 
 
 def _in_turn(execute: Callable[..., Any], sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
-    connection: BaseDatabaseWrapper = context["connection"]
-    if connection.in_atomic_block or not _WRITES.match(sql):
+    if not _WRITES.match(sql):
         return execute(sql, params, many, context)
-    with writer_lock(connection):
+    with writer_lock(context["connection"]):  # not taken inside a transaction
         return execute(sql, params, many, context)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -26,12 +27,18 @@ pytestmark = pytest.mark.e2e
 #: Senders at once (each its own thread and connection), and the rate of each.
 SENDERS = 4
 RATE = 40.0
-#: How many times a web process is killed at least (and at most, until one kill caught
-#: requests under way), and the load run before each kill.
+#: How many rounds kill the web processes at least (and at most, until one caught
+#: requests under way), and the load run before each round.
 KILLS = 2
-MAX_KILLS = 8
+MAX_KILLS = 10
 LOAD_BEFORE_KILL = 1.5
 FROZEN_BEFORE_KILL = 0.3
+#: Requests sent together just before each round's kill, and how long the workers get to
+#: accept them: at the steady rate a request is under way a few milliseconds, so a kill at a
+#: random instant often finds none; a burst bigger than the workers' threads keeps some
+#: queued inside them.
+BURST = 12
+BURST_LEAD = 0.02
 
 
 def web_workers(cluster: Cluster) -> list[int]:
@@ -52,21 +59,35 @@ def test_a_killed_web_process_loses_no_acknowledged_event(
     for load in loads:
         load.start()
     try:
-        for _ in range(MAX_KILLS):
-            if len(killed) >= KILLS and any(load.refused() for load in loads):
+        for round_ in range(MAX_KILLS):
+            if round_ >= KILLS and any(load.refused() for load in loads):
                 break  # a killed process certainly held requests it had not answered
             time.sleep(LOAD_BEFORE_KILL)
-            victim = web_workers(cluster)[0]
-            # Frozen first, so that it certainly holds requests it has read and not answered.
-            os.kill(victim, signal.SIGSTOP)
+            burst = [
+                threading.Thread(target=lambda load=load, n=n: load.send(*load.plan(n)))
+                for n, load in enumerate(loads * (BURST // SENDERS))
+            ]
+            for sender in burst:
+                sender.start()
+            time.sleep(BURST_LEAD)
+            # Every worker at once (a request goes to whichever accepts it), frozen first so
+            # that each keeps the requests it has read and not answered; the master's
+            # listening socket keeps what none accepted yet.
+            victims = web_workers(cluster)
+            for victim in victims:
+                os.kill(victim, signal.SIGSTOP)
             time.sleep(FROZEN_BEFORE_KILL)
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
+            for victim in victims:
+                os.kill(victim, signal.SIGKILL)
+            killed.extend(victims)
             wait_until(
-                lambda victim=victim: web_workers(cluster) and victim not in web_workers(cluster),
+                lambda victims=victims: len(web_workers(cluster)) == len(victims)
+                and not set(victims) & set(web_workers(cluster)),
                 timeout=30,
-                what="gunicorn replaced the killed worker",
+                what="gunicorn replaced the killed workers",
             )
+            for sender in burst:
+                sender.join()
         time.sleep(LOAD_BEFORE_KILL)
     finally:
         for load in loads:

@@ -81,8 +81,9 @@ def test_a_killed_web_process_loses_no_acknowledged_event(
                 os.kill(victim, signal.SIGKILL)
             killed.extend(victims)
             wait_until(
-                lambda victims=victims: len(web_workers(cluster)) == len(victims)
-                and not set(victims) & set(web_workers(cluster)),
+                lambda victims=victims: (
+                    len(web_workers(cluster)) == len(victims) and not set(victims) & set(web_workers(cluster))
+                ),
                 timeout=30,
                 what="gunicorn replaced the killed workers",
             )

@@ -4,6 +4,11 @@ Gunicorn servers on 127.0.0.1, same gunicorn settings, each with its own minimal
 Django project (bench/projects/):
 
   bare        a Django view that reads the body and answers an empty 200 (the ceiling)
+  floor_sqlite, floor_journal
+              the floor of any durable ack (projects/durable_floor.py): the bare view
+              committing the body before its 200 with the cheapest code that keeps that
+              promise (group commit, raw sqlite3 into a table of two columns, or an
+              append and fdatasync to a journal file of the process), nothing else
   silo_router SiloRouterMiddleware in control mode: verify, classify, resolve through
               the Integration table, commit a Payload row and wake delivery through
               Celery, then an empty 200; once per storage (``--storage``):
@@ -95,6 +100,20 @@ class Target:
 SILO_PATH = "/extensions/slack/"
 TARGETS = (
     Target("bare", "bare Django view (ceiling)", "projects.settings_bare", "/slack/events"),
+    Target(
+        "floor_sqlite",
+        "durable floor: bare view + raw SQLite group commit",
+        "projects.settings_floor",
+        "/slack/events",
+        {"BENCH_FLOOR_STORE": "sqlite"},
+    ),
+    Target(
+        "floor_journal",
+        "durable floor: bare view + journal file group commit",
+        "projects.settings_floor",
+        "/slack/events",
+        {"BENCH_FLOOR_STORE": "journal"},
+    ),
     Target(
         "silo_router",
         "django-silo-router (SQLite, filesystem broker)",
@@ -253,8 +272,9 @@ def is_silo(target: Target) -> bool:
     return target.settings == "projects.settings_silo"
 
 
-def manage_silo(command: str, var_dir: Path, target: Target = TARGETS[1]) -> dict[str, Any]:
-    """``projects.silo_db prepare|count`` on ``target``'s database and broker."""
+def manage_silo(command: str, var_dir: Path, target: Target | None = None) -> dict[str, Any]:
+    """``projects.silo_db prepare|count`` on ``target``'s database and broker (default: the SQLite default's)."""
+    target = target or next(t for t in TARGETS if t.name == "silo_router")
     env = {
         **os.environ,
         **target.env,
@@ -687,9 +707,11 @@ def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
         if name != "bare":
             ratio(name, "bare")
     for name, data in summary.items():
-        if data.get("storage"):
+        if data.get("storage") or name.startswith("floor_"):
             ratio(name, "bolt")
             ratio(name, "bolt_pbr")
+        if (data.get("storage") or "").startswith("sqlite"):
+            ratio(name, "floor_sqlite")
     return out
 
 
@@ -766,6 +788,8 @@ def plot(summary: dict[str, dict[str, Any]], runs: Sequence[Run], path: Path, su
     titles = [summary[n]["title"].replace(" (", "\n(").replace(", ", ",\n") for n in names]
     colors = {
         "bare": "#9e9e9e",
+        "floor_sqlite": "#bdbdbd",
+        "floor_journal": "#e0e0e0",
         "silo_router": "#2e7d32",
         "silo_router_sqlite_redis": "#66bb6a",
         "silo_router_postgres_redis": "#1565c0",

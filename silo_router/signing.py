@@ -73,8 +73,9 @@ def verify(
     return key_id
 
 
-#: Reasons a region gives when the hop itself is misconfigured (keys, clocks, addressing),
-#: not the one envelope: control holds the region's traffic instead of failing it.
+#: Reasons a region gives when the hop itself is misconfigured (keys, clocks, addressing,
+#: handler modules that do not import), not the one envelope: control holds the region's
+#: traffic instead of failing it.
 FLEET_FAULT_REASONS = frozenset(
     {
         "missing_signature",
@@ -84,6 +85,7 @@ FLEET_FAULT_REASONS = frozenset(
         "signature_mismatch",
         "wrong_region",
         "unsupported_version",
+        "handlers_not_loaded",
     }
 )
 

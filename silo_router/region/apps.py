@@ -21,10 +21,12 @@ class RegionConfig(AppConfig):
         from silo_router.transports import local
         from silo_router.writer_turns import take_turns
 
+        from . import checks as region_checks
         from . import funnel, notifications, receiver
         from .handlers import load_handler_modules
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
+        checks.register(region_checks.check_handlers, checks.Tags.compatibility)
         install_log_redaction()
         local.register_receiver(receiver.local_receiver)
         slack_request.register_region_services(on_replied=funnel.on_replied, prepare_notification=notifications.prepare)

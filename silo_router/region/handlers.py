@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -27,6 +28,8 @@ from silo_router.exceptions import SiloRouterConfigurationError
 from silo_router.providers.slack.request import SlackHandlerRequest
 
 from .request import HandlerRequest
+
+logger = logging.getLogger("silo_router.region")
 
 Handler = Callable[[Any], Any]
 H = TypeVar("H", bound=Handler)
@@ -155,13 +158,36 @@ def registry_for(provider: str) -> HandlerRegistry | None:
 
 
 def load_handler_modules() -> None:
-    """Import the modules named in ``HANDLER_MODULES`` (region and monolith modes)."""
+    """Import the modules named in ``HANDLER_MODULES`` (region and monolith modes).
+
+    One that fails to import is logged and kept in :func:`handler_import_errors`, not
+    raised: ``migrate`` and every other command must still run while a handler module
+    is missing or broken. The system checks report it (``silo_router.W008``) and the
+    region refuses envelopes with a 503 until it imports, so control keeps them and
+    retries instead of recording them as delivered with no handler.
+    """
+    _import_errors.clear()
     if not conf.is_region:
         return
-    for path in conf.HANDLER_MODULES:
+    modules = conf.get("HANDLER_MODULES")
+    if not isinstance(modules, list | tuple):  # silo_router.E018 says so
+        return
+    for path in modules:
         try:
-            importlib.import_module(path)
-        except ImportError as exc:
-            raise SiloRouterConfigurationError(
-                f"SILO_ROUTER['HANDLER_MODULES'] names {path!r}, which cannot be imported: {exc}"
-            ) from exc
+            importlib.import_module(str(path))
+        except Exception as exc:  # a missing module, a syntax error, two handlers for one kind
+            _import_errors[str(path)] = f"{type(exc).__name__}: {exc}"
+            logger.error("SILO_ROUTER['HANDLER_MODULES'] names %r, which cannot be imported: %s", path, exc)
+
+
+def handler_import_errors() -> dict[str, str]:
+    """``{module path: why}`` for the handler modules that did not import."""
+    return dict(_import_errors)
+
+
+def registered_handler_count() -> int:
+    """How many handlers the registries hold, over every provider."""
+    return sum(len(registry._handlers) for registry in _registries.values())
+
+
+_import_errors: dict[str, str] = {}

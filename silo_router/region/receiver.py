@@ -37,7 +37,7 @@ from silo_router.tracing import names
 from silo_router.transports.base import DeliveryError, Hop
 
 from . import funnel
-from .handlers import Registration, registry_for
+from .handlers import Registration, handler_import_errors, registry_for
 from .models import ProcessedEnvelope
 from .request import HandlerRequest
 
@@ -106,6 +106,12 @@ def _verified(
     if envelope.provider not in conf.PROVIDERS:
         raise EnvelopeRejected(
             f"The envelope names an unknown provider {envelope.provider!r}.", reason="unknown_provider", status=400
+        )
+    if handler_import_errors():  # a broken deploy holds envelopes instead of answering "no handler" for good
+        raise EnvelopeRejected(
+            "This region's SILO_ROUTER['HANDLER_MODULES'] do not all import (see its log and manage.py check).",
+            reason="handlers_not_loaded",
+            status=503,
         )
     try:
         inbound = get_provider(envelope.provider).parse(body=envelope.body.encode(), headers=envelope.headers)

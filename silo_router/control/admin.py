@@ -12,7 +12,6 @@ import datetime
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable
 from typing import Any
 
 from django import forms
@@ -41,6 +40,7 @@ from .models import (
 )
 from .options import DEFINITIONS, options
 from .status import UNROUTABLE_ADVICE, format_age, region_status
+from .validation import unknown_provider, unknown_region
 
 
 def _parsed_body(body: str) -> Any:
@@ -133,10 +133,6 @@ def payload_timeline(payload: Payload) -> list[TimelineEntry]:
     return sorted(entries, key=lambda entry: (entry.at is None, entry.at or payload.created_at))
 
 
-def _valid_names(names: Iterable[str]) -> str:
-    return ", ".join(sorted(names)) or "(none configured)"
-
-
 class OrganizationMappingForm(forms.ModelForm):
     """``region`` must name a region in ``SILO_ROUTER['REGIONS']``."""
 
@@ -146,10 +142,9 @@ class OrganizationMappingForm(forms.ModelForm):
 
     def clean_region(self) -> str:
         region = str(self.cleaned_data.get("region") or "")
-        if region not in conf.REGIONS:
-            raise forms.ValidationError(
-                f"{region!r} is not a region in SILO_ROUTER['REGIONS']. Valid regions: {_valid_names(conf.REGIONS)}."
-            )
+        problem = unknown_region(region)
+        if problem:
+            raise forms.ValidationError(problem)
         return region
 
 
@@ -162,10 +157,9 @@ class IntegrationForm(forms.ModelForm):
 
     def clean_provider(self) -> str:
         provider = str(self.cleaned_data.get("provider") or "")
-        if provider not in conf.PROVIDERS:
-            raise forms.ValidationError(
-                f"{provider!r} is not a registered provider. Valid providers: {_valid_names(conf.PROVIDERS)}."
-            )
+        problem = unknown_provider(provider)
+        if problem:
+            raise forms.ValidationError(problem)
         return provider
 
 

@@ -13,7 +13,7 @@ from .handlers import handler_import_errors, registered_handler_count
 
 def check_handlers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Warnings, not errors, so that ``migrate`` still runs while a handler module is missing."""
-    if not conf.is_region or conf.MODE not in ("region", "monolith"):
+    if not conf.is_region:
         return []
     broken = handler_import_errors()
     found: list[CheckMessage] = [

@@ -22,8 +22,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from silo_router.conf import conf
 from silo_router.control.models import Integration, OrganizationMapping
+from silo_router.control.validation import unknown_provider, unknown_region
 
 #: A Slack workspace (T...) or Enterprise Grid organization (E...) id.
 SLACK_ID = re.compile(r"^[TE][A-Z0-9]{2,63}$")
@@ -58,8 +58,9 @@ class Command(BaseCommand):
         if not external_id or not slug:
             raise CommandError("give the installation's id and --organization (or --list)")
         provider = options["provider"]
-        if provider not in conf.PROVIDERS:
-            raise CommandError(f"{provider!r} is not a registered provider. Valid providers: {_names(conf.PROVIDERS)}.")
+        problem = unknown_provider(provider)
+        if problem:
+            raise CommandError(problem)
         if provider == "slack":
             for value, what in ((external_id, "installation id"), (options["enterprise"], "--enterprise")):
                 if value and not SLACK_ID.match(value):
@@ -78,10 +79,9 @@ class Command(BaseCommand):
 
     def _organization(self, slug: str, options: dict[str, Any]) -> OrganizationMapping:
         region = options["region"]
-        if region is not None and region not in conf.REGIONS:
-            raise CommandError(
-                f"{region!r} is not a region in SILO_ROUTER['REGIONS']. Valid regions: {_names(conf.REGIONS)}."
-            )
+        problem = unknown_region(region) if region is not None else None
+        if problem:
+            raise CommandError(problem)
         organization = OrganizationMapping.objects.filter(slug=slug).first()
         if organization is not None:
             if region is not None and region != organization.region:
@@ -138,7 +138,3 @@ class Command(BaseCommand):
             app = f" app {integration.app_id}" if integration.app_id else ""
             inactive = "" if integration.active else " [deactivated]"
             self.stdout.write(f"{integration}{app}{inactive} -> {organizations}")
-
-
-def _names(names: Any) -> str:
-    return ", ".join(sorted(names)) or "(none configured)"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from django.conf import settings
@@ -37,6 +37,8 @@ POSITIVE_NUMBERS = (
     "QUEUED_CONFIRM_TIMEOUT",
     "PUBLISH_TIMEOUT",
     "ATTEMPT_RETENTION",
+    "RUNNER_THREADS",
+    "SWEEP_INTERVAL",
 )
 NON_NEGATIVE_NUMBERS = (
     "RESOLVER_CACHE_SECONDS",
@@ -44,6 +46,8 @@ NON_NEGATIVE_NUMBERS = (
     "MAX_CLOCK_ALLOWANCE",
     "TRACES_SAMPLE_RATE",
     "RETRY_JITTER",
+    "PRUNE_INTERVAL",
+    "TOKEN_ROTATION_INTERVAL",
 )
 
 
@@ -73,6 +77,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
         return errors
+    errors += _check_nested_keys()
     errors += _check_numbers()
     errors += _check_resolver_cache()
     errors += _check_signing_keys()
@@ -90,6 +95,53 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     errors += _check_control_url()
     errors += _check_retention()
     return errors
+
+
+#: The keys a region entry takes with each built-in transport (a dotted-path transport may take its own).
+REGION_KEYS = frozenset({"TRANSPORT", "SIGNING_KEYS", "SIGNING_KEY_ID", "DELIVERY_QUEUE"})
+TRANSPORT_KEYS: dict[str, frozenset[str]] = {
+    "http": frozenset({"URL", "CONNECT_TIMEOUT", "BATCH_SIZE"}),
+    "local": frozenset({"ACCEPT_TIMEOUT"}),
+    "celery": frozenset({"QUEUE"}),
+}
+
+
+def _check_nested_keys() -> list[CheckMessage]:
+    """Unknown keys inside ``SLACK`` and inside each built-in transport's region entry (E034), as at the top level."""
+    errors: list[CheckMessage] = []
+    slack = conf.get("SLACK")
+    if not isinstance(slack, Mapping):
+        errors.append(
+            Error(
+                f"SILO_ROUTER['SLACK'] must be a dict, not {type(slack).__name__}.",
+                hint="e.g. {'SIGNING_SECRETS': [os.environ['SLACK_SIGNING_SECRET']]}.",
+                id="silo_router.E034",
+            )
+        )
+    else:
+        errors += _unknown_keys(slack, SLACK_DEFAULTS, "SILO_ROUTER['SLACK']")
+    regions = conf.get("REGIONS")
+    for name, options in regions.items() if isinstance(regions, Mapping) else ():
+        if not isinstance(options, Mapping):
+            continue  # E007
+        transport = str(options.get("TRANSPORT", "http"))
+        if transport in TRANSPORT_KEYS:
+            known = REGION_KEYS | TRANSPORT_KEYS[transport]
+            errors += _unknown_keys(options, known, f"SILO_ROUTER['REGIONS'][{name!r}]", note=f"({transport})")
+    return errors
+
+
+def _unknown_keys(given: Mapping[str, Any], known: Iterable[str], where: str, *, note: str = "") -> list[CheckMessage]:
+    known = sorted(known)
+    return [
+        Error(
+            f"{where} has an unknown key {key!r}{' ' + note if note else ''}.",
+            hint="Remove it or fix its spelling." + did_you_mean(str(key), known) + f" It takes: {', '.join(known)}.",
+            id="silo_router.E034",
+        )
+        for key in given
+        if key not in known
+    ]
 
 
 def _check_numbers() -> list[CheckMessage]:
@@ -370,17 +422,8 @@ def _check_control() -> list[CheckMessage]:
             except SiloRouterConfigurationError as exc:
                 errors.append(Error(str(exc), hint="Use a dotted path to an importable class.", id="silo_router.E015"))
     slack = conf.SLACK
-    secrets = slack.get("SIGNING_SECRETS")
-    if "slack" in set(prefixes.values()) and (
-        not isinstance(secrets, list | tuple) or not secrets or not all(isinstance(s, str) and s for s in secrets)
-    ):
-        errors.append(
-            Error(
-                "SILO_ROUTER['SLACK']['SIGNING_SECRETS'] is missing: every Slack request will be refused (401).",
-                hint="Set it to [your app's signing secret]; list the old one too while rotating.",
-                id="silo_router.E016",
-            )
-        )
+    if "slack" in set(prefixes.values()):
+        errors += _check_signing_secrets(slack.get("SIGNING_SECRETS"))
     custom_authorizer = slack.get("AUTHORIZER") != SLACK_DEFAULTS["AUTHORIZER"]
     if not (slack.get("BOT_TOKEN") or slack.get("CLIENT_ID") or custom_authorizer):
         errors.append(
@@ -393,6 +436,29 @@ def _check_control() -> list[CheckMessage]:
             )
         )
     return errors
+
+
+def _check_signing_secrets(secrets: Any) -> list[CheckMessage]:
+    """E016: Slack's signing secrets missing, of the wrong type (named as such), or holding empty entries."""
+    where = "SILO_ROUTER['SLACK']['SIGNING_SECRETS']"
+    if secrets is None or (isinstance(secrets, list | tuple) and not secrets):
+        message, hint = (
+            f"{where} is missing: every Slack request will be refused (401).",
+            "Set it to [your app's signing secret]; list the old one too while rotating.",
+        )
+    elif not isinstance(secrets, list | tuple):
+        message, hint = (
+            f"{where} must be a list of signing secrets, not {type(secrets).__name__}.",
+            "Wrap it in a list: [os.environ['SLACK_SIGNING_SECRET']]; list the old one too while rotating.",
+        )
+    elif not all(isinstance(secret, str) and secret for secret in secrets):
+        message, hint = (
+            f"{where} must hold non-empty strings only.",
+            "Each entry is a signing secret from your Slack app's Basic Information page.",
+        )
+    else:
+        return []
+    return [Error(message, hint=hint, id="silo_router.E016")]
 
 
 def _check_sync_fanout() -> list[CheckMessage]:
@@ -427,10 +493,12 @@ def _check_region() -> list[CheckMessage]:
                 id="silo_router.E017",
             )
         )
-    if not isinstance(conf.get("HANDLER_MODULES"), list | tuple):
+    modules = conf.get("HANDLER_MODULES")
+    if not isinstance(modules, list | tuple):
         errors.append(
             Error(
-                "SILO_ROUTER['HANDLER_MODULES'] must be a list of module paths.",
+                f"SILO_ROUTER['HANDLER_MODULES'] must be a list of module paths, not {type(modules).__name__}"
+                + (f": write [{modules!r}]." if isinstance(modules, str) else "."),
                 hint="e.g. ['myapp.slack_handlers'].",
                 id="silo_router.E018",
             )

@@ -76,6 +76,11 @@ DEFAULTS: dict[str, Any] = {
     "ORDERING": {},
     "QUEUED_CONFIRM_TIMEOUT": 600.0,
     "PUBLISH_TIMEOUT": 0.5,
+    "RUNNER": None,
+    "RUNNER_THREADS": 4,
+    "SWEEP_INTERVAL": 5.0,
+    "PRUNE_INTERVAL": 3600.0,
+    "TOKEN_ROTATION_INTERVAL": 600.0,
     "CONTROL_QUEUE": "celery",
     "CONTROL_RESPONSE_TIMEOUT": 1.5,
     "LOADING_VIEW_TIMEOUT": 10.0,
@@ -338,6 +343,29 @@ class SiloRouterSettings:
     @property
     def PUBLISH_TIMEOUT(self) -> float:
         return float(self.get("PUBLISH_TIMEOUT"))
+
+    @property
+    def RUNNER(self) -> str | None:
+        """``"celery"``, ``"embedded"``, or ``None`` (chosen by whether a broker is configured: see
+        :func:`silo_router.control.runner.active_runner`)."""
+        value = self.get("RUNNER")
+        return str(value) if value else None
+
+    @property
+    def RUNNER_THREADS(self) -> int:
+        return int(self.get("RUNNER_THREADS"))
+
+    @property
+    def SWEEP_INTERVAL(self) -> float:
+        return float(self.get("SWEEP_INTERVAL"))
+
+    @property
+    def PRUNE_INTERVAL(self) -> float:
+        return float(self.get("PRUNE_INTERVAL"))
+
+    @property
+    def TOKEN_ROTATION_INTERVAL(self) -> float:
+        return float(self.get("TOKEN_ROTATION_INTERVAL"))
 
     @property
     def QUEUED_SIGNATURE_MAX_AGE(self) -> int:

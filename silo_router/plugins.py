@@ -80,6 +80,7 @@ def lookup(table: Mapping[str, T], name: str, *, setting: str, what: str) -> T:
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
-    """A ' Did you mean ...?' suffix, or an empty string."""
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    """A ' Did you mean ...?' suffix, or an empty string (case does not count: 'url' suggests 'URL')."""
+    by_folded = {str(choice).casefold(): str(choice) for choice in choices}
+    close = difflib.get_close_matches(value.casefold(), list(by_folded), n=1)
+    return f" Did you mean {by_folded[close[0]]!r}?" if close else ""

@@ -19,10 +19,17 @@ class ControlConfig(AppConfig):
         from silo_router.redaction import install_log_redaction
         from silo_router.writer_turns import take_turns
 
-        from . import tasks  # noqa: F401  (registers the control tasks, so eager mode and workers run them by name)
+        from .checks import check_middleware, check_runner
         from .options import create_option_rows
 
+        try:
+            from . import tasks  # noqa: F401  (registers the control tasks, so eager mode and workers run them by name)
+        except ImportError:  # Celery is not installed: the embedded runner runs the same functions
+            pass
+
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
+        checks.register(check_runner, checks.Tags.compatibility)
+        checks.register(check_middleware, checks.Tags.compatibility)
         install_log_redaction()
         post_migrate.connect(create_option_rows, sender=self)
         connection_created.connect(take_turns, dispatch_uid="silo_router.writer_turns")

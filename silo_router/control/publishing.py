@@ -20,12 +20,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-from celery import Celery, current_app
+from typing import TYPE_CHECKING, Any
 
 from silo_router import tracing
 from silo_router.conf import conf
+
+from . import runner
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger("silo_router.delivery")
 
@@ -36,8 +39,9 @@ PUBLISH_THREADS = 4
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="silo-router-publish")
 _slots = threading.BoundedSemaphore(MAX_OUTSTANDING)
 #: How a publish ended (the span's ``outcome``): taken by the broker, run inline (Celery's
-#: eager mode), not taken within the wait, or left to the sweeper because too many wait.
-PUBLISHED, EAGER, TIMED_OUT, BACKLOG_FULL = "published", "eager", "timed_out", "backlog_full"
+#: eager mode), queued in this process (the embedded runner), not taken within the wait, or
+#: left to the sweeper because too many wait.
+PUBLISHED, EAGER, EMBEDDED, TIMED_OUT, BACKLOG_FULL = "published", "eager", "embedded", "timed_out", "backlog_full"
 
 
 def publish_within(publish: Callable[[], object], *, wait: float, what: str) -> bool:
@@ -52,11 +56,14 @@ def publish_within(publish: Callable[[], object], *, wait: float, what: str) -> 
         span.set(
             waited_ms=round((time.monotonic() - started) * 1000, 1), outcome=outcome, timed_out=outcome == TIMED_OUT
         )
-    return outcome in (PUBLISHED, EAGER)
+    return outcome in (PUBLISHED, EAGER, EMBEDDED)
 
 
 def _publish(publish: Callable[[], object], *, wait: float, what: str) -> str:
-    if current_app.conf.task_always_eager:
+    if runner.embedded():  # a queue in memory: nothing to wait for
+        publish()
+        return EMBEDDED
+    if celery_app().conf.task_always_eager:
         publish()
         return EAGER
     if not _slots.acquire(blocking=False):
@@ -86,15 +93,27 @@ def region_queue(region: str) -> dict[str, Any]:
     return {"queue": str(queue)} if queue else {}
 
 
-def send_task(name: str, args: Sequence[Any], *, app: Celery | None = None, **options: Any) -> None:
-    """Publish a message for the task registered as ``name``, without importing its module.
+def celery_app() -> Celery:
+    """This thread's current Celery app (imported only when the Celery runner is used)."""
+    from celery import current_app
 
-    Where the task is registered in this process (a worker, or tests in eager mode) it
-    is sent through its own ``apply_async`` so eager mode runs it; elsewhere the message
-    goes out by name, which is all the broker needs. ``app``: the Celery app to publish
-    with (Celery's current app is per thread; by default, this thread's).
+    return current_app._get_current_object()  # type: ignore[attr-defined, no-any-return]
+
+
+def send_task(name: str, args: Sequence[Any], *, app: Celery | None = None, **options: Any) -> None:
+    """Have the active runner run the task registered as ``name``, without importing its module.
+
+    The embedded runner queues it in this process (``countdown`` is honoured, the other
+    publish options are Celery's). With Celery, where the task is registered in this
+    process (a worker, or tests in eager mode) it is sent through its own ``apply_async``
+    so eager mode runs it; elsewhere the message goes out by name, which is all the
+    broker needs. ``app``: the Celery app to publish with (Celery's current app is per
+    thread; by default, this thread's).
     """
-    app = app or current_app
+    if app is None and runner.embedded():
+        runner.runner.submit(name, args, countdown=float(options.get("countdown") or 0.0))
+        return
+    app = app or celery_app()
     task = app.tasks.get(name)
     if task is not None:
         task.apply_async(tuple(args), **options)

@@ -27,7 +27,7 @@ from .beat import (
     SWEEP_TASK,
 )
 from .models import Payload
-from .slack.rotation import rotate_expiring_tokens
+from .slack.rotation import rotate_due_tokens
 
 
 # acks_late: a message is acknowledged only once its attempt ended, so a broker
@@ -73,10 +73,7 @@ def check_loading_view(payload_id: str) -> None:
 def rotate_tokens() -> int:
     """Refresh the Slack bot tokens that expire within ``SLACK["TOKEN_ROTATION_MARGIN"]``
     (scheduled by :func:`silo_router.control.beat.token_rotation_schedule`)."""
-    with tracing.stage("control", "rotate_tokens", "rotate expiring tokens", provider="slack") as span:
-        rotated = rotate_expiring_tokens()
-        span.set(rotated=rotated)
-    return rotated
+    return rotate_due_tokens()
 
 
 @shared_task(bind=True, name=CONFIRM_TASK, ignore_result=True)

@@ -8,8 +8,9 @@ for the ids gathered since its last round (at most ``WAKE_BATCH`` ids per messag
 so a busy process sends a few messages a second instead of one per request, and a
 slow or hung broker holds only that thread, never an answer.
 
-With Celery's eager mode (tests, a monolith run in one process) the message is
-delivered inline instead, as the publish itself would be.
+With Celery's eager mode (tests) the message is delivered inline instead, as the
+publish itself would be; with the embedded runner (:mod:`.runner`) there is no broker to
+spare and the batches go straight to its queue.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-
-from celery import Celery, current_app
+from typing import TYPE_CHECKING
 
 from silo_router import tracing
 
+from . import runner
 from .beat import DELIVER_BATCH_TASK
-from .publishing import region_queue, send_task
+from .publishing import celery_app, region_queue, send_task
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 logger = logging.getLogger("silo_router.delivery")
 
@@ -59,7 +63,12 @@ class Waker:
                 by_region.setdefault(region, []).append(payload_id)
         if not by_region:
             return
-        app: Celery = current_app._get_current_object()  # type: ignore[attr-defined]  # per thread: the caller's
+        if runner.embedded():
+            for ids in by_region.values():
+                for start in range(0, len(ids), WAKE_BATCH):
+                    runner.runner.submit(DELIVER_BATCH_TASK, (ids[start : start + WAKE_BATCH],))
+            return
+        app = celery_app()  # per thread: the caller's
         if app.conf.task_always_eager:
             for region, ids in by_region.items():
                 publish(region, ids, app=app)

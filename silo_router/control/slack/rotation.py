@@ -26,6 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackClientError, SlackTokenRotationError
 from slack_sdk.oauth.token_rotation import TokenRotator
 
+from silo_router import tracing
 from silo_router.conf import conf
 
 from ..models import SlackInstallation
@@ -179,3 +180,11 @@ def rotate_expiring_tokens() -> int:
         if fresh is not None and fresh.encrypted_bot_token != record.encrypted_bot_token:
             changed += 1
     return changed
+
+
+def rotate_due_tokens() -> int:
+    """:func:`rotate_expiring_tokens` in a span (``silo_router.control.rotate_tokens``) with the count."""
+    with tracing.stage("control", "rotate_tokens", "rotate expiring tokens", provider=PROVIDER) as span:
+        rotated = rotate_expiring_tokens()
+        span.set(rotated=rotated)
+    return rotated

@@ -14,7 +14,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import sentry_sdk
+try:
+    import sentry_sdk
+except ImportError:  # the [sentry] extra is not installed
+    sentry_sdk = None  # type: ignore[assignment]
 
 from .registry import otel_enabled
 
@@ -31,7 +34,7 @@ _OTEL_UNITS = {"millisecond": "ms", "none": "1"}
 def distribution(name: str, value: float, *, unit: str = "millisecond", **attributes: Any) -> None:
     """Record one value of the distribution ``name``."""
     attributes = _plain(attributes)
-    if sentry_sdk.get_client().is_active():
+    if sentry_sdk is not None and sentry_sdk.get_client().is_active():
         sentry_sdk.metrics.distribution(name, value, unit=unit, attributes=attributes)
     if otel_enabled():
         _histogram(name, _OTEL_UNITS.get(unit, unit)).record(value, attributes)
@@ -40,7 +43,7 @@ def distribution(name: str, value: float, *, unit: str = "millisecond", **attrib
 def count(name: str, value: int = 1, **attributes: Any) -> None:
     """Add ``value`` to the counter ``name``."""
     attributes = _plain(attributes)
-    if sentry_sdk.get_client().is_active():
+    if sentry_sdk is not None and sentry_sdk.get_client().is_active():
         sentry_sdk.metrics.count(name, value, attributes=attributes)
     if otel_enabled():
         _counter(name).add(value, attributes)

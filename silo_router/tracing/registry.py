@@ -1,4 +1,7 @@
-"""Which tracing back ends exist in this process: sentry-sdk always, OpenTelemetry when installed.
+"""Which tracing back ends exist in this process: sentry-sdk and OpenTelemetry, each when installed.
+
+The Sentry back end exists when ``sentry-sdk`` is importable (the ``[sentry]`` extra) and is
+active when a client is initialised.
 
 The OpenTelemetry back end exists when ``opentelemetry-api`` is importable (the ``[otel]``
 extra) and is on when ``SILO_ROUTER['OPENTELEMETRY']`` allows it and a tracer provider
@@ -15,7 +18,6 @@ from typing import Any
 from django.core.signals import setting_changed
 
 from ..conf import conf
-from .sentry_backend import SentryBackend
 from .spans import Backend
 
 logger = logging.getLogger("silo_router.tracing")
@@ -23,10 +25,7 @@ logger = logging.getLogger("silo_router.tracing")
 
 def otel_installed() -> bool:
     """Whether opentelemetry-api is importable (the ``[otel]`` extra)."""
-    try:
-        return importlib.util.find_spec("opentelemetry.trace") is not None
-    except ModuleNotFoundError:
-        return False
+    return _installed("opentelemetry.trace")
 
 
 @functools.cache
@@ -36,8 +35,19 @@ def otel_enabled() -> bool:
     return otel_installed() if setting is None else bool(setting) and otel_installed()
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def _backends() -> list[Backend]:
-    found: list[Backend] = [SentryBackend()]
+    found: list[Backend] = []
+    if _installed("sentry_sdk"):
+        from .sentry_backend import SentryBackend
+
+        found.append(SentryBackend())
     if otel_installed():
         try:
             from .otel_backend import OtelBackend

@@ -108,3 +108,18 @@ def test_an_invalid_stored_value_falls_back_to_the_default() -> None:
     Option.objects.filter(key=CONTROL_RESPONSES_ENABLED).update(value="yes please")
     options.invalidate()
     assert options.get(CONTROL_RESPONSES_ENABLED) is False
+
+
+def test_the_lists_show_values_as_an_operator_reads_them(staff_client: Client) -> None:
+    listed = staff_client.get("/admin/silo_router_control/option/").content.decode()
+    assert re.search(r'<td class="field-shown_value">off</td>', listed)
+    assert re.search(r'<td class="field-shown_value">\(none\)</td>', listed)  # the empty action list
+    edit_option(staff_client, CONTROL_RESPONSES_ENABLED, "on")
+    edit_option(staff_client, CONTROL_RESPONSE_ACTIONS, "resolve_dialog\nassign")
+    listed = staff_client.get("/admin/silo_router_control/option/").content.decode()
+    assert re.search(r'<td class="field-shown_value">on</td>', listed)
+    assert re.search(r'<td class="field-shown_value">resolve_dialog, assign</td>', listed)
+    changes = staff_client.get("/admin/silo_router_control/optionchange/").content.decode()
+    assert "Changed by repr" not in changes
+    assert re.search(r'<td class="field-shown_old_value">off</td><td class="field-shown_new_value">on</td>', changes)
+    assert re.search(r'<td class="field-changed_by_name">operator</td>', changes)

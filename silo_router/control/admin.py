@@ -319,12 +319,25 @@ class OptionForm(forms.ModelForm):
             raise forms.ValidationError(f"{definition.key} {exc}.") from exc
 
 
+def shown(value: Any) -> str:
+    """An option's value as an operator reads it: on / off, a list joined, "(none)" for an empty one."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value)) or "(none)"
+    return "(none)" if value in (None, "") else str(value)
+
+
 @admin.register(Option)
 class OptionAdmin(admin.ModelAdmin):
     form = OptionForm
-    list_display = ["key", "value", "updated_at", "updated_by"]
+    list_display = ["key", "shown_value", "updated_at", "updated_by"]
     readonly_fields = ["key", "updated_at", "updated_by", "description"]
     fields = ["key", "description", "value", "updated_at", "updated_by"]
+
+    @admin.display(description="value", ordering="value")
+    def shown_value(self, obj: Option) -> str:
+        return shown(obj.value)
 
     @admin.display(description="What it does")
     def description(self, obj: Option) -> str:
@@ -357,8 +370,20 @@ class OptionAdmin(admin.ModelAdmin):
 
 @admin.register(OptionChange)
 class OptionChangeAdmin(admin.ModelAdmin):
-    list_display = ["changed_at", "key", "old_value", "new_value", "changed_by_repr"]
+    list_display = ["changed_at", "key", "shown_old_value", "shown_new_value", "changed_by_name"]
     list_filter = ["key"]
+
+    @admin.display(description="old value")
+    def shown_old_value(self, obj: OptionChange) -> str:
+        return shown(obj.old_value)
+
+    @admin.display(description="new value")
+    def shown_new_value(self, obj: OptionChange) -> str:
+        return shown(obj.new_value)
+
+    @admin.display(description="changed by", ordering="changed_by_repr")
+    def changed_by_name(self, obj: OptionChange) -> str:
+        return obj.changed_by_repr
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -365,6 +365,7 @@ class Cluster:
         trigger_ttl: float | None = None,
         control_workers: int = 1,
         control_processes: int = 1,
+        region_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         """Plan the cluster (ports, secrets, commands); nothing runs until ``start()``.
 
@@ -384,6 +385,8 @@ class Cluster:
         for benchmarks that issue a run's triggers before it starts.
         ``control_workers`` Celery workers and ``control_processes`` gunicorn processes
         serve control (``worker``, ``worker-2``, ...).
+        ``region_env`` adds to one region's environment (its gunicorn, seeding, shells and
+        worker), e.g. ``{"us": {"DJANGO_SETTINGS_MODULE": "..."}}`` for other handler modules.
         """
         default_var = os.environ.get("SILO_DEMO_VAR") or REPO_DIR / "var" / "demo"
         self.var_dir = Path(var_dir or default_var).resolve()
@@ -402,6 +405,7 @@ class Cluster:
         self.trigger_ttl = trigger_ttl
         self.control_workers = control_workers
         self.control_processes = control_processes
+        self.region_env = {region: dict(env) for region, env in (region_env or {}).items()}
         self.signing_secret = secrets.token_urlsafe(24)
         self.client_id = f"{secrets.randbelow(10**10):010d}.{secrets.randbelow(10**12):012d}"
         self.client_secret = secrets.token_hex(16)
@@ -534,6 +538,7 @@ class Cluster:
             f"SILO_ROUTER_{region.upper()}_SIGNING_KEY": key,
             "SILO_CONTROL_URL": self.control_app_url,
             "SLACK_INSTALL_URL": self.install_url,
+            **self.region_env.get(region, {}),
         }
 
     def silo_env(self, silo: str) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""silo_router.region.bolt: existing Bolt apps, unchanged, in a region silo."""

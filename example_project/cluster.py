@@ -366,6 +366,7 @@ class Cluster:
         control_workers: int = 1,
         control_processes: int = 1,
         region_env: Mapping[str, Mapping[str, str]] | None = None,
+        control_runner: str = "celery",
     ) -> None:
         """Plan the cluster (ports, secrets, commands); nothing runs until ``start()``.
 
@@ -385,6 +386,8 @@ class Cluster:
         for benchmarks that issue a run's triggers before it starts.
         ``control_workers`` Celery workers and ``control_processes`` gunicorn processes
         serve control (``worker``, ``worker-2``, ...).
+        ``control_runner="embedded"`` runs control with the embedded runner: its web
+        processes deliver and sweep, and no control worker or beat is started.
         ``region_env`` adds to one region's environment (its gunicorn, seeding, shells and
         worker), e.g. ``{"us": {"DJANGO_SETTINGS_MODULE": "..."}}`` for other handler modules.
         """
@@ -406,6 +409,7 @@ class Cluster:
         self.control_workers = control_workers
         self.control_processes = control_processes
         self.region_env = {region: dict(env) for region, env in (region_env or {}).items()}
+        self.control_runner = control_runner
         self.signing_secret = secrets.token_urlsafe(24)
         self.client_id = f"{secrets.randbelow(10**10):010d}.{secrets.randbelow(10**12):012d}"
         self.client_secret = secrets.token_hex(16)
@@ -525,6 +529,7 @@ class Cluster:
             **({"SLACK_TOKEN_ROTATION_MARGIN": str(self.token_rotation_margin)} if self.token_rotation_margin else {}),
             "SILO_REGION_US_URL": self._url("us") + ENVELOPE_PATH,
             "SILO_REGION_EU_URL": self._url("eu") + ENVELOPE_PATH,
+            **({"SILO_ROUTER_RUNNER": self.control_runner} if self.control_runner != "celery" else {}),
         }
 
     def _region_env(self, region: str) -> dict[str, str]:
@@ -615,9 +620,11 @@ class Cluster:
             log_path=self.var_dir / "slack.log",
             health_url=self._url("slack") + "/_fake/health",
         )
+        embedded = self.control_runner == "embedded"
         workers = [
             self._celery_worker(name, "control", "celery", f"control-{name}")
             for name in ["worker", *(f"worker-{n}" for n in range(2, self.control_workers + 1))]
+            if not embedded
         ]
         region_workers = [
             self._celery_worker(f"{region}-worker", region, QUEUE_PREFIX + region, f"region-{region}-worker")
@@ -631,7 +638,7 @@ class Cluster:
             self._gunicorn("control", "control", port="control-app", workers=self.control_processes),
             self._buffering_proxy(),
             *workers,
-            self._beat(),
+            *([] if embedded else [self._beat()]),
             *region_workers,
         ]
 

@@ -125,3 +125,10 @@ CELERY_BEAT_SCHEDULE = {
     **beat_schedule(every=float(os.environ.get("SILO_ROUTER_SWEEP_EVERY") or 5.0)),
     **token_rotation_schedule(every=float(os.environ.get("SILO_ROUTER_ROTATE_TOKENS_EVERY") or 600.0)),
 }
+
+#: ``SILO_ROUTER_RUNNER=embedded`` (the cluster's ``control_runner="embedded"``): control's web
+#: processes deliver and sweep themselves, with no Celery worker or beat, the sweep every
+#: ``SILO_ROUTER_SWEEP_EVERY`` seconds as beat would.
+if os.environ.get("SILO_ROUTER_RUNNER"):
+    SILO_ROUTER["RUNNER"] = os.environ["SILO_ROUTER_RUNNER"]
+    SILO_ROUTER["SWEEP_INTERVAL"] = float(os.environ.get("SILO_ROUTER_SWEEP_EVERY") or 5.0)

@@ -61,7 +61,7 @@ from slack_sdk.webhook import WebhookResponse
 from silo_router.conf import conf
 from silo_router.exceptions import SiloRouterConfigurationError
 from silo_router.providers.slack.client import NoInstallation
-from silo_router.providers.slack.request import ResponseType, SlackHandlerRequest
+from silo_router.providers.slack.request import SlackHandlerRequest
 from silo_router.routing import Strategy
 
 from .handlers import ANY, SlackHandlers, slack
@@ -401,9 +401,7 @@ def _whole_message(message: Mapping[str, Any]) -> dict[str, Any]:
 
 def _respond_now(request: SlackHandlerRequest, message: Mapping[str, Any]) -> WebhookResponse:
     """Post ``message`` as a ``respond()`` reply of ``request`` now; Slack's default ``response_type`` is ephemeral."""
-    reply = dict(message)
-    reply["response_type"] = str(ResponseType(reply.get("response_type") or ResponseType.EPHEMERAL))
-    result = request._respond_now(reply, request._next_reply())
+    result = request.respond_now(message)
     if result.ok:
         return WebhookResponse(url="", status_code=200, body="ok", headers={})
     return WebhookResponse(url="", status_code=500, body=result.error or "failed", headers={})

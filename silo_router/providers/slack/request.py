@@ -456,6 +456,13 @@ class SlackHandlerRequest(HandlerRequest):
         sequence = self._next_reply()
         self.after_commit(lambda: self._respond_now(message, sequence))
 
+    def respond_now(self, message: Mapping[str, Any]) -> ReplyResult:
+        """Send a whole ``respond()`` message at once, not after commit (Bolt's ``respond`` inside a
+        listener, say): the same ``response_url`` rules and fallbacks, a reply of this run in order.
+        Without a ``response_type`` it is ephemeral, as Slack's default is."""
+        whole = {**message, "response_type": str(ResponseType(message.get("response_type") or ResponseType.EPHEMERAL))}
+        return self._respond_now(whole, self._next_reply())
+
     def _respond_now(self, message: Mapping[str, Any], sequence: int) -> ReplyResult:
         response_type = ResponseType(message["response_type"])
         with tracing.stage(

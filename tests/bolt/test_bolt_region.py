@@ -32,8 +32,8 @@ from silo_router.region import bolt, receiver
 from silo_router.region.handlers import slack
 from silo_router.region.models import ProcessedEnvelope
 
-from ..slack_signing import block_actions, form_body, interactive_body, post_slack
-from ..workspaces.conftest import APP_ID, T1, T2, USER, Installed, event_body
+from ..slack_signing import form_body, interactive_body, post_slack
+from ..workspaces.conftest import APP_ID, T1, T2, USER, Installed, click_payload, event_body, region_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,20 +43,6 @@ OPTIONS = [{"text": {"type": "plain_text", "text": "Alpha"}, "value": "a"}]
 
 
 # -- what Slack sends ----------------------------------------------------------------------------
-
-
-def click_payload(fake: FakeSlack, workspace: Installed, action_id: str, **extra: Any) -> dict[str, Any]:
-    """A button click in ``workspace``'s channel, with a trigger and a response_url of that workspace."""
-    payload = block_actions(
-        team_id=workspace.team_id,
-        action_id=action_id,
-        trigger_id=fake.issue_trigger(team_id=workspace.team_id),
-        channel={"id": workspace.channel, "name": "general"},
-        container={"type": "message", "message_ts": "1700000000.000100", "channel_id": workspace.channel},
-    )
-    payload["response_url"] = fake.issue_response_url(team_id=workspace.team_id, channel_id=workspace.channel)
-    payload.update(extra)
-    return payload
 
 
 def click(client: Client, fake: FakeSlack, workspace: Installed, action_id: str, **extra: Any) -> HttpResponse:
@@ -123,29 +109,7 @@ def envelope_of(
     workspace: Installed, body: bytes, *, kind: str, strategy: str = "async", content_type: str = FORM
 ) -> Envelope:
     """What control seals for ``workspace``'s region: the original body, the installation's facts."""
-    key = f"k-{time.monotonic_ns()}"
-    return Envelope(
-        id=Envelope.make_id(key, workspace.region),
-        idempotency_key=key,
-        provider="slack",
-        kind=kind,
-        region=workspace.region,
-        body=body.decode(),
-        headers={"content-type": content_type},
-        strategy=strategy,
-        organization_ids=(workspace.organization_id,),
-        integration_id=workspace.installation_id,
-        installation={
-            "installation_id": workspace.installation_id,
-            "team_id": workspace.team_id,
-            "enterprise_id": None,
-            "is_enterprise_install": False,
-            "app_id": APP_ID,
-            "bot_id": workspace.bot_id,
-            "bot_user_id": workspace.bot_user_id,
-            "scopes": ["chat:write", "commands"],
-        },
-    )
+    return region_envelope(workspace, body.decode(), kind=kind, strategy=strategy, content_type=content_type)
 
 
 def deliver(envelope: Envelope) -> Any:

@@ -13,12 +13,12 @@ from django.utils import timezone
 from silo_router import tracing
 from silo_router.control import delivery, publishing, runner
 from silo_router.control.models import Payload, PayloadAttempt, RegionCircuit
-from silo_router.envelope import Envelope
 from silo_router.region.handlers import slack
 
 from ..sentry_capture import CaptureSentry
 from ..tracing.crossing.support import ATTEMPT, HANDLER, RECEIVE, assert_child_of, click_envelope, of_trace
 from .conftest import RegionServer
+from .test_delivery import make
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,23 +51,11 @@ def embedded(settings: Any, region_server: RegionServer, monkeypatch: pytest.Mon
 
 
 def store(n: int = 1, *, key: str = "k", wake: bool = True) -> list[str]:
-    envelopes = [
-        Envelope(
-            id=Envelope.make_id(f"{key}-{i}", "us"),
-            idempotency_key=f"{key}-{i}",
-            provider="slack",
-            kind="event_callback:app_mention",
-            region="us",
-            body="{}",
-            headers={},
-            strategy="async",
-        )
-        for i in range(n)
-    ]
-    payloads = delivery.store(envelopes, kind_type="event_callback")
+    """``n`` payloads for us, stored as the request path stores them, woken after (unless ``wake``)."""
+    ids = make(n, key=key)
     if wake:
-        delivery.publish_new(payloads)
-    return [str(p.pk) for p in payloads]
+        delivery.publish_new(list(Payload.objects.filter(pk__in=ids)))
+    return ids
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -22,6 +22,7 @@ from example_project.fake_slack import FakeSlack
 from silo_router.control.models import Integration, Option, OrganizationMapping
 from silo_router.control.options import CONTROL_RESPONSE_ACTIONS, CONTROL_RESPONSES_ENABLED, options
 from silo_router.control.slack.store import DjangoInstallationStore
+from silo_router.envelope import Envelope
 
 from ..slack_signing import block_actions, interactive_body, post_slack
 
@@ -114,6 +115,42 @@ def workspaces(fake: FakeSlack, transactional_db: None) -> dict[str, Installed]:
     }
 
 
+def region_envelope(
+    workspace: Installed,
+    body: str,
+    *,
+    kind: str,
+    strategy: str = "async",
+    content_type: str = "application/x-www-form-urlencoded",
+    created_at: float | None = None,
+) -> Envelope:
+    """What control seals for ``workspace``'s region: the original body and the installation's facts."""
+    key = f"k-{time.monotonic_ns()}"
+    return Envelope(
+        id=Envelope.make_id(key, workspace.region),
+        idempotency_key=key,
+        provider="slack",
+        kind=kind,
+        region=workspace.region,
+        body=body,
+        headers={"content-type": content_type},
+        strategy=strategy,
+        organization_ids=(workspace.organization_id,),
+        integration_id=workspace.installation_id,
+        installation={
+            "installation_id": workspace.installation_id,
+            "team_id": workspace.team_id,
+            "enterprise_id": None,
+            "is_enterprise_install": False,
+            "app_id": APP_ID,
+            "bot_id": workspace.bot_id,
+            "bot_user_id": workspace.bot_user_id,
+            "scopes": ["chat:write", "commands"],
+        },
+        created_at=time.time() if created_at is None else created_at,
+    )
+
+
 def enable_loading_modal(action_id: str = "resolve_dialog") -> None:
     """Operators switch the Loading modal on for ``action_id`` (the admin's options)."""
     Option.objects.update_or_create(key=CONTROL_RESPONSES_ENABLED, defaults={"value": True})
@@ -121,10 +158,13 @@ def enable_loading_modal(action_id: str = "resolve_dialog") -> None:
     options.invalidate()
 
 
-def click_payload(fake: FakeSlack, workspace: Installed, **extra: Any) -> dict[str, Any]:
+def click_payload(
+    fake: FakeSlack, workspace: Installed, action_id: str = "resolve_dialog", **extra: Any
+) -> dict[str, Any]:
     """A button click in ``workspace``'s channel, with a trigger and a response_url of that workspace."""
     payload = block_actions(
         team_id=workspace.team_id,
+        action_id=action_id,
         trigger_id=fake.issue_trigger(team_id=workspace.team_id),
         channel={"id": workspace.channel, "name": "general"},
         container={"type": "message", "message_ts": "1700000000.000100", "channel_id": workspace.channel},

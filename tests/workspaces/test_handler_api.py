@@ -22,7 +22,7 @@ from silo_router.region import receiver
 from silo_router.region.handlers import slack
 
 from ..slack_signing import form_body, interactive_body, post_slack
-from .conftest import APP_ID, T1, T2, USER, Installed, click, click_payload, mention, post_event
+from .conftest import APP_ID, T1, T2, USER, Installed, click, click_payload, mention, post_event, region_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,29 +38,8 @@ def calls(fake: FakeSlack, method: str) -> list[tuple[str | None, str | None]]:
 
 def envelope_of(workspace: Installed, payload: dict[str, Any], *, created_at: float | None = None) -> Envelope:
     """What control sends a region for ``payload`` from ``workspace``."""
-    key = f"k-{time.monotonic_ns()}"
-    return Envelope(
-        id=Envelope.make_id(key, workspace.region),
-        idempotency_key=key,
-        provider="slack",
-        kind=f"{payload['type']}:resolve_dialog",
-        region=workspace.region,
-        body=interactive_body(payload).decode(),
-        headers={"content-type": "application/x-www-form-urlencoded"},
-        strategy="async",
-        organization_ids=(workspace.organization_id,),
-        integration_id=workspace.installation_id,
-        installation={
-            "installation_id": workspace.installation_id,
-            "team_id": workspace.team_id,
-            "enterprise_id": None,
-            "is_enterprise_install": False,
-            "app_id": APP_ID,
-            "bot_id": workspace.bot_id,
-            "bot_user_id": workspace.bot_user_id,
-            "scopes": ["chat:write", "commands"],
-        },
-        created_at=time.time() if created_at is None else created_at,
+    return region_envelope(
+        workspace, interactive_body(payload).decode(), kind=f"{payload['type']}:resolve_dialog", created_at=created_at
     )
 
 

@@ -612,8 +612,7 @@ def snippet(result: dict[str, Any]) -> str:
 `bench/flow_latency.py` drives the example project as real processes
 (`example_project.cluster.Cluster`: fake Slack, control under gunicorn with
 {result["settings"]["control_processes"]} processes, regions us and eu,
-{result["settings"].get("control_workers", 1)} Celery worker process(es) of control with 4
-threads each and its beat, a throwaway Redis as the broker). Region us is reached over HTTP, region
+{_deliverers(result["settings"])}, a throwaway Redis as the broker). Region us is reached over HTTP, region
 eu through its Celery queue on Redis. Control responses are on for the clicked button, so
 control opens a Loading modal (`views.open` to the fake Slack) before it stores the click
 and answers.
@@ -712,6 +711,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
 # -- main -----------------------------------------------------------------------------------------
 
 
+def _deliverers(settings: dict[str, Any]) -> str:
+    """Who delivers in control, as the snippet says it."""
+    if settings.get("control_runner") == "embedded":
+        return "the embedded runner of control's web processes delivering (no control worker or beat)"
+    return f"{settings.get('control_workers', 1)} Celery worker process(es) of control with 4 threads each and its beat"
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -723,6 +729,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--arrival", choices=("uniform", "poisson"), default="poisson", help="spacing of the clicks")
     parser.add_argument("--control-processes", type=int, default=2, help="control's gunicorn processes (default 2)")
     parser.add_argument("--control-workers", type=int, default=1, help="control's Celery workers (default 1)")
+    parser.add_argument(
+        "--control-runner",
+        choices=("celery", "embedded"),
+        default="celery",
+        help="what delivers in control: Celery workers and beat (default), or the embedded runner of its web "
+        "processes (no control worker or beat; region eu's envelopes still cross on its Celery queue)",
+    )
     parser.add_argument("--via-proxy", action="store_true", help="send through the buffering proxy (no keep-alive)")
     parser.add_argument("--saturation-offer", type=float, default=600.0, help="clicks/s offered to find saturation")
     parser.add_argument("--saturation-connections", type=int, default=16, help="connections when finding saturation")
@@ -772,6 +785,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "arrival": args.arrival,
             "control_processes": args.control_processes,
             "control_workers": args.control_workers,
+            "control_runner": args.control_runner,
             "via_proxy": args.via_proxy,
             "transports": TRANSPORTS,
             "slow_seconds": SLOW_SECONDS,
@@ -788,6 +802,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             trigger_ttl=TRIGGER_TTL,
             control_processes=args.control_processes,
             control_workers=args.control_workers,
+            control_runner=args.control_runner,
         ) as (cluster, _redis):
             port = cluster.ports["control" if args.via_proxy else "control-app"]
             enable_loading_modal(cluster)

@@ -127,3 +127,22 @@ def test_the_middleware_after_a_project_middleware_is_warned_about_the_body() ->
     found = messages(BASE, MIDDLEWARE=["acme.middleware.LogBodyMiddleware", MIDDLEWARE])
     (text,) = of(found, "silo_router.W011")
     assert "acme.middleware.LogBodyMiddleware" in text and "body" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["manage.py", "check"], True),
+        (["manage.py", "runserver"], True),
+        (["/usr/lib/python3/site-packages/django/__main__.py", "check"], True),
+        (["manage.py", "migrate"], False),
+        (["django-admin", "createsuperuser"], False),
+        (["manage.py", "silo_router_map", "T1"], False),
+    ],
+)
+def test_which_runner_is_said_by_check_and_runserver_not_by_every_command(
+    argv: list[str], said: bool, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    del settings.CELERY_BROKER_URL
+    monkeypatch.setattr("sys.argv", argv)
+    assert bool(of(messages(BASE), "silo_router.I001")) is said

@@ -34,7 +34,9 @@ from slack_sdk.signature import SignatureVerifier
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-BLOCK = re.compile(r"<!-- quickstart:(?P<action>\w+)(?: (?P<target>\S+))? -->\n```\w*\n(?P<text>.*?)```", re.S)
+BLOCK = re.compile(r"<!-- (?P<set>\w+):(?P<action>\w+)(?: (?P<target>\S+))? -->\n```\w*\n(?P<text>.*?)```", re.S)
+#: The ports README.md's control + regions blocks name; each run replaces them with free ones.
+README_PORTS = ("127.0.0.1:8000", "127.0.0.1:8001")
 #: The workspace the README's map command names.
 TEAM_ID = "T0123ABCD"
 PACKAGE = "django-silo-router"
@@ -47,9 +49,9 @@ class Block:
     text: str
 
 
-def quickstart(readme: str) -> list[Block]:
-    """The README's quickstart blocks, in order."""
-    return [Block(m["action"], m["target"], m["text"]) for m in BLOCK.finditer(readme)]
+def quickstart(readme: str, name: str = "quickstart") -> list[Block]:
+    """The README's blocks of set-up ``name`` (``quickstart``, ``regions``), in order."""
+    return [Block(m["action"], m["target"], m["text"]) for m in BLOCK.finditer(readme) if m["set"] == name]
 
 
 class Hook:
@@ -103,13 +105,17 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @dataclasses.dataclass
 class Project:
-    """A project the quickstart made: where it is, the environment its blocks left, its server."""
+    """What a set-up made: where it is, the environment its blocks left, its servers (Slack talks to the last)."""
 
     cwd: Path
     env: dict[str, str]
-    url: str
-    server: subprocess.Popen[bytes]
+    urls: list[str]
+    servers: list[subprocess.Popen[bytes]]
     log: Path
+
+    @property
+    def url(self) -> str:
+        return self.urls[-1]
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         python = Path(self.env["VIRTUAL_ENV"]) / "bin" / "python"
@@ -152,11 +158,14 @@ def run_quickstart(
         "LANG": "C.UTF-8",
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    server: subprocess.Popen[bytes] | None = None
-    url = ""
+    servers: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
     log = workdir / f"server-{time.monotonic_ns()}.log"
     output = log.open("wb")
+    ports = {address: f"127.0.0.1:{free_port()}" for address in README_PORTS}
     for number, block in enumerate(blocks):
+        for address, instead in ports.items():
+            block = dataclasses.replace(block, text=block.text.replace(address, instead))
         if block.action == "shell":
             cwd, env = _shell(block.text, cwd=cwd, env=env, wheel=wheel, state=workdir / f"block{number}")
         elif block.action == "append":
@@ -167,28 +176,33 @@ def run_quickstart(
             assert block.target, "a create block names its file"
             (cwd / block.target).write_text(block.text)
         elif block.action == "serve":
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            command = block.text.strip() + f" 127.0.0.1:{port}"
-            server = subprocess.Popen(
+            command = block.text.strip()
+            address = re.search(r"127\.0\.0\.1:\d+", command)
+            if address is None:  # the quickstart's plain runserver: on a free port here
+                command += f" 127.0.0.1:{free_port()}"
+                address = re.search(r"127\.0\.0\.1:\d+", command)
+            assert address is not None
+            urls.append(f"http://{address.group()}")
+            servers.append(subprocess.Popen(
                 ["bash", "-c", command], cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            ))  # fmt: skip
         else:
             raise AssertionError(f"unknown quickstart block {block.action!r}")
-    output.close()  # the server has its own copy
-    assert server is not None, "the quickstart starts a server"
-    return Project(cwd=cwd, env=env, url=url, server=server, log=log)
+    output.close()  # the servers have their own copy
+    assert servers, "the set-up starts a server"
+    return Project(cwd=cwd, env=env, urls=urls, servers=servers, log=log)
 
 
 def stop(project: Project, *, signum: int = signal.SIGTERM) -> None:
-    with_group = os.getpgid(project.server.pid)
-    os.killpg(with_group, signum)
-    try:
-        project.server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(with_group, signal.SIGKILL)
-        project.server.wait(timeout=10)
+    for server in project.servers:
+        with_group = os.getpgid(server.pid)
+        os.killpg(with_group, signum)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(with_group, signal.SIGKILL)
+            server.wait(timeout=10)
 
 
 def click(project: Project, hook: Hook, *, action_id: str = "resolve_dialog") -> tuple[int, float]:
@@ -228,18 +242,20 @@ def click(project: Project, hook: Hook, *, action_id: str = "resolve_dialog") ->
 
 
 def wait_for_server(project: Project, timeout: float = 60.0) -> None:
+    """Until every server of ``project`` answers HTTP."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert project.server.poll() is None, "the server exited:\n" + project.log.read_text()
-        try:
-            urllib.request.urlopen(project.url + "/admin/login/", timeout=2).close()
-            return
-        except urllib.error.HTTPError as exc:  # answered: the server is up
-            exc.close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError("the server did not answer:\n" + project.log.read_text())
+    for server, url in zip(project.servers, project.urls, strict=True):
+        while True:
+            assert server.poll() is None, "a server exited:\n" + project.log.read_text()
+            assert time.monotonic() < deadline, "a server did not answer:\n" + project.log.read_text()
+            try:
+                urllib.request.urlopen(url + "/admin/login/", timeout=2).close()
+                break
+            except urllib.error.HTTPError as exc:  # answered: the server is up
+                exc.close()
+                break
+            except OSError:
+                time.sleep(0.2)
 
 
 @pytest.fixture
@@ -250,11 +266,22 @@ def hook() -> Iterator[Hook]:
     server.server.server_close()
 
 
+def code_lines(blocks: list[Block]) -> int:
+    """Lines of settings and code a set-up has its user write (not blank, not comments)."""
+    code = [line.strip() for b in blocks if b.action in ("append", "create") for line in b.text.splitlines()]
+    return len([line for line in code if line and not line.startswith("#")])
+
+
 def test_the_readme_has_a_quickstart_of_shell_settings_handler_and_server() -> None:
     blocks = quickstart(README.read_text())
     assert [b.action for b in blocks] == ["shell", "append", "create", "shell", "serve"]
-    code = [line for b in blocks if b.action in ("append", "create") for line in b.text.splitlines()]
-    assert len([line for line in code if line.strip() and not line.strip().startswith("#")]) <= 25
+    assert code_lines(blocks) <= 25
+
+
+def test_the_readmes_control_and_region_set_up_has_at_most_ten_steps() -> None:
+    blocks = quickstart(README.read_text(), "regions")
+    assert len(blocks) + 1 <= 10  # and pointing Slack at control
+    assert [b.action for b in blocks].count("serve") == 2
 
 
 def test_the_quickstart_delivers_a_signed_click_to_its_handler_in_one_process_with_no_broker(
@@ -364,5 +391,23 @@ def test_the_quickstart_monolith_killed_mid_delivery_delivers_after_a_restart(
 
 def test_the_getting_started_page_shows_the_readme_quickstart_as_it_is() -> None:
     page = (ROOT / "docs" / "getting-started.md").read_text()
-    for block in quickstart(README.read_text()):
+    for block in quickstart(README.read_text()) + quickstart(README.read_text(), "regions"):
         assert block.text in page, f"docs/getting-started.md differs from README.md's quickstart block:\n{block.text}"
+
+
+def test_the_readmes_control_and_region_set_up_delivers_a_click_over_http_to_the_regions_handler(
+    fresh_venv: tuple[Path, Path], tmp_path: Path, hook: Hook
+) -> None:
+    venv, wheel = fresh_venv
+    project = run_quickstart(quickstart(README.read_text(), "regions"), workdir=tmp_path, venv=venv, wheel=wheel)
+    try:
+        wait_for_server(project)
+        status, seconds = click(project, hook)
+        assert status == 200, project.log.read_text()
+        assert seconds < 3.0, f"answered in {seconds:.2f} s"
+        posts = hook.wait(timeout=30)
+        assert posts, "the region's reply never reached the response_url:\n" + project.log.read_text()
+        assert posts[0]["text"].startswith("Resolved for organization ")
+        assert "POST /silo-router/envelopes/" in project.log.read_text()  # it crossed to the region's server
+    finally:
+        stop(project)

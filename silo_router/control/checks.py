@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -18,8 +20,23 @@ from . import runner
 DJANGO_MIDDLEWARE_PREFIX = "django."
 
 
+#: The management commands that say which runner is active (I001); the others, run often
+#: (``migrate``, ``createsuperuser``, ``silo_router_map``...), would print it every time.
+SAYS_RUNNER = frozenset({"check", "runserver"})
+
+
+def _says_runner() -> bool:
+    """Whether this process should say which runner is active: ``check``, ``runserver``, or not a command."""
+    program = sys.argv[0] if sys.argv else ""
+    command = os.path.basename(program) in ("manage.py", "django-admin") or program.endswith(
+        os.path.join("django", "__main__.py")
+    )
+    return not command or len(sys.argv) < 2 or sys.argv[1] in SAYS_RUNNER
+
+
 def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """``RUNNER`` (E035), a Celery runner that cannot run (E036, W010), and which runner is active (I001)."""
+    """``RUNNER`` (E035), a Celery runner that cannot run (E036, W010), and which runner is active
+    (I001, from ``check`` and ``runserver`` only)."""
     if not conf.is_control:
         return []
     chosen = conf.get("RUNNER")
@@ -33,22 +50,23 @@ def check_runner(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     if runner.active_runner() == runner.EMBEDDED:
-        return [
-            Info(
-                "Deliveries run on the embedded runner: threads of each web process (or of "
-                "`manage.py silo_router_runner`) deliver, retry and sweep.",
-                hint="For production, install the [celery] extra, set CELERY_BROKER_URL and run Celery's worker and "
-                "beat. Silence this with SILENCED_SYSTEM_CHECKS = ['silo_router.I001'].",
-                id="silo_router.I001",
-            )
-        ]
-    return _celery_problems() or [
-        Info(
+        said = Info(
+            "Deliveries run on the embedded runner: threads of each web process (or of "
+            "`manage.py silo_router_runner`) deliver, retry and sweep.",
+            hint="For production, install the [celery] extra, set CELERY_BROKER_URL and run Celery's worker and "
+            "beat. Silence this with SILENCED_SYSTEM_CHECKS = ['silo_router.I001'].",
+            id="silo_router.I001",
+        )
+    else:
+        problems = _celery_problems()
+        if problems:
+            return problems
+        said = Info(
             "Deliveries run on Celery: run a worker and beat (see silo_router.control.beat).",
             hint="Silence this with SILENCED_SYSTEM_CHECKS = ['silo_router.I001'].",
             id="silo_router.I001",
         )
-    ]
+    return [said] if _says_runner() else []
 
 
 def _celery_problems() -> list[CheckMessage]:

@@ -266,6 +266,20 @@ def hook() -> Iterator[Hook]:
     server.server.server_close()
 
 
+def handled_click(project: Project, hook: Hook) -> dict[str, Any]:
+    """Once the servers answer, a signed click: answered 200 within Slack's 3 s, and the handler's
+    private reply at its response_url; that reply."""
+    wait_for_server(project)
+    status, seconds = click(project, hook)
+    assert status == 200, project.log.read_text()
+    assert seconds < 3.0, f"answered in {seconds:.2f} s"
+    posts = hook.wait(timeout=30)
+    assert posts, "the handler's reply never reached the response_url:\n" + project.log.read_text()
+    assert posts[0]["text"].startswith("Resolved for organization ")
+    assert posts[0]["response_type"] == "ephemeral"
+    return posts[0]
+
+
 def code_lines(blocks: list[Block]) -> int:
     """Lines of settings and code a set-up has its user write (not blank, not comments)."""
     code = [line.strip() for b in blocks if b.action in ("append", "create") for line in b.text.splitlines()]
@@ -290,15 +304,8 @@ def test_the_quickstart_delivers_a_signed_click_to_its_handler_in_one_process_wi
     venv, wheel = fresh_venv
     project = run_quickstart(quickstart(README.read_text()), workdir=tmp_path, venv=venv, wheel=wheel)
     try:
-        wait_for_server(project)
-        status, seconds = click(project, hook)
-        assert status == 200, project.log.read_text()
-        assert seconds < 3.0, f"answered in {seconds:.2f} s"
-        posts = hook.wait(timeout=30)
-        assert posts, "the handler's reply never reached the response_url:\n" + project.log.read_text()
-        assert posts[0]["text"].startswith("Resolved for organization ")
-        assert "None" not in posts[0]["text"]
-        assert posts[0]["response_type"] == "ephemeral"
+        reply = handled_click(project, hook)
+        assert "None" not in reply["text"]
     finally:
         stop(project)
     # What was installed is the core alone: the default needs no Celery, broker or Sentry.
@@ -401,13 +408,7 @@ def test_the_readmes_control_and_region_set_up_delivers_a_click_over_http_to_the
     venv, wheel = fresh_venv
     project = run_quickstart(quickstart(README.read_text(), "regions"), workdir=tmp_path, venv=venv, wheel=wheel)
     try:
-        wait_for_server(project)
-        status, seconds = click(project, hook)
-        assert status == 200, project.log.read_text()
-        assert seconds < 3.0, f"answered in {seconds:.2f} s"
-        posts = hook.wait(timeout=30)
-        assert posts, "the region's reply never reached the response_url:\n" + project.log.read_text()
-        assert posts[0]["text"].startswith("Resolved for organization ")
+        handled_click(project, hook)
         assert "POST /silo-router/envelopes/" in project.log.read_text()  # it crossed to the region's server
     finally:
         stop(project)

@@ -308,6 +308,15 @@ def test_the_quickstart_delivers_a_signed_click_to_its_handler_in_one_process_wi
         assert "None" not in reply["text"]
     finally:
         stop(project)
+    # A replay from the shell, with no server running, is delivered before the command exits.
+    replayed = project.manage("silo_router_replay", "--state", "delivered")
+    assert "replayed 1 payloads" in replayed.stdout, replayed.stdout + replayed.stderr
+    show = (
+        "from silo_router.control.models import Payload as P; "
+        "print([(p.state, p.replays, p.attempts) for p in P.objects.all()])"
+    )
+    rows = project.manage("shell", "-c", show)
+    assert "[('delivered', 1, 1)]" in rows.stdout, rows.stdout + rows.stderr
     # What was installed is the core alone: the default needs no Celery, broker or Sentry.
     python = str(Path(project.env["VIRTUAL_ENV"]) / "bin" / "python")
     for module in ("celery", "sentry_sdk"):

@@ -23,6 +23,7 @@ past that a task is dropped with a log line and its rows wait for the sweep.
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import heapq
 import itertools
@@ -55,6 +56,9 @@ CELERY, EMBEDDED = "celery", "embedded"
 RUNNERS = (CELERY, EMBEDDED)
 #: Tasks waiting in one process at most; past that new ones are left to the sweep.
 MAX_QUEUED = 10_000
+#: At exit, how long a process waits for the tasks that are due (a ``manage.py`` command
+#: that replayed payloads, a web process stopped gracefully); later ones are the sweep's.
+EXIT_WAIT = 5.0
 
 
 def celery_broker_configured() -> bool:
@@ -150,6 +154,12 @@ class EmbeddedRunner:
                 self._cond.wait(min(left, 0.05))
         return True
 
+    def finish_at_exit(self) -> None:
+        """Let the tasks due now finish before the process ends (at most ``EXIT_WAIT`` seconds)."""
+        if self._pid == os.getpid() and any(thread.is_alive() for thread in self._threads) and not self._stopping:
+            if not self.wait_idle(EXIT_WAIT):
+                logger.warning("exiting with embedded tasks unfinished: the sweep of a running process takes them")
+
     def _start(self) -> None:
         if self._stopping:
             return
@@ -227,3 +237,4 @@ class EmbeddedRunner:
 
 #: The process's embedded runner.
 runner = EmbeddedRunner()
+atexit.register(lambda: runner.finish_at_exit())  # the runner of the moment (tests replace it)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from django.apps import AppConfig
 from django.core import checks
 from django.db.backends.signals import connection_created
@@ -22,10 +24,8 @@ class ControlConfig(AppConfig):
         from .checks import check_middleware, check_runner
         from .options import create_option_rows
 
-        try:
+        if importlib.util.find_spec("celery") is not None:  # without Celery the embedded runner runs them
             from . import tasks  # noqa: F401  (registers the control tasks, so eager mode and workers run them by name)
-        except ImportError:  # Celery is not installed: the embedded runner runs the same functions
-            pass
 
         checks.register(silo_checks.check_settings, checks.Tags.compatibility)
         checks.register(check_runner, checks.Tags.compatibility)

@@ -32,14 +32,15 @@ class SiloRouterMiddleware:
         if not conf.is_control:
             raise MiddlewareNotUsed("silo_router only answers providers in control or monolith mode")
         self.get_response = get_response
-        if runner.embedded():
-            # A web process is where the embedded runner lives: its sweep resumes what a
-            # stopped process left as soon as the server loads, before any request.
+        #: A web process is where the embedded runner lives: its sweep resumes what a stopped
+        #: process left as soon as the server loads, before any request.
+        self.runs_deliveries = runner.embedded()
+        if self.runs_deliveries:
             runner.runner.start()
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if runner.embedded():
-            runner.runner.start()  # after a fork (a server that loads the app before forking workers)
+        if self.runs_deliveries:
+            runner.runner.start()  # a look at the pid: again after a fork (an app loaded before forking workers)
         path = request.path_info
         proxy_path = conf.WEB_API_PROXY_PATH
         if proxy_path and path.startswith(proxy_path):

@@ -106,7 +106,6 @@ class EmbeddedRunner:
         self._threads: list[threading.Thread] = []
         self._running = 0
         self._functions: Mapping[str, Callable[..., object]] | None = None
-        self._periodic_pid = 0
         self._stopping = False
 
     def submit(self, name: str, args: Sequence[Any] = (), *, countdown: float = 0.0, **kwargs: Any) -> bool:
@@ -165,10 +164,11 @@ class EmbeddedRunner:
             return
         if self._pid == os.getpid() and all(thread.is_alive() for thread in self._threads):
             return
-        if self._pid != os.getpid():
+        if self._pid != os.getpid():  # the first start in this process, or the first after a fork
+            self._pid = os.getpid()
             self._queue, self._running = [], 0  # a parent's tasks are the parent's to run
             self._threads = []
-        self._pid = os.getpid()
+            self._schedule_periodic()
         self._threads = [thread for thread in self._threads if thread.is_alive()]
         for number in range(len(self._threads), max(conf.RUNNER_THREADS, 1)):
             thread = threading.Thread(target=self._work, name=f"silo-router-runner-{number}", daemon=True)
@@ -176,9 +176,6 @@ class EmbeddedRunner:
             # inherit its trace (sentry-sdk's threading integration copies the caller's scopes).
             contextvars.Context().run(thread.start)
             self._threads.append(thread)
-        if self._periodic_pid != os.getpid():
-            self._periodic_pid = os.getpid()
-            self._schedule_periodic()
 
     def _schedule_periodic(self) -> None:
         """The runner's own beat: a sweep soon after start (what a stopped process left), then every interval."""

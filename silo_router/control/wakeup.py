@@ -63,10 +63,8 @@ class Waker:
                 by_region.setdefault(region, []).append(payload_id)
         if not by_region:
             return
-        if runner.embedded():
-            for ids in by_region.values():
-                for start in range(0, len(ids), WAKE_BATCH):
-                    runner.runner.submit(DELIVER_BATCH_TASK, (ids[start : start + WAKE_BATCH],))
+        if runner.embedded():  # no broker to spare: straight to the runner's queue, in batches
+            _publish_all(by_region, None)
             return
         app = celery_app()  # per thread: the caller's
         if app.conf.task_always_eager:

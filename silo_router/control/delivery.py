@@ -76,6 +76,7 @@ from django.utils import timezone
 from silo_router import redaction, tracing
 from silo_router.conf import conf
 from silo_router.envelope import Envelope, Outcome, seal
+from silo_router.routing import Strategy
 from silo_router.transports import (
     BatchResult,
     DeliveryError,
@@ -1126,11 +1127,18 @@ def claim_batch(
         listed_ids = [value("id", payload_id) for payload_id in ids]
         if woken and region is not None and len(ids) < limit:  # else no room for rows ahead
             # Rows taken ahead must be due now: the early allowance is for a message's own
-            # rows (clock skew), and a retry taken early would cut its backoff short.
-            ahead = f"{column('enqueued_at')} IS NOT NULL AND ({due_at} IS NULL OR {due_at} <= %s)"
+            # rows (clock skew), and a retry taken early would cut its backoff short. A
+            # synchronous row not yet attempted belongs to the request that stored it (it
+            # claims it a moment later, while the provider waits): never taken ahead.
+            ahead = (
+                f"{column('enqueued_at')} IS NOT NULL AND ({due_at} IS NULL OR {due_at} <= %s) "
+                f"AND NOT ({column('strategy')} = %s AND {column('attempts')} = 0)"
+            )
             conditions.append(f"({listed} OR ({ahead}))")
             order = f"CASE WHEN {listed} THEN 0 ELSE 1 END, {order}"
-            chosen.extend([*listed_ids, value("next_attempt_at", now), *listed_ids])  # the last: the order's CASE
+            chosen.extend(  # the last ids: the order's CASE
+                [*listed_ids, value("next_attempt_at", now), str(Strategy.SYNC), *listed_ids]
+            )
         else:
             conditions.append(listed)
             chosen.extend(listed_ids)

@@ -230,6 +230,21 @@ def test_a_batch_takes_with_its_own_rows_those_whose_messages_still_wait(countin
     )
 
 
+def test_a_batch_never_takes_ahead_a_synchronous_row_its_request_is_about_to_claim(counting: list[int]) -> None:
+    """An options load stored while the provider waits: its request claims it; a worker's batch must
+    not take it in between (the request would answer the fallback and the worker deliver it later)."""
+    us = stored(2, tag="SyncAhead")
+    sync = stored(2, tag="SyncOwn")
+    mark_woken([*us, *sync])
+    Payload.objects.filter(pk__in=sync).update(strategy="sync")
+    Payload.objects.filter(pk=sync[1]).update(attempts=1)  # tried once and retried: any worker's now
+
+    assert tasks.deliver_payloads([us[0]]) == {"delivered": 3}
+    assert [state(pid).state for pid in us] == ["delivered", "delivered"]
+    assert [state(pid).state for pid in sync] == ["pending", "delivered"]
+    assert counting == [3]
+
+
 def test_a_full_batch_takes_no_rows_ahead(counting: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """A drain chunk names as many rows as a batch takes: it claims by id alone (no scan of the backlog)."""
     monkeypatch.setattr(delivery, "TAKE_AHEAD", 2)

@@ -89,7 +89,15 @@ def test_a_failed_attempt_is_retried_with_backoff_until_the_region_takes_it(
     delivery.publish_new(list(Payload.objects.filter(pk=payload_id)))
     wait_until(lambda: states([payload_id]) == {Payload.State.DELIVERED})
     assert embedded.received.count(payload_id) == 3
-    assert PayloadAttempt.objects.filter(payload_id=payload_id).count() == 3
+    # The timeline row of the last attempt is written just after its state.
+    wait_until(lambda: PayloadAttempt.objects.filter(payload_id=payload_id).count() == 3)
+    assert list(
+        PayloadAttempt.objects.filter(payload_id=payload_id).order_by("number").values_list("outcome", flat=True)
+    ) == [
+        "retry",
+        "retry",
+        "delivered",
+    ]
 
 
 def test_a_region_that_keeps_failing_opens_its_circuit_and_is_probed_back(embedded: RegionServer) -> None:

@@ -306,6 +306,12 @@ def test_the_quickstart_delivers_a_signed_click_to_its_handler_in_one_process_wi
     try:
         reply = handled_click(project, hook)
         assert "None" not in reply["text"]
+        # The reply can reach Slack a moment before control records the receipt: wait for the row.
+        show = "from silo_router.control.models import Payload as P; print(list(P.objects.values_list('state', flat=True)))"  # noqa: E501
+        deadline = time.monotonic() + 30
+        while "['delivered']" not in project.manage("shell", "-c", show).stdout:
+            assert time.monotonic() < deadline, "the click's payload was never marked delivered"
+            time.sleep(0.2)
     finally:
         stop(project)
     # A replay from the shell, with no server running, is delivered before the command exits.
